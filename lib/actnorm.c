@@ -1,0 +1,71 @@
+/*
+ * actnorm.c -- activation normalisation, y = (x + bias) * exp(logs) per
+ * channel, with openai/glow's data-dependent initialisation.
+ */
+#include <math.h>
+
+#include "glow_internal.h"
+
+/* Set bias and logs so that this batch comes out zero-mean, unit-variance
+ * per channel: bias = -mean, logs = log(1 / (std + 1e-6)) with the biased
+ * std.  The 1e-6 keeps a constant channel finite.  Statistics in double:
+ * the sums run over every pixel of the batch. */
+static void actnorm_init(const glow__actnorm *an, float *P, const float *x,
+                         int64_t rows, double *acc) {
+  const int32_t c = an->c;
+  for (int32_t j = 0; j < 2 * c; j++)
+    acc[j] = 0.0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int32_t j = 0; j < c; j++)
+      acc[j] += x[r * c + j];
+  for (int32_t j = 0; j < c; j++)
+    acc[j] /= (double)rows;
+  for (int64_t r = 0; r < rows; r++)
+    for (int32_t j = 0; j < c; j++) {
+      double d = x[r * c + j] - acc[j];
+      acc[c + j] += d * d;
+    }
+  for (int32_t j = 0; j < c; j++) {
+    double sd = sqrt(acc[c + j] / (double)rows);
+    P[an->bias + j] = (float)-acc[j];
+    P[an->logs + j] = (float)log(1.0 / (sd + 1e-6));
+  }
+}
+
+void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
+                           int64_t rows, glow__ws *ws) {
+  if (ws->init)
+    actnorm_init(an, P, x, rows, ws->dscr);
+  const int32_t c = an->c;
+  const float *b = P + an->bias, *s = P + an->logs;
+  float *scale = ws->fscr;
+  for (int32_t j = 0; j < c; j++)
+    scale[j] = expf(s[j]);
+  for (int64_t r = 0; r < rows; r++) {
+    float *v = x + r * c;
+    for (int32_t j = 0; j < c; j++)
+      v[j] = (v[j] + b[j]) * scale[j];
+  }
+}
+
+void glow__actnorm_inverse(const glow__actnorm *an, const float *P, float *x,
+                           int64_t rows, glow__ws *ws) {
+  const int32_t c = an->c;
+  const float *b = P + an->bias, *s = P + an->logs;
+  float *inv = ws->fscr;
+  for (int32_t j = 0; j < c; j++)
+    inv[j] = expf(-s[j]);
+  for (int64_t r = 0; r < rows; r++) {
+    float *v = x + r * c;
+    for (int32_t j = 0; j < c; j++)
+      v[j] = v[j] * inv[j] - b[j];
+  }
+}
+
+/* log|det| per pixel: sum of logs (the caller multiplies by h*w). */
+double glow__actnorm_logdet(const glow__actnorm *an, const float *P) {
+  double s = 0.0;
+  for (int32_t j = 0; j < an->c; j++)
+    s += P[an->logs + j];
+  return s;
+}

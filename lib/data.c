@@ -1,0 +1,53 @@
+/*
+ * data.c -- pixels to model inputs and back: n-bit reduction and uniform
+ * dequantisation, as openai/glow's preprocessing.
+ */
+#include <math.h>
+
+#include "glow_internal.h"
+
+#define GLOW__DEQUANT_STREAM UINT64_C(0x4445515541)
+
+static int check(const glow_model *m, const void *in, const void *out,
+                 int32_t n, const char *fn) {
+  if (!m || !in || !out)
+    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
+                      !m ? "model" : !in ? "input" : "output");
+  if (n < 1 || (int64_t)n * m->dim > INT32_MAX)
+    return glow__fail(GLOW_ERR_BATCH, "%s: invalid batch size n = %d", fn, n);
+  return GLOW_OK;
+}
+
+int glow_preprocess(const glow_model *m, const uint8_t *pixels, int32_t n,
+                    uint64_t seed, float *x) {
+  int rc = check(m, pixels, x, n, "glow_preprocess");
+  if (rc)
+    return rc;
+  const int shift = 8 - m->cfg.n_bits;
+  const float bins = (float)(1 << m->cfg.n_bits);
+  const int64_t count = n * m->dim;
+  for (int64_t i = 0; i < count; i++) {
+    float bin = (float)(pixels[i] >> shift);
+    float u = (float)glow__uniform(seed, GLOW__DEQUANT_STREAM, (uint64_t)i);
+    x[i] = (bin + u) / bins - 0.5f;
+  }
+  return GLOW_OK;
+}
+
+int glow_postprocess(const glow_model *m, const float *x, int32_t n,
+                     uint8_t *pixels) {
+  int rc = check(m, x, pixels, n, "glow_postprocess");
+  if (rc)
+    return rc;
+  const int shift = 8 - m->cfg.n_bits;
+  const int bins = 1 << m->cfg.n_bits;
+  const int64_t count = n * m->dim;
+  for (int64_t i = 0; i < count; i++) {
+    float v = (x[i] + 0.5f) * (float)bins;
+    int b = isfinite(v) ? (v <= 0.0f ? 0 : v >= (float)bins ? bins - 1
+                                                            : (int)v)
+                        : 0;
+    pixels[i] = (uint8_t)(b << shift);
+  }
+  return GLOW_OK;
+}

@@ -1,0 +1,216 @@
+/*
+ * infer.c -- the public inference calls: argument checks, a workspace per
+ * call, the flow, and the reductions (log-density, bits per dimension).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "glow_internal.h"
+
+#define LOG_2PI 1.8378770664093454835606594728112
+#define LN_2 0.69314718055994530941723212145818
+
+/* Checks shared by every call that takes a batch. */
+static int check_batch(const glow_model *m, int32_t n, const char *fn) {
+  if (n < 1)
+    return glow__fail(GLOW_ERR_BATCH, "%s: batch size n = %d must be >= 1",
+                      fn, n);
+  if ((int64_t)n * m->dim > INT32_MAX)
+    return glow__fail(GLOW_ERR_BATCH,
+                      "%s: batch of %d images of %lld values is too large", fn,
+                      n, (long long)m->dim);
+  return GLOW_OK;
+}
+
+static int check_labels(const glow_model *m, const int32_t *labels,
+                        int32_t n, const char *fn) {
+  const int32_t k = m->cfg.n_classes;
+  if (k == 0 && labels)
+    return glow__fail(GLOW_ERR_LABEL,
+                      "%s: labels given to an unconditional model (pass NULL)",
+                      fn);
+  if (k > 0 && !labels)
+    return glow__fail(GLOW_ERR_LABEL,
+                      "%s: the model is conditional on %d classes and needs "
+                      "labels",
+                      fn, k);
+  for (int32_t i = 0; k > 0 && i < n; i++)
+    if (labels[i] < 0 || labels[i] >= k)
+      return glow__fail(GLOW_ERR_LABEL,
+                        "%s: labels[%d] = %d is outside [0, %d)", fn, i,
+                        labels[i], k);
+  return GLOW_OK;
+}
+
+/* Model, input and output pointers, batch size and labels. */
+static int check_call(const glow_model *m, const void *in, const void *out,
+                      const int32_t *labels, int32_t n, const char *fn) {
+  if (!m || !in || !out)
+    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
+                      !m ? "model" : !in ? "input" : "output");
+  int rc = check_batch(m, n, fn);
+  return rc ? rc : check_labels(m, labels, n, fn);
+}
+
+static int all_finite(const float *v, int64_t count) {
+  for (int64_t i = 0; i < count; i++)
+    if (!isfinite(v[i]))
+      return 0;
+  return 1;
+}
+
+/* Forward pass into eps, leaving per-image logdets in ws->ld.  The caller
+ * frees ws. */
+static int run_forward(glow_model *m, const float *x, const int32_t *labels,
+                       int32_t n, float *eps, glow__ws *ws, const char *fn) {
+  int rc = glow__ws_alloc(m, n, ws);
+  if (rc)
+    return rc;
+  rc = glow__flow_forward(m, m->params, ws, x, labels, eps);
+  if (rc)
+    return rc;
+  if (!all_finite(eps, n * m->dim))
+    return glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: the latent is not finite (input or parameters "
+                      "out of range)",
+                      fn);
+  for (int32_t i = 0; i < n; i++)
+    if (!isfinite(ws->ld[i]))
+      return glow__fail(GLOW_ERR_NUMERIC,
+                        "%s: the log-determinant of image %d is not finite",
+                        fn, i);
+  return GLOW_OK;
+}
+
+int glow_forward(glow_model *m, const float *x, const int32_t *labels,
+                 int32_t n, float *eps, float *logdet) {
+  int rc = check_call(m, x, eps, labels, n, "glow_forward");
+  if (rc)
+    return rc;
+  glow__ws ws;
+  rc = run_forward(m, x, labels, n, eps, &ws, "glow_forward");
+  if (!rc && logdet)
+    for (int32_t i = 0; i < n; i++)
+      logdet[i] = (float)ws.ld[i];
+  glow__ws_free(&ws);
+  return rc;
+}
+
+/* log p(x) per image in double: sum log N(eps; 0, 1) + logdet. */
+static int log_prob64(glow_model *m, const float *x, const int32_t *labels,
+                      int32_t n, double *out, const char *fn) {
+  int rc;
+  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  if (!eps)
+    return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  glow__ws ws;
+  rc = run_forward(m, x, labels, n, eps, &ws, fn);
+  for (int32_t i = 0; !rc && i < n; i++) {
+    const float *e = eps + (int64_t)i * m->dim;
+    double sq = 0.0;
+    for (int64_t j = 0; j < m->dim; j++)
+      sq += (double)e[j] * e[j];
+    out[i] = -0.5 * sq - 0.5 * LOG_2PI * (double)m->dim + ws.ld[i];
+  }
+  glow__ws_free(&ws);
+  free(eps);
+  return rc;
+}
+
+/* Run a per-image double reduction and convert to float outputs. */
+static int reduce(glow_model *m, const float *x, const int32_t *labels,
+                  int32_t n, float *out, int bits, const char *fn) {
+  int rc = check_call(m, x, out, labels, n, fn);
+  if (rc)
+    return rc;
+  double *lp = malloc(sizeof(double) * (size_t)n);
+  if (!lp)
+    return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  rc = log_prob64(m, x, labels, n, lp, fn);
+  if (!rc) {
+    const double D = (double)m->dim;
+    for (int32_t i = 0; i < n; i++)
+      out[i] = bits ? (float)((-lp[i] + D * m->cfg.n_bits * LN_2) /
+                              (D * LN_2))
+                    : (float)lp[i];
+  }
+  free(lp);
+  return rc;
+}
+
+int glow_log_prob(glow_model *m, const float *x, const int32_t *labels,
+                  int32_t n, float *logp) {
+  return reduce(m, x, labels, n, logp, 0, "glow_log_prob");
+}
+
+int glow_bits_per_dim(glow_model *m, const float *x, const int32_t *labels,
+                      int32_t n, float *bpd) {
+  return reduce(m, x, labels, n, bpd, 1, "glow_bits_per_dim");
+}
+
+int glow_logdet(glow_model *m, const float *x, const int32_t *labels,
+                int32_t n, float *logdet) {
+  int rc = check_call(m, x, logdet, labels, n, "glow_logdet");
+  if (rc)
+    return rc;
+  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  if (!eps)
+    return glow__fail(GLOW_ERR_NOMEM, "glow_logdet: out of memory");
+  rc = glow_forward(m, x, labels, n, eps, logdet);
+  free(eps);
+  return rc;
+}
+
+/* Inverse of eps scaled by `scale`, with the output checked. */
+static int run_inverse(glow_model *m, const float *eps, float scale,
+                       const int32_t *labels, int32_t n, float *x,
+                       const char *fn) {
+  glow__ws ws;
+  int rc = glow__ws_alloc(m, n, &ws);
+  if (rc)
+    return rc;
+  rc = glow__flow_inverse(m, &ws, eps, scale, labels, x);
+  glow__ws_free(&ws);
+  if (!rc && !all_finite(x, n * m->dim))
+    rc = glow__fail(GLOW_ERR_NUMERIC,
+                    "%s: the output is not finite (latent or parameters out "
+                    "of range)",
+                    fn);
+  return rc;
+}
+
+int glow_inverse(glow_model *m, const float *eps, const int32_t *labels,
+                 int32_t n, float *x) {
+  int rc = check_call(m, eps, x, labels, n, "glow_inverse");
+  return rc ? rc : run_inverse(m, eps, 1.0f, labels, n, x, "glow_inverse");
+}
+
+/* Stream of the sampling generator (distinct from weight initialisation). */
+#define GLOW__SAMPLE_STREAM UINT64_C(0x5a4d504c45)
+
+int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
+                const int32_t *labels, float *x) {
+  static const char fn[] = "glow_sample";
+  if (!m || !x)
+    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
+                      !m ? "model" : "output");
+  int rc = check_batch(m, n, fn);
+  if (!rc)
+    rc = check_labels(m, labels, n, fn);
+  if (rc)
+    return rc;
+  if (!isfinite(temperature) || temperature < 0.0f)
+    return glow__fail(GLOW_ERR_ARG,
+                      "%s: temperature %g must be finite and >= 0", fn,
+                      (double)temperature);
+  const int64_t count = n * m->dim;
+  float *eps = malloc(sizeof(float) * (size_t)count);
+  if (!eps)
+    return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  for (int64_t i = 0; i < count; i++)
+    eps[i] = (float)glow__normal(seed, GLOW__SAMPLE_STREAM, (uint64_t)i);
+  rc = run_inverse(m, eps, temperature, labels, n, x, fn);
+  free(eps);
+  return rc;
+}

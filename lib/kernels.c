@@ -1,0 +1,70 @@
+/*
+ * kernels.c -- the numeric kernels: convolutions as large GEMMs.
+ *
+ * A 3x3 "same" convolution over NHWC data is im2col followed by one
+ * cblas_sgemm per chunk of images: rows are pixels of the chunk, columns
+ * the 9*cin taps, so the GEMM is as large as the scratch buffer allows.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "glow_internal.h"
+
+int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin) {
+  return (int64_t)h * w * 9 * cin;
+}
+
+/* Patch matrix of one image: row (y, x) holds the 3x3 neighbourhood, tap
+ * (ky, kx) at columns [(ky*3 + kx)*cin, +cin), zeros outside the image. */
+static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
+                   int32_t cin, float *col) {
+  const int64_t k = 9 * (int64_t)cin;
+  for (int32_t y = 0; y < h; y++) {
+    for (int32_t xx = 0; xx < w; xx++) {
+      float *row = col + ((int64_t)y * w + xx) * k;
+      for (int32_t ky = 0; ky < 3; ky++) {
+        int32_t sy = y + ky - 1;
+        for (int32_t kx = 0; kx < 3; kx++) {
+          int32_t sx = xx + kx - 1;
+          float *dst = row + (ky * 3 + kx) * (int64_t)cin;
+          if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+            memset(dst, 0, sizeof(float) * (size_t)cin);
+          else
+            memcpy(dst, x + ((int64_t)sy * w + sx) * ldx,
+                   sizeof(float) * (size_t)cin);
+        }
+      }
+    }
+  }
+}
+
+void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
+                   int32_t w, int32_t cin, const float *wt, int32_t cout,
+                   float *y, glow__col *col) {
+  const int64_t per = glow__conv3x3_col_per_image(h, w, cin);
+  const int64_t hw = (int64_t)h * w;
+  int32_t chunk = (int32_t)(col->cap / per);
+  if (chunk < 1)
+    chunk = 1; /* the workspace guarantees room for one image */
+  for (int32_t i0 = 0; i0 < n; i0 += chunk) {
+    int32_t nb = n - i0 < chunk ? n - i0 : chunk;
+    for (int32_t i = 0; i < nb; i++)
+      im2col(x + (int64_t)(i0 + i) * hw * ldx, ldx, h, w, cin,
+             col->buf + (int64_t)i * per);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw),
+                cout, 9 * cin, 1.0f, col->buf, 9 * cin, wt, cout, 0.0f,
+                y + (int64_t)i0 * hw * cout, cout);
+  }
+}
+
+void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
+                  const float *wt, int32_t cout, float *y) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, cout, cin,
+              1.0f, x, (int)ldx, wt, cout, 0.0f, y, cout);
+}
+
+double glow__log_sigmoid(double v) {
+  return v >= 0 ? -log1p(exp(-v)) : v - log1p(exp(v));
+}
