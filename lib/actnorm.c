@@ -33,7 +33,7 @@ static void actnorm_init(const glow__actnorm *an, float *P, const float *x,
 }
 
 void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
-                           int64_t rows, glow__ws *ws) {
+                           int64_t rows, int relu, glow__ws *ws) {
   if (ws->init)
     actnorm_init(an, P, x, rows, ws->dscr);
   const int32_t c = an->c;
@@ -43,8 +43,14 @@ void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
     scale[j] = expf(s[j]);
   for (int64_t r = 0; r < rows; r++) {
     float *v = x + r * c;
-    for (int32_t j = 0; j < c; j++)
-      v[j] = (v[j] + b[j]) * scale[j];
+    if (relu) /* fused: one sweep instead of two */
+      for (int32_t j = 0; j < c; j++) {
+        float y = (v[j] + b[j]) * scale[j];
+        v[j] = y > 0.0f ? y : 0.0f;
+      }
+    else
+      for (int32_t j = 0; j < c; j++)
+        v[j] = (v[j] + b[j]) * scale[j];
   }
 }
 

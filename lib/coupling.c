@@ -29,22 +29,15 @@ void glow__zconv_apply(const glow__zconv *zc, const float *P, const float *x,
   }
 }
 
-static inline void relu(float *x, int64_t count) {
-  for (int64_t i = 0; i < count; i++)
-    x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
 /* NN(x1) into ws->h, where x1 is the first c/2 channels of ws->z. */
 static void network(const glow__coupling *cp, float *P, glow__ws *ws,
                     int32_t h, int32_t w) {
   const int32_t n = ws->n, c = cp->c, hid = cp->hidden;
   const int64_t rows = (int64_t)n * h * w;
   glow__conv3x3(ws->z, c, n, h, w, c / 2, P + cp->w1, hid, ws->a, &ws->col);
-  glow__actnorm_forward(&cp->an1, P, ws->a, rows, ws);
-  relu(ws->a, rows * hid);
+  glow__actnorm_forward(&cp->an1, P, ws->a, rows, 1, ws);
   glow__matmul(ws->a, hid, rows, hid, P + cp->w2, hid, ws->b);
-  glow__actnorm_forward(&cp->an2, P, ws->b, rows, ws);
-  relu(ws->b, rows * hid);
+  glow__actnorm_forward(&cp->an2, P, ws->b, rows, 1, ws);
   glow__zconv_apply(&cp->out, P, ws->b, hid, h, w, ws->h, ws);
 }
 

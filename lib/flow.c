@@ -19,7 +19,7 @@ static int step_forward(float *P, const glow__level *lv, int32_t l, int32_t k,
   const glow__step *s = &lv->steps[k];
   const int64_t hw = (int64_t)lv->h * lv->w, rows = ws->n * hw;
   double perm_ld = 0.0;
-  glow__actnorm_forward(&s->an, P, ws->z, rows, ws);
+  glow__actnorm_forward(&s->an, P, ws->z, rows, 0, ws);
   *shared += (double)hw * glow__actnorm_logdet(&s->an, P);
   if (glow__permute_forward(&s->perm, P, ws, rows, &perm_ld))
     return glow__fail(GLOW_ERR_NUMERIC,
@@ -118,12 +118,14 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   ws->b = alloc_floats(n * m->max_hw * hid, sizeof(float));
   ws->h = alloc_floats(n * m->max_hw * mc, sizeof(float));
   ws->col.buf = alloc_floats(ws->col.cap, sizeof(float));
+  ws->col.wbuf = alloc_floats(9 * ch * mc, sizeof(float));
   ws->ld = alloc_floats(n, sizeof(double));
   ws->w64 = alloc_floats(2 * mc * mc + mc, sizeof(double));
   ws->w32 = alloc_floats(mc * mc, sizeof(float));
   ws->fscr = alloc_floats(ch, sizeof(float));
   ws->dscr = alloc_floats(2 * ch, sizeof(double));
   if (!ws->z || !ws->t || !ws->a || !ws->b || !ws->h || !ws->col.buf ||
+      !ws->col.wbuf ||
       !ws->ld || !ws->w64 || !ws->w32 || !ws->fscr || !ws->dscr) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
@@ -139,6 +141,7 @@ void glow__ws_free(glow__ws *ws) {
   free(ws->b);
   free(ws->h);
   free(ws->col.buf);
+  free(ws->col.wbuf);
   free(ws->ld);
   free(ws->w64);
   free(ws->w32);

@@ -36,10 +36,12 @@ int glow__config_check(const glow_config *cfg);
 
 /* ---- Kernels (kernels.c) ------------------------------------------------- */
 
-/* Scratch for im2col: `cap` floats. */
+/* Scratch for convolutions: `cap` floats of patches or tap outputs, and
+ * room for one rearranged weight (9 * max cin * max cout floats). */
 typedef struct {
   float *buf;
   int64_t cap;
+  float *wbuf;
 } glow__col;
 
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
@@ -166,9 +168,10 @@ static inline void glow__ws_swap(glow__ws *ws) {
 }
 
 /* actnorm.c */
-/* ws supplies scratch (fscr, dscr) and the init flag. */
+/* ws supplies scratch (fscr, dscr) and the init flag; relu != 0 applies
+ * max(y, 0) in the same sweep. */
 void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
-                           int64_t rows, glow__ws *ws);
+                           int64_t rows, int relu, glow__ws *ws);
 void glow__actnorm_inverse(const glow__actnorm *an, const float *P, float *x,
                            int64_t rows, glow__ws *ws);
 double glow__actnorm_logdet(const glow__actnorm *an, const float *P);

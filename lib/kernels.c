@@ -40,22 +40,71 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
   }
 }
 
+/* Few output channels (the coupling's last conv, the priors): the patch
+ * matrix would be 9*cin wide for a GEMM only cout wide.  Instead one GEMM
+ * computes every tap's contribution, Z = X [W_00 .. W_22] (9*cout wide),
+ * and a cheap pass sums the nine shifted taps into y. */
+static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
+                         int32_t w, int32_t cin, const float *wt,
+                         int32_t cout, float *y, glow__col *col) {
+  const int32_t nt = 9 * cout;
+  const int64_t hw = (int64_t)h * w;
+  float *wr = col->wbuf, *z = col->buf;
+  for (int32_t t = 0; t < 9; t++) /* [tap][ci][co] -> [ci][tap*cout + co] */
+    for (int32_t ci = 0; ci < cin; ci++)
+      memcpy(wr + (int64_t)ci * nt + t * cout,
+             wt + ((int64_t)t * cin + ci) * cout, sizeof(float) * (size_t)cout);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw), nt,
+              cin, 1.0f, x, (int)ldx, wr, nt, 0.0f, z, nt);
+  for (int32_t i = 0; i < nb; i++) {
+    const float *zi = z + (int64_t)i * hw * nt;
+    for (int32_t yy = 0; yy < h; yy++)
+      for (int32_t xx = 0; xx < w; xx++) {
+        float *out = y + ((int64_t)i * hw + (int64_t)yy * w + xx) * cout;
+        for (int32_t co = 0; co < cout; co++)
+          out[co] = 0.0f;
+        for (int32_t ky = 0; ky < 3; ky++) {
+          int32_t sy = yy + ky - 1;
+          if (sy < 0 || sy >= h)
+            continue;
+          for (int32_t kx = 0; kx < 3; kx++) {
+            int32_t sx = xx + kx - 1;
+            if (sx < 0 || sx >= w)
+              continue;
+            const float *src =
+                zi + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
+            for (int32_t co = 0; co < cout; co++)
+              out[co] += src[co];
+          }
+        }
+      }
+  }
+}
+
 void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
                    int32_t w, int32_t cin, const float *wt, int32_t cout,
                    float *y, glow__col *col) {
-  const int64_t per = glow__conv3x3_col_per_image(h, w, cin);
   const int64_t hw = (int64_t)h * w;
+  const int taps = cout < cin;
+  /* Scratch per image: the patch matrix, or the tap outputs. */
+  const int64_t per = taps ? hw * 9 * cout : glow__conv3x3_col_per_image(h, w, cin);
   int32_t chunk = (int32_t)(col->cap / per);
   if (chunk < 1)
     chunk = 1; /* the workspace guarantees room for one image */
   for (int32_t i0 = 0; i0 < n; i0 += chunk) {
     int32_t nb = n - i0 < chunk ? n - i0 : chunk;
+    const float *xb = x + (int64_t)i0 * hw * ldx;
+    float *yb = y + (int64_t)i0 * hw * cout;
+    if (taps) {
+      conv3x3_taps(xb, ldx, nb, h, w, cin, wt, cout, yb, col);
+      continue;
+    }
     for (int32_t i = 0; i < nb; i++)
-      im2col(x + (int64_t)(i0 + i) * hw * ldx, ldx, h, w, cin,
+      im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
              col->buf + (int64_t)i * per);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw),
-                cout, 9 * cin, 1.0f, col->buf, 9 * cin, wt, cout, 0.0f,
-                y + (int64_t)i0 * hw * cout, cout);
+                cout, 9 * cin, 1.0f, col->buf, 9 * cin, wt, cout, 0.0f, yb,
+                cout);
   }
 }
 
