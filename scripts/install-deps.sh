@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the Debian packages libglow needs that are not installed yet.
+#   scripts/install-deps.sh build   compiler, CMake, CBLAS/LAPACKE, cJSON
+#   scripts/install-deps.sh test    build + cmocka, clang fuzzing, python3
+#   scripts/install-deps.sh demo    build + zlib, libpng, Fashion-MNIST
+# Uses sudo when not run as root.  Does nothing when all are present.
+set -euo pipefail
+
+build=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev)
+test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 binutils)
+demo=(zlib1g-dev libpng-dev dataset-fashion-mnist)
+
+want=("${build[@]}")
+for set in "$@"; do
+  case $set in
+    build) ;;
+    test) want+=("${test[@]}") ;;
+    demo) want+=("${demo[@]}") ;;
+    *) echo "install-deps.sh: unknown set '$set' (build, test, demo)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "Installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
