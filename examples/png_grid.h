@@ -1,0 +1,14 @@
+/*
+ * png_grid.h -- write a grid of 8-bit NHWC images as one PNG (libpng).
+ */
+#ifndef GLOW_EXAMPLE_PNG_GRID_H
+#define GLOW_EXAMPLE_PNG_GRID_H
+
+#include <stdint.h>
+
+/* rows x cols images of h x w x c (c = 1 grey or 3 RGB), row-major in
+ * `pixels`, with a `pad`-pixel white border between them.  Returns 0 or -1. */
+int png_write_grid(const char *path, const uint8_t *pixels, int rows,
+                   int cols, int h, int w, int c, int pad);
+
+#endif

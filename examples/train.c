@@ -1,0 +1,650 @@
+/*
+ * train -- train a Glow model on Fashion-MNIST (or any IDX image set) with
+ * libglow computing the loss and its gradients, and this host program doing
+ * everything else: data loading, dequantisation, Adam with warm-up, Polyak
+ * averaging, gradient clipping, recovery from divergence, evaluation,
+ * checkpoints and sample pictures.
+ *
+ *   train [options]            (train --help lists them)
+ *
+ * Output folder: model.safetensors (the model, averaged weights when Polyak
+ * averaging is on), optimizer.bin (Adam state, for --resume), samples.png
+ * (one row per temperature; one column per class for conditional models),
+ * log.csv (the training curve).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glow.h>
+
+#include "idx.h"
+#include "png_grid.h"
+
+/* ---- options -------------------------------------------------------------- */
+
+typedef struct {
+  glow_config cfg;
+  const char *data, *out, *resume;
+  int32_t batch, warmup, init_batch, eval_batch;
+  double lr, minutes, polyak, clip, eval_every;
+  int64_t max_steps;
+} options;
+
+static void usage(void) {
+  puts(
+      "usage: train [options]\n"
+      "model (ignored with --resume, which reads them from the model file):\n"
+      "  --levels L (2)  --depth K (8)  --hidden H (128)\n"
+      "  --coupling affine|additive (affine)\n"
+      "  --permutation conv|lu|reverse|shuffle (lu)\n"
+      "  --n-bits B (8)  --classes N (10; 0 = unconditional)\n"
+      "  --learn-top 0|1 (1)  --class-weight W (0.01)  --seed S (1)\n"
+      "training:\n"
+      "  --batch N (64)  --lr R (1e-3)  --warmup STEPS (200)\n"
+      "  --minutes M (4.5, training time)  --steps N (no limit)\n"
+      "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
+      "  --eval-every MINUTES (0 = only at the end)\n"
+      "files:\n"
+      "  --data DIR (/usr/share/datasets/fashion-mnist)\n"
+      "  --out DIR (out)  --resume DIR (continue from DIR/model.safetensors)");
+}
+
+static int parse_coupling(const char *s) {
+  return !strcmp(s, "additive") ? GLOW_COUPLING_ADDITIVE
+                                : !strcmp(s, "affine") ? GLOW_COUPLING_AFFINE
+                                                       : -1;
+}
+
+static int parse_permutation(const char *s) {
+  static const char *const names[] = {"conv", "lu", "reverse", "shuffle"};
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(s, names[i]))
+      return i; /* the GLOW_PERMUTE_* values, in order */
+  return -1;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+  glow_config_init(&o->cfg);
+  o->cfg.levels = 2;
+  o->cfg.depth = 8;
+  o->cfg.hidden = 128;
+  o->cfg.permutation = GLOW_PERMUTE_CONV1X1_LU;
+  o->cfg.n_classes = 10;
+  o->cfg.seed = 1;
+  o->data = "/usr/share/datasets/fashion-mnist";
+  o->out = "out";
+  o->resume = NULL;
+  o->batch = 64;
+  o->warmup = 200;
+  o->init_batch = 512;
+  o->eval_batch = 500;
+  o->lr = 1e-3;
+  o->minutes = 4.5;
+  o->polyak = 0.999;
+  o->clip = 50.0;
+  o->eval_every = 0.0;
+  o->max_steps = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(k, "--help") || !strcmp(k, "-h"))
+      return usage(), 1;
+    if (!v) {
+      fprintf(stderr, "train: %s needs a value\n", k);
+      return -1;
+    }
+    i++;
+    glow_config *c = &o->cfg;
+    if (!strcmp(k, "--levels")) c->levels = atoi(v);
+    else if (!strcmp(k, "--depth")) c->depth = atoi(v);
+    else if (!strcmp(k, "--hidden")) c->hidden = atoi(v);
+    else if (!strcmp(k, "--coupling")) c->coupling = parse_coupling(v);
+    else if (!strcmp(k, "--permutation")) c->permutation = parse_permutation(v);
+    else if (!strcmp(k, "--n-bits")) c->n_bits = atoi(v);
+    else if (!strcmp(k, "--classes")) c->n_classes = atoi(v);
+    else if (!strcmp(k, "--learn-top")) c->learn_top = atoi(v);
+    else if (!strcmp(k, "--class-weight")) c->class_weight = (float)atof(v);
+    else if (!strcmp(k, "--seed")) c->seed = strtoull(v, NULL, 10);
+    else if (!strcmp(k, "--batch")) o->batch = atoi(v);
+    else if (!strcmp(k, "--lr")) o->lr = atof(v);
+    else if (!strcmp(k, "--warmup")) o->warmup = atoi(v);
+    else if (!strcmp(k, "--minutes")) o->minutes = atof(v);
+    else if (!strcmp(k, "--steps")) o->max_steps = atoll(v);
+    else if (!strcmp(k, "--polyak")) o->polyak = atof(v);
+    else if (!strcmp(k, "--clip")) o->clip = atof(v);
+    else if (!strcmp(k, "--eval-every")) o->eval_every = atof(v);
+    else if (!strcmp(k, "--data")) o->data = v;
+    else if (!strcmp(k, "--out")) o->out = v;
+    else if (!strcmp(k, "--resume")) o->resume = v;
+    else {
+      fprintf(stderr, "train: unknown option %s (see --help)\n", k);
+      return -1;
+    }
+  }
+  if (o->batch < 1 || o->lr <= 0 || o->minutes <= 0 || o->polyak < 0 ||
+      o->polyak >= 1 || o->clip < 0 || o->warmup < 0) {
+    fprintf(stderr, "train: an option is out of range (see --help)\n");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void die(const char *what, int rc) {
+  fprintf(stderr, "\ntrain: %s failed: %s: %s\n", what,
+          glow_status_string(rc), glow_last_error());
+  exit(1);
+}
+
+static void *xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) {
+    fprintf(stderr, "train: out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+static void path_join(char *buf, size_t len, const char *dir,
+                      const char *name) {
+  snprintf(buf, len, "%s/%s", dir, name);
+}
+
+/* Small xorshift generator for shuffling (the host's own randomness). */
+static uint64_t rng_next(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static void shuffle(int32_t *idx, int32_t n, uint64_t *s) {
+  for (int32_t i = n - 1; i > 0; i--) {
+    int32_t j = (int32_t)(rng_next(s) % (uint64_t)(i + 1));
+    int32_t t = idx[i];
+    idx[i] = idx[j];
+    idx[j] = t;
+  }
+}
+
+/* ---- data ------------------------------------------------------------------- */
+
+typedef struct {
+  idx_set set;
+  int32_t *order, pos;
+  uint64_t rng;
+} dataset;
+
+static void load_split(const options *o, const char *prefix, dataset *d) {
+  char img[1024], lab[1024], err[256];
+  snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", o->data, prefix);
+  snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", o->data, prefix);
+  if (idx_load(img, lab, &d->set, err, sizeof err)) {
+    fprintf(stderr, "train: %s\n(install Debian's dataset-fashion-mnist, or "
+                    "pass --data DIR)\n", err);
+    exit(1);
+  }
+  d->order = xmalloc(sizeof(int32_t) * (size_t)d->set.n);
+  for (int32_t i = 0; i < d->set.n; i++)
+    d->order[i] = i;
+  d->pos = d->set.n; /* shuffle on first use */
+  d->rng = 0x9E3779B97F4A7C15ULL;
+}
+
+/* Next n images (and labels) of a reshuffled pass over the data. */
+static void next_batch(dataset *d, int32_t n, uint8_t *px, int32_t *labels) {
+  const size_t dim = (size_t)d->set.h * d->set.w;
+  for (int32_t i = 0; i < n; i++) {
+    if (d->pos == d->set.n) {
+      shuffle(d->order, d->set.n, &d->rng);
+      d->pos = 0;
+    }
+    int32_t k = d->order[d->pos++];
+    memcpy(px + i * dim, d->set.pixels + (size_t)k * dim, dim);
+    if (labels)
+      labels[i] = d->set.labels[k];
+  }
+}
+
+/* ---- optimizer ------------------------------------------------------------ */
+
+/* Adam, with Polyak averaging of the weights, and a snapshot of everything
+ * to go back to when training diverges. */
+typedef struct {
+  int64_t n, t;
+  float *m, *v, *avg;
+  double lr_scale; /* lowered after each divergence */
+} adam;
+
+typedef struct {
+  float *params;
+  adam opt;
+  int64_t step;
+  int valid;
+} snapshot;
+
+static void adam_init(adam *a, int64_t n, const float *params) {
+  a->n = n;
+  a->t = 0;
+  a->lr_scale = 1.0;
+  a->m = calloc((size_t)n, sizeof(float));
+  a->v = calloc((size_t)n, sizeof(float));
+  a->avg = xmalloc(sizeof(float) * (size_t)n);
+  if (!a->m || !a->v)
+    exit(1);
+  memcpy(a->avg, params, sizeof(float) * (size_t)n);
+}
+
+static void adam_free(adam *a) {
+  free(a->m);
+  free(a->v);
+  free(a->avg);
+}
+
+static void adam_copy(adam *dst, const adam *src) {
+  size_t b = sizeof(float) * (size_t)src->n;
+  dst->n = src->n;
+  dst->t = src->t;
+  dst->lr_scale = src->lr_scale;
+  memcpy(dst->m, src->m, b);
+  memcpy(dst->v, src->v, b);
+  memcpy(dst->avg, src->avg, b);
+}
+
+/* Scale g to global L2 norm <= clip; returns the norm before clipping. */
+static double clip_grads(float *g, int64_t n, double clip) {
+  double sq = 0.0;
+  for (int64_t i = 0; i < n; i++)
+    sq += (double)g[i] * g[i];
+  double norm = sqrt(sq);
+  if (clip > 0 && norm > clip) {
+    float s = (float)(clip / norm);
+    for (int64_t i = 0; i < n; i++)
+      g[i] *= s;
+  }
+  return norm;
+}
+
+static void adam_step(adam *a, float *p, const float *g, double lr,
+                      double polyak) {
+  const float b1 = 0.9f, b2 = 0.999f, e = 1e-8f;
+  a->t++;
+  const double c1 = 1.0 - pow(b1, (double)a->t);
+  const double c2 = 1.0 - pow(b2, (double)a->t);
+  const float step = (float)(lr * sqrt(c2) / c1);
+  for (int64_t i = 0; i < a->n; i++) {
+    a->m[i] = b1 * a->m[i] + (1 - b1) * g[i];
+    a->v[i] = b2 * a->v[i] + (1 - b2) * g[i] * g[i];
+    p[i] -= step * a->m[i] / (sqrtf(a->v[i]) + e);
+  }
+  if (polyak > 0) {
+    /* Debiased early on, so the average is useful from the first steps. */
+    float d = (float)fmin(polyak, (1.0 + (double)a->t) / (10.0 + (double)a->t));
+    for (int64_t i = 0; i < a->n; i++)
+      a->avg[i] = d * a->avg[i] + (1 - d) * p[i];
+  }
+}
+
+/* optimizer.bin: magic, n, t, lr_scale, then the raw (not averaged)
+ * weights, m, v, avg.  The model file holds the averaged weights. */
+static int adam_save(const adam *a, const float *params, const char *path) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f)
+    return -1;
+  int ok = fwrite("GLOWADAM", 8, 1, f) == 1 &&
+           fwrite(&a->n, sizeof a->n, 1, f) == 1 &&
+           fwrite(&a->t, sizeof a->t, 1, f) == 1 &&
+           fwrite(&a->lr_scale, sizeof a->lr_scale, 1, f) == 1 &&
+           fwrite(params, sizeof(float), (size_t)a->n, f) == (size_t)a->n &&
+           fwrite(a->m, sizeof(float), (size_t)a->n, f) == (size_t)a->n &&
+           fwrite(a->v, sizeof(float), (size_t)a->n, f) == (size_t)a->n &&
+           fwrite(a->avg, sizeof(float), (size_t)a->n, f) == (size_t)a->n;
+  ok = fclose(f) == 0 && ok;
+  return ok && rename(tmp, path) == 0 ? 0 : -1;
+}
+
+static int adam_load(adam *a, float *params, const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return -1;
+  char magic[8];
+  int64_t n = -1;
+  int ok = fread(magic, 8, 1, f) == 1 && !memcmp(magic, "GLOWADAM", 8) &&
+           fread(&n, sizeof n, 1, f) == 1 && n == a->n &&
+           fread(&a->t, sizeof a->t, 1, f) == 1 &&
+           fread(&a->lr_scale, sizeof a->lr_scale, 1, f) == 1 &&
+           fread(params, sizeof(float), (size_t)n, f) == (size_t)n &&
+           fread(a->m, sizeof(float), (size_t)n, f) == (size_t)n &&
+           fread(a->v, sizeof(float), (size_t)n, f) == (size_t)n &&
+           fread(a->avg, sizeof(float), (size_t)n, f) == (size_t)n;
+  fclose(f);
+  return ok ? 0 : -1;
+}
+
+/* ---- evaluation and pictures --------------------------------------------- */
+
+/* Mean test bits/dim over the whole set, with fixed dequantisation noise. */
+static double evaluate(glow_model *m, const dataset *test, int32_t batch,
+                       int conditional) {
+  const int64_t dim = glow_model_dim(m);
+  float *x = xmalloc(sizeof(float) * (size_t)(batch * dim));
+  float *bpd = xmalloc(sizeof(float) * (size_t)batch);
+  int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)batch);
+  double sum = 0.0;
+  for (int32_t i0 = 0; i0 < test->set.n; i0 += batch) {
+    int32_t nb = test->set.n - i0 < batch ? test->set.n - i0 : batch;
+    int rc = glow_preprocess(m, test->set.pixels + (size_t)i0 * dim, nb,
+                             (uint64_t)i0, x);
+    for (int32_t i = 0; i < nb; i++)
+      labels[i] = test->set.labels[i0 + i];
+    if (!rc)
+      rc = glow_bits_per_dim(m, x, conditional ? labels : NULL, nb, bpd);
+    if (rc)
+      die("evaluation", rc);
+    for (int32_t i = 0; i < nb; i++)
+      sum += bpd[i];
+  }
+  free(x);
+  free(bpd);
+  free(labels);
+  return sum / test->set.n;
+}
+
+/* Rows of temperatures; columns are classes for a conditional model. */
+static void write_samples(glow_model *m, const char *path, int32_t n_classes,
+                          int32_t h, int32_t w, int32_t c) {
+  static const float temps[] = {0.0f, 0.5f, 0.7f, 0.8f, 0.9f, 1.0f};
+  const int rows = 6, cols = n_classes > 0 ? n_classes : 10;
+  const int64_t dim = glow_model_dim(m);
+  float *x = xmalloc(sizeof(float) * (size_t)(cols * dim));
+  uint8_t *px = xmalloc((size_t)(rows * cols * dim));
+  int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)cols);
+  for (int k = 0; k < cols; k++)
+    labels[k] = k;
+  for (int r = 0; r < rows; r++) {
+    int rc = glow_sample(m, cols, temps[r], 1000 + (uint64_t)r,
+                         n_classes > 0 ? labels : NULL, x);
+    if (!rc)
+      rc = glow_postprocess(m, x, cols, px + (size_t)r * cols * dim);
+    if (rc)
+      die("sampling", rc);
+  }
+  if (png_write_grid(path, px, rows, cols, h, w, c, 2))
+    fprintf(stderr, "train: could not write %s\n", path);
+  free(x);
+  free(px);
+  free(labels);
+}
+
+/* ---- training ------------------------------------------------------------- */
+
+typedef struct {
+  const options *o;
+  glow_model *m;
+  dataset train, test;
+  adam opt;
+  snapshot good;
+  int64_t step, dim, n_params;
+  double ema, start, last_print, last_eval;
+  int conditional, tty;
+  FILE *log;
+  uint8_t *px;
+  float *x;
+  int32_t *labels;
+} trainer;
+
+static void take_snapshot(trainer *t) {
+  memcpy(t->good.params, glow_params(t->m),
+         sizeof(float) * (size_t)t->n_params);
+  adam_copy(&t->good.opt, &t->opt);
+  t->good.step = t->step;
+  t->good.valid = 1;
+}
+
+/* Back to the last good state with half the learning rate. */
+static void recover(trainer *t, const char *why) {
+  if (!t->good.valid) {
+    fprintf(stderr, "\ntrain: %s before any good state; giving up\n", why);
+    exit(1);
+  }
+  double scale = t->opt.lr_scale * 0.5;
+  memcpy(glow_params(t->m), t->good.params,
+         sizeof(float) * (size_t)t->n_params);
+  adam_copy(&t->opt, &t->good.opt);
+  t->opt.lr_scale = scale;
+  t->good.opt.lr_scale = scale;
+  fprintf(stderr, "%sstep %lld: %s; restored step %lld, learning rate now "
+                  "%.2e\n",
+          t->tty ? "\r\033[K" : "", (long long)t->step, why,
+          (long long)t->good.step, t->o->lr * scale);
+  t->step = t->good.step;
+}
+
+static double learning_rate(const trainer *t) {
+  double warm = t->o->warmup > 0
+                    ? fmin(1.0, (double)(t->opt.t + 1) / t->o->warmup)
+                    : 1.0;
+  return t->o->lr * t->opt.lr_scale * warm;
+}
+
+/* One step; returns 0, or -1 when the step diverged and was rolled back. */
+static int train_step(trainer *t) {
+  const options *o = t->o;
+  float loss = 0.0f;
+  next_batch(&t->train, o->batch, t->px, t->labels);
+  int rc = glow_preprocess(t->m, t->px, o->batch,
+                           (uint64_t)t->step * 7919u + o->cfg.seed, t->x);
+  if (rc)
+    die("preprocess", rc);
+  glow_zero_grad(t->m);
+  rc = glow_backward(t->m, t->x, t->conditional ? t->labels : NULL, o->batch,
+                     &loss);
+  if (rc == GLOW_ERR_NUMERIC || (rc == GLOW_OK && !isfinite(loss))) {
+    recover(t, rc ? glow_last_error() : "non-finite loss");
+    return -1;
+  }
+  if (rc)
+    die("backward", rc);
+  /* An explosion: far above the running average after warm-up. */
+  if (t->ema > 0 && t->opt.t > o->warmup &&
+      loss > t->ema + fmax(1.0, 0.25 * t->ema)) {
+    char why[96];
+    snprintf(why, sizeof why, "loss jumped to %.2f (average %.2f)", loss,
+             t->ema);
+    recover(t, why);
+    return -1;
+  }
+  clip_grads(glow_grads(t->m), t->n_params, o->clip);
+  adam_step(&t->opt, glow_params(t->m), glow_grads(t->m), learning_rate(t),
+            o->polyak);
+  t->ema = t->ema > 0 ? 0.98 * t->ema + 0.02 * loss : loss;
+  t->step++;
+  if (t->step % 200 == 0 && loss < t->ema + 0.3)
+    take_snapshot(t);
+  return 0;
+}
+
+static void print_progress(trainer *t, double elapsed, double budget) {
+  static double last_step_time = 0;
+  static int64_t last_step = 0;
+  double dt = elapsed - last_step_time;
+  double ips = dt > 0 ? (double)(t->step - last_step) * t->o->batch / dt : 0;
+  last_step_time = elapsed;
+  last_step = t->step;
+  double left = fmax(0.0, budget - elapsed);
+  fprintf(stderr, "%sstep %6lld | %6.0f img/s | train %.3f bits/dim | lr "
+                  "%.2e | %d:%02d elapsed, ETA %d:%02d%s",
+          t->tty ? "\r\033[K" : "", (long long)t->step, ips, t->ema,
+          learning_rate(t), (int)elapsed / 60, (int)elapsed % 60,
+          (int)left / 60, (int)left % 60, t->tty ? "" : "\n");
+  fprintf(t->log, "%.1f,%lld,%.4f,,%.3e\n", elapsed, (long long)t->step,
+          t->ema, learning_rate(t));
+  fflush(t->log);
+}
+
+/* Test bits/dim of the averaged weights (the ones that get saved). */
+static double evaluate_averaged(trainer *t) {
+  float *p = glow_params(t->m);
+  size_t bytes = sizeof(float) * (size_t)t->n_params;
+  float *keep = xmalloc(bytes);
+  memcpy(keep, p, bytes);
+  if (t->o->polyak > 0)
+    memcpy(p, t->opt.avg, bytes);
+  double bpd = evaluate(t->m, &t->test, t->o->eval_batch, t->conditional);
+  memcpy(p, keep, bytes);
+  free(keep);
+  return bpd;
+}
+
+static void setup_model(trainer *t) {
+  const options *o = t->o;
+  char path[1024];
+  if (o->resume) {
+    path_join(path, sizeof path, o->resume, "model.safetensors");
+    int rc = glow_model_load(path, &t->m);
+    if (rc)
+      die("loading the model to resume", rc);
+    return;
+  }
+  glow_config cfg = o->cfg;
+  cfg.height = t->train.set.h;
+  cfg.width = t->train.set.w;
+  cfg.channels = 1;
+  int rc = glow_model_create(&cfg, &t->m);
+  if (rc)
+    die("creating the model", rc);
+  /* Data-dependent init of the actnorms from a larger first batch. */
+  const int32_t n = o->init_batch;
+  uint8_t *px = xmalloc((size_t)n * (size_t)t->dim);
+  float *x = xmalloc(sizeof(float) * (size_t)n * (size_t)t->dim);
+  int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)n);
+  next_batch(&t->train, n, px, lab);
+  rc = glow_preprocess(t->m, px, n, 12345, x);
+  if (!rc)
+    rc = glow_data_init(t->m, x, cfg.n_classes > 0 ? lab : NULL, n);
+  if (rc)
+    die("data-dependent initialisation", rc);
+  free(px);
+  free(x);
+  free(lab);
+}
+
+int main(int argc, char **argv) {
+  options o;
+  int pr = parse_args(argc, argv, &o);
+  if (pr)
+    return pr > 0 ? 0 : 2;
+  if (mkdir(o.out, 0777) && errno != EEXIST) {
+    fprintf(stderr, "train: cannot create %s\n", o.out);
+    return 1;
+  }
+  trainer t;
+  memset(&t, 0, sizeof t);
+  t.o = &o;
+  t.tty = isatty(2);
+  load_split(&o, "train", &t.train);
+  load_split(&o, "t10k", &t.test);
+  t.dim = (int64_t)t.train.set.h * t.train.set.w;
+  setup_model(&t);
+  glow_config cfg;
+  glow_config_init(&cfg);
+  glow_model_config(t.m, &cfg);
+  t.conditional = cfg.n_classes > 0;
+  t.n_params = glow_param_count(t.m);
+  adam_init(&t.opt, t.n_params, glow_params(t.m));
+  adam_init(&t.good.opt, t.n_params, glow_params(t.m));
+  t.good.params = xmalloc(sizeof(float) * (size_t)t.n_params);
+  char path[1024];
+  path_join(path, sizeof path, o.resume ? o.resume : o.out, "optimizer.bin");
+  if (o.resume && adam_load(&t.opt, glow_params(t.m), path) == 0)
+    fprintf(stderr, "resumed Adam state at step %lld\n", (long long)t.opt.t);
+  t.step = t.opt.t;
+  take_snapshot(&t);
+  t.px = xmalloc((size_t)o.batch * (size_t)t.dim);
+  t.x = xmalloc(sizeof(float) * (size_t)o.batch * (size_t)t.dim);
+  t.labels = xmalloc(sizeof(int32_t) * (size_t)o.batch);
+  path_join(path, sizeof path, o.out, "log.csv");
+  t.log = fopen(path, o.resume ? "a" : "w");
+  if (!t.log)
+    return fprintf(stderr, "train: cannot write %s\n", path), 1;
+  if (!o.resume)
+    fprintf(t.log, "seconds,step,train_bpd,test_bpd,lr\n");
+
+  fprintf(stderr, "libglow %s | %dx%d | L=%d K=%d hidden %d | %s coupling | "
+                  "%lld parameters | batch %d | %.1f min\n",
+          glow_version_string(), cfg.height, cfg.width, cfg.levels,
+          cfg.depth, cfg.hidden,
+          cfg.coupling == GLOW_COUPLING_AFFINE ? "affine" : "additive",
+          (long long)t.n_params, o.batch, o.minutes);
+  const double budget = o.minutes * 60.0;
+  t.start = now();
+  for (;;) {
+    double elapsed = now() - t.start;
+    if (elapsed >= budget || (o.max_steps >= 0 && t.step >= o.max_steps))
+      break;
+    train_step(&t);
+    if (now() - t.last_print > 1.0) {
+      t.last_print = now();
+      print_progress(&t, now() - t.start, budget);
+    }
+    if (o.eval_every > 0 && now() - t.last_eval > o.eval_every * 60.0) {
+      double bpd = evaluate_averaged(&t);
+      t.last_eval = now();
+      fprintf(t.log, "%.1f,%lld,%.4f,%.4f,%.3e\n", now() - t.start,
+              (long long)t.step, t.ema, bpd, learning_rate(&t));
+      fprintf(stderr, "%sstep %lld: test %.4f bits/dim\n",
+              t.tty ? "\r\033[K" : "", (long long)t.step, bpd);
+    }
+  }
+  double train_time = now() - t.start;
+  double bpd = evaluate_averaged(&t);
+  fprintf(t.log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time, (long long)t.step,
+          t.ema, bpd, learning_rate(&t));
+  fclose(t.log);
+  fprintf(stderr, "%s%lld steps in %.1f min; test %.4f bits/dim on %d "
+                  "images\n",
+          t.tty ? "\r\033[K" : "", (long long)t.step, train_time / 60.0, bpd,
+          t.test.set.n);
+
+  /* Save the averaged weights with the raw ones' optimizer state. */
+  path_join(path, sizeof path, o.out, "optimizer.bin");
+  if (adam_save(&t.opt, glow_params(t.m), path))
+    fprintf(stderr, "train: could not write %s\n", path);
+  if (o.polyak > 0)
+    memcpy(glow_params(t.m), t.opt.avg, sizeof(float) * (size_t)t.n_params);
+  path_join(path, sizeof path, o.out, "model.safetensors");
+  int rc = glow_model_save(t.m, path);
+  if (rc)
+    die("saving the model", rc);
+  char png[1024];
+  path_join(png, sizeof png, o.out, "samples.png");
+  write_samples(t.m, png, cfg.n_classes, cfg.height, cfg.width, 1);
+  printf("test bits/dim: %.4f\nmodel: %s\nsamples: %s\n", bpd, path, png);
+
+  adam_free(&t.opt);
+  adam_free(&t.good.opt);
+  free(t.good.params);
+  free(t.px);
+  free(t.x);
+  free(t.labels);
+  free(t.train.order);
+  free(t.test.order);
+  idx_free(&t.train.set);
+  idx_free(&t.test.set);
+  glow_model_free(t.m);
+  return 0;
+}
