@@ -263,11 +263,28 @@ GLOW_API int glow_postprocess(const glow_model *m, const float *x, int32_t n,
 
 /* ---- Training ----------------------------------------------------------- */
 
+/*
+ * Training is done by the host: glow_data_init once, then per batch
+ * glow_zero_grad, glow_backward (once, or once per micro-batch, since it
+ * adds), and any optimizer that updates glow_params() in place from
+ * glow_grads().  The library keeps no optimizer state and no copy of the
+ * parameters, so the next call simply sees the new values.
+ */
+
 /**
- * Data-dependent initialisation of every actnorm from the batch x (n x D):
- * each actnorm's bias and log-scale are set so that its output on this
- * batch has zero mean and unit variance per channel.
- * Errors: NULL, BATCH, LABEL, NOMEM, NUMERIC, UNSUPPORTED (this release).
+ * Data-dependent initialisation (as openai/glow), from the batch x (n x D;
+ * labels as for glow_forward).  One forward pass in which every actnorm --
+ * each flow step's and the two inside each coupling network -- in data
+ * order first sets bias = -mean and logs = log(1 / (std + 1e-6)) from its
+ * own input on this batch (per channel, biased std), then applies them.  So
+ * each actnorm's output on this batch has zero mean and unit variance per
+ * channel; a constant channel gets a large but finite scale (1e6).  Other
+ * parameters are untouched.  Marks the model initialised, which
+ * glow_backward requires.  Use a batch large enough for stable statistics
+ * (openai/glow uses a few hundred images).
+ * On failure the parameters are restored and the model is unchanged.
+ * Errors: NULL, BATCH, LABEL, NOMEM, NUMERIC (a layer's output is not
+ * finite; the message names it).
  */
 GLOW_API int glow_data_init(glow_model *m, const float *x,
                             const int32_t *labels, int32_t n);
@@ -292,23 +309,258 @@ GLOW_API float *glow_grads(glow_model *m);
 GLOW_API int glow_zero_grad(glow_model *m);
 
 /**
- * Loss and gradients for the batch x (n x D): loss = mean bits/dim (+
- * class_weight * cross-entropy / ln 2 for conditional models).  Gradients
- * are ADDED to glow_grads(), so that micro-batches accumulate.
- * Errors: NULL, BATCH, LABEL, NOMEM, NUMERIC, UNSUPPORTED (this release).
+ * Loss and its exact gradient for the batch x (n x D; labels as for
+ * glow_forward).  *loss receives
+ *   mean over the batch of bits/dim (glow_bits_per_dim)
+ *   + class_weight * mean cross-entropy / ln 2   (conditional models),
+ * where the cross-entropy is that of the classifier head on the top
+ * latent z before standardisation: logits = mean_hw(z) W + b, with
+ * W = "classifier.weight" [c][n_classes] and b = "classifier.bias".
+ * The gradient with respect to every parameter is ADDED to glow_grads(),
+ * so that micro-batches accumulate: two calls on halves of a batch add up
+ * to the gradient of the sum of their (half-batch mean) losses.  Entries
+ * of an LU weight outside the triangles it uses get 0.
+ *
+ * Memory and time: see GLOW_OPT_BACKWARD_MODE.  By default the activation
+ * memory does not grow with depth: the pass rebuilds each flow step's
+ * input from its output with the step's inverse.  The call allocates its
+ * workspace and frees it before returning, unless GLOW_OPT_KEEP_WORKSPACE
+ * is set.
+ *
+ * On failure neither glow_grads() nor the parameters change.
+ * Errors: NULL (m, x or loss), BATCH, LABEL, STATE (glow_data_init was
+ * never called on this model), NOMEM, NUMERIC (a singular 1x1 weight, or a
+ * loss, activation or gradient that is not finite: glow_last_error() names
+ * the layer where it first appears, e.g. "level 1 step 3 coupling").
  */
 GLOW_API int glow_backward(glow_model *m, const float *x,
                            const int32_t *labels, int32_t n, float *loss);
 
+/* ---- Options ------------------------------------------------------------
+ * Run-time settings of a model, set and read by number so that new ones
+ * never change a struct.  They are not saved in model files.  Setting one
+ * changes the model (exclusive access); reading one is an inference-class
+ * call. */
+
+/** Option numbers (pinned). */
+#define GLOW_OPT_BACKWARD_MODE 1
+#define GLOW_OPT_KEEP_WORKSPACE 2
+
+/** Values of GLOW_OPT_BACKWARD_MODE, bounds [0, 1], default RECOMPUTE.
+ *
+ * RECOMPUTE: glow_backward keeps the latents, the current tensor and its
+ *   gradient, one flow step's network activations and their gradients
+ *   (about 4 n h w hidden floats at the largest level (h, w)) and a 16 MiB
+ *   convolution scratch, and rebuilds every step's input from its output
+ *   with the step's inverse: memory independent of the depth (43 MiB for
+ *   28x28x1 images, L = 2, hidden 128, batch 64, at any K).  Time: about
+ *   four forward passes.
+ * STORE: the forward pass also keeps every step's input and network
+ *   activations, about n h w (2 c + 2 hidden) floats per step, so the
+ *   backward pass skips the step inverses and the networks' re-evaluation:
+ *   memory grows linearly with depth (170 MiB for the model above at K = 8,
+ *   551 MiB at K = 32), time is about three forward passes, but only with
+ *   GLOW_OPT_KEEP_WORKSPACE: otherwise first touching that much fresh
+ *   memory on every call costs what the mode saves.  Worth it for small
+ *   models.
+ * Both give the same loss, and the same gradients up to float rounding
+ * (rebuilding inputs through inverses perturbs them by rounding only). */
+#define GLOW_BACKWARD_RECOMPUTE 0
+#define GLOW_BACKWARD_STORE 1
+
+/* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 0.
+ * 0: glow_backward allocates its workspace and frees it before returning.
+ * 1: the model keeps the workspace of its last glow_backward call and
+ *    reuses it while the batch size and backward mode stay the same (a
+ *    call with another size or mode replaces it); it is freed when the
+ *    option is set back to 0 or the model is freed.  This saves the cost of
+ *    first touching fresh memory on every call, about 5% of a training step
+ *    in RECOMPUTE mode and 25% in STORE mode, for holding the workspace
+ *    between calls. */
+
+/**
+ * Set option `option` of model m to `value`.  Takes effect from the next
+ * call.
+ * Errors: NULL, ARG (unknown option, or value outside its bounds; see
+ * glow_option_bounds); the option then keeps its value.
+ */
+GLOW_API int glow_set_option(glow_model *m, int32_t option, int64_t value);
+
+/** Read option `option` of model m into *value.
+ *  Errors: NULL, ARG (unknown option). */
+GLOW_API int glow_get_option(const glow_model *m, int32_t option,
+                             int64_t *value);
+
+/** The valid values of option `option`: [*lower, *upper].
+ *  Errors: NULL, ARG (unknown option). */
+GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
+                                int64_t *upper);
+
 /* ---- Model files -------------------------------------------------------- */
 
-/** Write the model to `path`.  Errors: NULL, IO, UNSUPPORTED (this
- *  release). */
+/*
+ * A model file is a safetensors file (docs/format.md has the full layout):
+ * an 8-byte little-endian header length N, N bytes of JSON naming every
+ * tensor with its dtype, shape and byte offsets, then the raw little-endian
+ * data.  Any safetensors reader can open it.  The header's "__metadata__"
+ * holds the configuration, the format version, the library version and
+ * whether the actnorms were initialised from data.  Every tensor is F32:
+ * the parameters, named and shaped as glow_tensor_get() reports them and
+ * stored first in glow_params() order, so that the data section begins
+ * with an exact copy of the parameter buffer; then the fixed buffers
+ * (permutations, LU signs).  Gradients are not saved.
+ *
+ * Round trip.  A loaded model computes bit-identical results (forward,
+ * inverse, sampling) to the saved one, has an identical parameter buffer
+ * and configuration, zero gradients, and the same actnorm state.  Saving
+ * the same model twice gives identical bytes.
+ *
+ * Untrusted input.  The loaders treat every file or buffer as hostile:
+ * whatever its content they return a status, read nothing outside the
+ * input, and either build a complete, validated model or nothing.  A
+ * forged configuration is refused before the model is allocated: a model
+ * needing far more parameters than the input holds is never built.
+ * Memory needed: the model, plus the header's JSON tree.
+ *
+ * Load errors (file and buffer):
+ *   NULL     a pointer argument is NULL;
+ *   IO       (files) the path does not exist, is a directory or not a
+ *            regular file, or cannot be read;
+ *   FORMAT   the input is malformed: shorter than 8 bytes, a header length
+ *            beyond the input or above 100 MiB, a header that is not a JSON
+ *            object, a tensor missing, duplicated, unexpected, not F32, of
+ *            the wrong shape, with offsets that overlap, leave a gap, run
+ *            past the end or disagree with its shape, a shape whose size
+ *            overflows, metadata missing or malformed, a configuration that
+ *            fails validation (the reason is in glow_last_error()), a
+ *            permutation that is not one, a sign other than +-1;
+ *   VERSION  the file's format version is newer than this library reads;
+ *   NOMEM    out of memory.
+ * On failure *out is NULL and nothing is left allocated.
+ *
+ * Threads.  Saving reads the model only and may run concurrently with the
+ * inference calls; loading touches no existing model.
+ */
+
+/** Version of the model file format that this library writes; it reads
+ *  this version and older ones. */
+#define GLOW_FORMAT_VERSION 1
+
+/**
+ * Write the model to the file `path`, atomically: the bytes go to a new
+ * temporary file in the same directory ("<path>.tmp-<pid>-<n>"), which is
+ * flushed to disk and then renamed over `path`.  A crash or a failure
+ * never leaves a partly written file under `path`; on failure `path` is
+ * untouched and the temporary file is removed (a crash may leave the
+ * temporary file behind).  An existing `path` is replaced, unless it is a
+ * directory or read-only (no write permission bit, or not writable by this
+ * process), which is an error: the rename would otherwise silently bypass
+ * the file's protection.  The new file keeps the permission bits of the
+ * one it replaces (a new file gets 0666 less the umask).  If `path` is a
+ * symbolic link, the link itself is replaced.
+ * Errors: NULL, IO (target is a directory or read-only, the directory is
+ * not writable, a write or the rename failed; the OS reason is in
+ * glow_last_error()), NOMEM.
+ */
 GLOW_API int glow_model_save(const glow_model *m, const char *path);
 
-/** Read a model from `path` into a new *out (NULL on failure).
- *  Errors: NULL, IO, FORMAT, VERSION, UNSUPPORTED (this release). */
+/**
+ * Read the model file at `path` into a new model, which the caller frees
+ * with glow_model_free().  The file is read with plain reads (no mapping),
+ * so it may be replaced or removed afterwards.  On failure *out is NULL.
+ * Errors: see "Load errors" above.
+ */
 GLOW_API int glow_model_load(const char *path, glow_model **out);
+
+/**
+ * Write the model file's exact bytes into the caller's buffer `buf` of
+ * `cap` bytes, for hosts without a file system or bindings that keep the
+ * bytes themselves.  *size always receives the number of bytes the file
+ * takes (when the model and size are valid).
+ *   - Size query: buf NULL and cap 0 return GLOW_OK and write nothing else.
+ *   - cap < *size: GLOW_ERR_BUFFER, buf untouched.
+ *   - Otherwise the first *size bytes of buf hold the file, identical to
+ *     what glow_model_save() writes.
+ * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NOMEM.
+ */
+GLOW_API int glow_model_save_buffer(const glow_model *m, void *buf,
+                                    size_t cap, size_t *size);
+
+/**
+ * Read a model from the `len` bytes at `data` (the bytes of a model file)
+ * into a new model, which the caller frees with glow_model_free().  The
+ * model does not refer to `data` afterwards.  On failure *out is NULL.
+ * Errors: see "Load errors" above (IO does not occur).
+ */
+GLOW_API int glow_model_load_buffer(const void *data, size_t len,
+                                    glow_model **out);
+
+/* ---- Parameter introspection -------------------------------------------- */
+
+/*
+ * The flat parameter buffer (glow_params(), glow_grads()) is a sequence of
+ * named tensors, stored back to back in index order: tensor i starts where
+ * tensor i-1 ends, the first at offset 0, and the counts add up to
+ * glow_param_count().  Each is row-major in its shape (last axis fastest).
+ * Names are stable across releases of one file format version; they and
+ * the meaning of every axis are listed in docs/format.md, for example
+ *   level.0.step.3.coupling.conv1.weight   [3][3][c/2][hidden]  (HWIO)
+ * The model file writer enumerates tensors through the same table, so a
+ * file's parameter tensors are exactly these, in this order.  Fixed
+ * buffers (permutations, LU signs) are not parameters and are not listed.
+ *
+ * The table is fixed when the model is created and never changes, so these
+ * queries may run concurrently with anything but glow_model_free().
+ */
+
+/** Most dimensions a parameter tensor has. */
+#define GLOW_TENSOR_MAX_DIMS 4
+
+/**
+ * Description of one parameter tensor.  Set `size` to sizeof(the struct)
+ * before the call: fields are only ever appended, and the library writes
+ * no more than `size` bytes, so a program built against this header keeps
+ * working with later versions.
+ */
+typedef struct glow_tensor_info {
+  uint32_t size;        /* sizeof(glow_tensor_info), set by the caller    */
+  int32_t ndim;         /* number of dimensions, 1..GLOW_TENSOR_MAX_DIMS */
+  const char *name;     /* e.g. "level.1.step.7.coupling.conv1.weight";
+                           owned by the model, valid until
+                           glow_model_free()                              */
+  int64_t offset;       /* first element in glow_params()/glow_grads()    */
+  int64_t count;        /* number of elements, the product of shape       */
+  int32_t shape[GLOW_TENSOR_MAX_DIMS]; /* sizes, outermost first; entries
+                           from ndim on are 0                             */
+} glow_tensor_info;
+
+/** Size of the first version of glow_tensor_info; smaller sizes are
+ *  rejected. */
+#define GLOW_TENSOR_INFO_SIZE_V1 \
+  ((uint32_t)(offsetof(glow_tensor_info, shape) + \
+              GLOW_TENSOR_MAX_DIMS * sizeof(int32_t)))
+
+/** Number of parameter tensors; -1 if m is NULL. */
+GLOW_API int32_t glow_tensor_count(const glow_model *m);
+
+/**
+ * Describe parameter tensor `index` (0 <= index < glow_tensor_count()) in
+ * *out.  out->size is left as the caller set it; fields beyond it are not
+ * written.
+ * Errors: NULL (m or out), ARG (index out of range, or out->size smaller
+ * than GLOW_TENSOR_INFO_SIZE_V1).
+ */
+GLOW_API int glow_tensor_get(const glow_model *m, int32_t index,
+                             glow_tensor_info *out);
+
+/**
+ * The index of the parameter tensor called `name` (exact, case-sensitive
+ * match), for glow_tensor_get().  Linear in the number of tensors.
+ * Errors: NULL (m, name or index), ARG (no tensor of that name; *index is
+ * then -1).
+ */
+GLOW_API int glow_tensor_find(const glow_model *m, const char *name,
+                              int32_t *index);
 
 /* ---- Errors and version ------------------------------------------------- */
 

@@ -75,3 +75,41 @@ double glow__actnorm_logdet(const glow__actnorm *an, const float *P) {
     s += P[an->logs + j];
   return s;
 }
+
+/* Backward, given the layer's output y (after the ReLU when relu != 0):
+ * g holds dL/dy on entry and dL/dx on return.  With v = (x + b) e^s:
+ *   dL/dv = dL/dy [v > 0 if relu]        (y > 0 exactly where v > 0)
+ *   dL/db = e^s sum dL/dv,  dL/ds = sum dL/dv v + ld_weight,
+ *   dL/dx = e^s dL/dv,
+ * where ld_weight is dL/ds through the log-determinant (rows * h*w *
+ * dL/dlogdet for a flow step, 0 inside a coupling network).  Where dL/dv
+ * is nonzero, v equals y, so the output alone suffices. */
+void glow__actnorm_backward(const glow__actnorm *an, const float *P,
+                            float *G, const float *y, float *g, int64_t rows,
+                            int relu, double ld_weight, glow__ws *ws) {
+  const int32_t c = an->c;
+  const float *s = P + an->logs;
+  float *scale = ws->fscr;
+  double *sg = ws->dscr, *sgy = ws->dscr + c;
+  for (int32_t j = 0; j < c; j++) {
+    scale[j] = expf(s[j]);
+    sg[j] = 0.0;
+    sgy[j] = 0.0;
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    float *gv = g + r * c;
+    const float *yv = y + r * c;
+    if (relu)
+      for (int32_t j = 0; j < c; j++)
+        gv[j] = yv[j] > 0.0f ? gv[j] : 0.0f;
+    for (int32_t j = 0; j < c; j++) {
+      sg[j] += gv[j];
+      sgy[j] += (double)gv[j] * yv[j];
+      gv[j] *= scale[j];
+    }
+  }
+  for (int32_t j = 0; j < c; j++) {
+    G[an->bias + j] += (float)(scale[j] * sg[j]);
+    G[an->logs + j] += (float)(sgy[j] + ld_weight);
+  }
+}

@@ -29,16 +29,23 @@ void glow__zconv_apply(const glow__zconv *zc, const float *P, const float *x,
   }
 }
 
-/* NN(x1) into ws->h, where x1 is the first c/2 channels of ws->z. */
-static void network(const glow__coupling *cp, float *P, glow__ws *ws,
-                    int32_t h, int32_t w) {
+/* NN(x1), where x1 is the first c/2 channels of ws->z: the hidden
+ * activations into ws->a and ws->b, the output into ws->h, or all three
+ * into ws->keep when the store-mode training forward keeps them.  Returns
+ * the output. */
+static const float *network(const glow__coupling *cp, float *P,
+                           glow__ws *ws, int32_t h, int32_t w) {
   const int32_t n = ws->n, c = cp->c, hid = cp->hidden;
   const int64_t rows = (int64_t)n * h * w;
-  glow__conv3x3(ws->z, c, n, h, w, c / 2, P + cp->w1, hid, ws->a, &ws->col);
-  glow__actnorm_forward(&cp->an1, P, ws->a, rows, 1, ws);
-  glow__matmul(ws->a, hid, rows, hid, P + cp->w2, hid, ws->b);
-  glow__actnorm_forward(&cp->an2, P, ws->b, rows, 1, ws);
-  glow__zconv_apply(&cp->out, P, ws->b, hid, h, w, ws->h, ws);
+  float *a = ws->keep ? ws->keep->r1 : ws->a;
+  float *b = ws->keep ? ws->keep->r2 : ws->b;
+  float *out = ws->keep ? ws->keep->nn : ws->h;
+  glow__conv3x3(ws->z, c, n, h, w, c / 2, P + cp->w1, hid, a, &ws->col);
+  glow__actnorm_forward(&cp->an1, P, a, rows, 1, ws);
+  glow__matmul(a, hid, rows, hid, P + cp->w2, hid, b);
+  glow__actnorm_forward(&cp->an2, P, b, rows, 1, ws);
+  glow__zconv_apply(&cp->out, P, b, hid, h, w, out, ws);
+  return out;
 }
 
 static inline float sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
@@ -51,10 +58,10 @@ void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
                             int32_t h, int32_t w) {
   const int32_t c = cp->c, half = c / 2;
   const int64_t hw = (int64_t)h * w;
-  network(cp, P, ws, h, w);
+  const float *out = network(cp, P, ws, h, w);
   for (int32_t i = 0; i < ws->n; i++) {
     float *z = ws->z + (int64_t)i * hw * c;
-    const float *nn = ws->h + (int64_t)i * hw * (cp->out.cout);
+    const float *nn = out + (int64_t)i * hw * (cp->out.cout);
     if (cp->kind == GLOW_COUPLING_ADDITIVE) {
       for (int64_t p = 0; p < hw; p++)
         for (int32_t k = 0; k < half; k++)
@@ -81,10 +88,10 @@ void glow__coupling_inverse(const glow__coupling *cp, const float *P,
   const int32_t c = cp->c, half = c / 2;
   const int64_t hw = (int64_t)h * w;
   /* The network only reads parameters when ws->init is 0. */
-  network(cp, (float *)P, ws, h, w);
+  const float *out = network(cp, (float *)P, ws, h, w);
   for (int32_t i = 0; i < ws->n; i++) {
     float *z = ws->z + (int64_t)i * hw * c;
-    const float *nn = ws->h + (int64_t)i * hw * (cp->out.cout);
+    const float *nn = out + (int64_t)i * hw * (cp->out.cout);
     for (int64_t p = 0; p < hw; p++)
       for (int32_t k = 0; k < half; k++) {
         float *v = &z[p * c + half + k];
@@ -94,5 +101,98 @@ void glow__coupling_inverse(const glow__coupling *cp, const float *P,
           *v = *v / sigmoidf(nn[p * c + 2 * k + 1] + 2.0f) -
                nn[p * c + 2 * k];
       }
+  }
+}
+
+/* Backward of y = (conv(x) + bias) e^{3 logs}, given the input x (row
+ * stride ldx) and the output y.  g holds dL/dy and is overwritten; gx
+ * (rows x cin, contiguous) receives dL/dx. */
+void glow__zconv_backward(const glow__zconv *zc, const float *P, float *G,
+                          const float *x, int64_t ldx, const float *y,
+                          float *g, float *gx, int32_t h, int32_t w,
+                          glow__ws *ws) {
+  const int32_t co = zc->cout, n = ws->n;
+  const int64_t rows = (int64_t)n * h * w;
+  const float *s = P + zc->logs;
+  float *scale = ws->fscr;
+  double *sg = ws->dscr, *sgy = ws->dscr + co;
+  for (int32_t j = 0; j < co; j++) {
+    scale[j] = expf(GLOW__ZCONV_LOGSCALE * s[j]);
+    sg[j] = 0.0;
+    sgy[j] = 0.0;
+  }
+  /* dL/dlogs = 3 sum g y; dL/du = g e^{3 logs} for u = conv + bias. */
+  for (int64_t r = 0; r < rows; r++) {
+    float *gv = g + r * co;
+    const float *yv = y + r * co;
+    for (int32_t j = 0; j < co; j++) {
+      sgy[j] += (double)gv[j] * yv[j];
+      gv[j] *= scale[j];
+      sg[j] += gv[j];
+    }
+  }
+  for (int32_t j = 0; j < co; j++) {
+    G[zc->bias + j] += (float)sg[j];
+    G[zc->logs + j] += (float)(GLOW__ZCONV_LOGSCALE * sgy[j]);
+  }
+  glow__conv3x3_grad_weight(x, ldx, n, h, w, zc->cin, g, co, G + zc->weight,
+                            &ws->col);
+  glow__conv3x3_grad_input(g, n, h, w, zc->cin, P + zc->weight, co, gx,
+                           ws->wflip, &ws->col);
+}
+
+/* Backward of the coupling, given its input x (rows x c) and its network's
+ * activations on x1 (r1, r2 after each actnorm and ReLU, output nn).  g
+ * holds dL/dy on entry and dL/dx on return.  Parameter gradients are added
+ * to G; ws->gld is dL/dlogdet of each image.  Affine, per element with
+ * s = sigmoid(raw + 2), y2 = (x2 + shift) s, logdet += log s:
+ *   dL/dx2 = dL/dshift = dL/dy2 s,
+ *   dL/draw = (1 - s) (dL/dy2 y2 + dL/dlogdet),
+ * since ds/draw = s (1 - s) and d log s / draw = 1 - s.  x1 passes through
+ * and also feeds the network, so dL/dx1 = dL/dy1 + the network's
+ * backward. */
+void glow__coupling_backward(const glow__coupling *cp, const float *P,
+                             float *G, const float *x, const float *r1,
+                             const float *r2, const float *nn, float *g,
+                             int32_t h, int32_t w, glow__ws *ws) {
+  const int32_t c = cp->c, half = c / 2, hid = cp->hidden, n = ws->n;
+  const int32_t co = cp->out.cout;
+  const int64_t rows = (int64_t)n * h * w;
+  const float gld = ws->gld;
+  float *gnn = ws->gh;
+  for (int64_t r = 0; r < rows; r++) {
+    float *gv = g + r * c + half;
+    const float *xv = x + r * c + half, *o = nn + r * co;
+    float *gn = gnn + r * co;
+    if (cp->kind == GLOW_COUPLING_ADDITIVE) {
+      for (int32_t k = 0; k < half; k++)
+        gn[k] = gv[k];
+      continue;
+    }
+    for (int32_t k = 0; k < half; k++) {
+      float sg = sigmoidf(o[2 * k + 1] + 2.0f);
+      float y2 = (xv[k] + o[2 * k]) * sg;
+      float gy = gv[k];
+      gv[k] = gy * sg;
+      gn[2 * k] = gy * sg;
+      gn[2 * k + 1] = (1.0f - sg) * (gy * y2 + gld);
+    }
+  }
+  /* The network backwards: zconv, actnorm2+ReLU, conv1x1, actnorm1+ReLU,
+   * conv3x3, with dL/d(activations) in ws->ga and ws->gb. */
+  glow__zconv_backward(&cp->out, P, G, r2, hid, nn, gnn, ws->ga, h, w, ws);
+  glow__actnorm_backward(&cp->an2, P, G, r2, ws->ga, rows, 1, 0.0, ws);
+  glow__matmul_grad(r1, hid, rows, hid, P + cp->w2, hid, ws->ga, G + cp->w2,
+                    ws->gb);
+  glow__actnorm_backward(&cp->an1, P, G, r1, ws->gb, rows, 1, 0.0, ws);
+  glow__conv3x3_grad_weight(x, c, n, h, w, half, ws->gb, hid, G + cp->w1,
+                            &ws->col);
+  glow__conv3x3_grad_input(ws->gb, n, h, w, half, P + cp->w1, hid, ws->ga,
+                           ws->wflip, &ws->col);
+  for (int64_t r = 0; r < rows; r++) {
+    float *gv = g + r * c;
+    const float *gi = ws->ga + r * half;
+    for (int32_t k = 0; k < half; k++)
+      gv[k] += gi[k];
   }
 }

@@ -59,6 +59,24 @@ void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
 /* Stable log(sigmoid(v)). */
 double glow__log_sigmoid(double v);
 
+/* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
+ * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *
+ * cout floats, not col->wbuf) for the flipped weight. */
+void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
+                              int32_t w, int32_t cin, const float *wt,
+                              int32_t cout, float *gx, float *wflip,
+                              glow__col *col);
+/* gw ([3][3][cin][cout]) += dL/dW, x with row stride ldx. */
+void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
+                               int32_t h, int32_t w, int32_t cin,
+                               const float *gy, int32_t cout, float *gw,
+                               glow__col *col);
+/* Backward of glow__matmul: gw (cin x cout) += x^T gy and, when gx is not
+ * NULL, gx (rows x cin, overwritten) = gy W^T. */
+void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
+                       int32_t cin, const float *wt, int32_t cout,
+                       const float *gy, float *gw, float *gx);
+
 /* ---- Parameters (model.c) ------------------------------------------------ */
 
 #define GLOW__NAME_MAX 64
@@ -125,6 +143,14 @@ typedef struct {
 
 /* ---- Per-call scratch ---------------------------------------------------- */
 
+/* What the store-mode training forward keeps of one flow step, so that the
+ * backward pass needs neither the step's inverse nor its network again. */
+typedef struct {
+  float *x;       /* the step's input, rows x c */
+  float *r1, *r2; /* coupling network after each actnorm + ReLU, rows x hid */
+  float *nn;      /* coupling network output, rows x cout */
+} glow__saved;
+
 typedef struct {
   int32_t n;
   float *z, *t;     /* n*D each: current tensor and a spare */
@@ -135,8 +161,26 @@ typedef struct {
   double *w64;      /* 3*maxc*maxc doubles for 1x1 weights */
   float *fscr;      /* max(maxc, hidden) floats: per-channel factors */
   double *dscr;     /* 2*max(maxc, hidden) doubles: channel statistics */
-  float *w32;       /* 2*maxc*maxc floats: 1x1 weight and inverse */
+  float *w32;       /* maxc*maxc floats: a 1x1 weight or its inverse */
   int init;         /* data-dependent init while running forward */
+  int check;        /* forward: fail naming the first non-finite layer */
+  /* Training only (glow__ws_alloc_train); NULL/0 otherwise. */
+  float *eps;       /* n*D: the latents of the training forward */
+  float *g, *gt;    /* n*D each: dL/d(current tensor) and a spare */
+  float *u;         /* n*D: a step's permutation input, kept */
+  float *ga, *gb;   /* n*maxhw*max(hidden, maxc): network gradients */
+  float *gh;        /* n*maxhw*maxc: dL/d(a network's output) */
+  float *wflip;     /* 9*max(hidden, maxc)*maxc: a flipped conv weight */
+  float *wg32;      /* maxc*maxc: data term of a 1x1 weight gradient */
+  double *cls;      /* conditional models: 2*c_top + n_classes */
+  float *G;         /* n_params: this call's parameter gradients */
+  glow__saved *saved; /* store mode: levels*depth steps; else NULL */
+  float *saved_buf;
+  glow__saved *keep;  /* forward: where the current step keeps its
+                         activations (store mode), else NULL */
+  float geps;       /* dL/deps = eps * geps, 1 / (n D ln 2) */
+  float gld;        /* dL/dlogdet of each image, -geps */
+  int64_t bytes;    /* activation memory: all but the n_params buffer G */
 } glow__ws;
 
 struct glow_model {
@@ -157,14 +201,27 @@ struct glow_model {
   int32_t *int_pool;   /* storage for permutations */
   float *sign_pool;    /* storage for LU signs */
   int initialized;     /* actnorms set from data */
+  /* Training options (train.c); zero, the defaults, after creation. */
+  int32_t backward_mode;  /* GLOW_OPT_BACKWARD_MODE */
+  int32_t keep_workspace; /* GLOW_OPT_KEEP_WORKSPACE */
+  glow__ws *train_ws;     /* kept training workspace, or NULL */
 };
 
 int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws);
+/* A workspace for glow__flow_backward: glow__ws_alloc's buffers plus the
+ * gradients', and in store mode (store != 0) every step's activations. */
+int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
+                         glow__ws *ws);
 void glow__ws_free(glow__ws *ws);
 static inline void glow__ws_swap(glow__ws *ws) {
   float *tmp = ws->z;
   ws->z = ws->t;
   ws->t = tmp;
+}
+static inline void glow__ws_swap_grad(glow__ws *ws) {
+  float *tmp = ws->g;
+  ws->g = ws->gt;
+  ws->gt = tmp;
 }
 
 /* actnorm.c */
@@ -175,6 +232,11 @@ void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
 void glow__actnorm_inverse(const glow__actnorm *an, const float *P, float *x,
                            int64_t rows, glow__ws *ws);
 double glow__actnorm_logdet(const glow__actnorm *an, const float *P);
+/* y: the output (after ReLU if relu); g: dL/dy in, dL/dx out; ld_weight:
+ * dL/dlogs through the log-determinant.  Adds to G (params layout). */
+void glow__actnorm_backward(const glow__actnorm *an, const float *P,
+                            float *G, const float *y, float *g, int64_t rows,
+                            int relu, double ld_weight, glow__ws *ws);
 
 /* permute.c: forward/inverse act on ws->z (n*h*w rows of c), may swap. */
 int glow__permute_init(glow__permute *p, float *P, uint64_t seed,
@@ -183,6 +245,11 @@ int glow__permute_forward(const glow__permute *p, const float *P,
                           glow__ws *ws, int64_t rows, double *logdet);
 int glow__permute_inverse(const glow__permute *p, const float *P,
                           glow__ws *ws, int64_t rows);
+/* x: the input (rows x c); g: dL/dy; gx (overwritten): dL/dx; ld_weight:
+ * dL/d(log|det W|).  Adds to G.  NUMERIC if W is singular. */
+int glow__permute_backward(const glow__permute *p, const float *P, float *G,
+                           const float *x, const float *g, float *gx,
+                           int64_t rows, double ld_weight, glow__ws *ws);
 
 /* coupling.c: act on ws->z in place. */
 void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
@@ -193,6 +260,18 @@ void glow__coupling_inverse(const glow__coupling *cp, const float *P,
 void glow__zconv_apply(const glow__zconv *zc, const float *P, const float *x,
                        int64_t ldx, int32_t h, int32_t w, float *y,
                        glow__ws *ws);
+/* x: the coupling's input; r1, r2, nn: its network's activations on x1;
+ * g: dL/dy in, dL/dx out.  Adds to G; uses ws->gld and ws->ga/gb/gh. */
+void glow__coupling_backward(const glow__coupling *cp, const float *P,
+                             float *G, const float *x, const float *r1,
+                             const float *r2, const float *nn, float *g,
+                             int32_t h, int32_t w, glow__ws *ws);
+/* x: input (stride ldx), y: output; g: dL/dy (overwritten); gx (rows x
+ * cin, overwritten): dL/dx.  Adds to G. */
+void glow__zconv_backward(const glow__zconv *zc, const float *P, float *G,
+                          const float *x, int64_t ldx, const float *y,
+                          float *g, float *gx, int32_t h, int32_t w,
+                          glow__ws *ws);
 
 /* squeeze.c */
 void glow__squeeze(const float *x, int32_t n, int32_t h, int32_t w,
@@ -210,11 +289,102 @@ void glow__top_forward(const glow_model *m, const glow__level *lv,
 void glow__top_inverse(const glow_model *m, const glow__level *lv,
                        glow__ws *ws, const int32_t *labels, const float *eps,
                        float scale);
+/* Backward of the split: ws->z = the level's tensor z (rows x c), ws->g =
+ * dL/dz1 (rows x c/2) -> ws->g = dL/dz (rows x c).  eps: the forward's
+ * latents.  Adds to G. */
+void glow__split_backward(const glow_model *m, const glow__level *lv,
+                          glow__ws *ws, const float *eps, float *G);
+/* Backward of the top prior: ws->z = the top latent -> ws->g = dL/dz
+ * (overwritten).  Adds to G. */
+void glow__top_backward(const glow_model *m, const glow__level *lv,
+                        glow__ws *ws, const int32_t *labels, const float *eps,
+                        float *G);
+/* Classifier on mean_hw(ws->z) (the top latent): adds class_weight /
+ * (n ln 2) times the cross-entropy's gradient to ws->g and G; returns the
+ * mean cross-entropy over the batch in nats. */
+double glow__classifier_backward(const glow_model *m, const glow__level *lv,
+                                 glow__ws *ws, const int32_t *labels,
+                                 float *G);
+
+/* train.c: free the kept training workspace (glow_model_free calls it). */
+void glow__train_release(glow_model *m);
 
 /* flow.c: the whole model, on a prepared workspace. */
 int glow__flow_forward(const glow_model *m, float *P, glow__ws *ws,
                        const float *x, const int32_t *labels, float *eps);
 int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x);
+/* The training pass on a glow__ws_alloc_train workspace: the forward, the
+ * loss (mean bits/dim + class_weight * mean cross-entropy / ln 2) into
+ * *loss, and its gradient into ws->G (added; the caller zeroes it).
+ * NUMERIC, naming the layer, where a value or gradient is not finite. */
+int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
+                        const int32_t *labels, double *loss);
+
+/* ==== Model files (model.c, safetensors.c, modelfile.c) ==================
+ * Owned by the model-file code; other layers need nothing from here. */
+
+/* A model for a complete, validated config: levels, the tensor table and a
+ * zeroed parameter buffer; permutations and signs are all zero, so the
+ * caller must initialise the weights (glow_model_create) or fill them from
+ * a file.  Fails with GLOW_ERR_FORMAT, before allocating the parameters,
+ * when the model would hold more than max_params floats: a loader passes a
+ * bound from its input's size, so that a forged config cannot make it
+ * allocate much more than the file.  On failure *out is NULL. */
+int glow__model_new(const glow_config *cfg, int64_t max_params,
+                    glow_model **out);
+
+/* The safetensors container (safetensors.c): an 8-byte little-endian header
+ * length N, N bytes of JSON header, then the data section.  The JSON is
+ * parsed by cJSON; its tree stays opaque to the rest of the library. */
+#define GLOW__ST_MAX_HEADER (UINT64_C(100) * 1024 * 1024) /* as safetensors */
+#define GLOW__ST_MAX_DIMS 8
+
+/* One tensor of a header.  In a parsed header `name` and `dtype` point into
+ * the JSON tree; offsets are relative to the data section, end exclusive. */
+typedef struct {
+  const char *name;
+  const char *dtype;
+  uint32_t elem_bytes; /* size of one element of dtype */
+  int32_t ndim;
+  uint64_t shape[GLOW__ST_MAX_DIMS];
+  uint64_t begin, end;
+} glow__st_entry;
+
+typedef struct {
+  struct cJSON *root;       /* the whole header */
+  struct cJSON *metadata;   /* "__metadata__", NULL if absent */
+  glow__st_entry *entries;  /* sorted by begin: the order of the data */
+  int32_t n_entries;
+} glow__st_header;
+
+/* Parse and validate a header: text holds `len` bytes plus a NUL at
+ * text[len]; data_len is the size of the data section that follows.  On
+ * success every tensor has a known dtype, a shape whose byte size fits
+ * uint64 and equals end - begin, a unique name, and the tensors tile the
+ * data section exactly (no overlap, gap or trailing byte); metadata values
+ * are strings with unique keys.  GLOW_ERR_FORMAT (with a message) or
+ * GLOW_ERR_NOMEM otherwise; *out then owns nothing. */
+int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
+                   glow__st_header *out);
+void glow__st_free(glow__st_header *h);
+/* The metadata value of `key`, or NULL if absent. */
+const char *glow__st_meta(const glow__st_header *h, const char *key);
+
+/* Header JSON for `n` entries (name, dtype, shape, offsets set by the
+ * caller) and `n_meta` metadata pairs meta[2i] -> meta[2i+1], padded with
+ * spaces so that the data section starts 8-byte aligned.  *out (malloc'd,
+ * NUL-terminated, *len bytes before the NUL) is the caller's to free. */
+int glow__st_build(const glow__st_entry *e, int32_t n,
+                   const char *const *meta, int32_t n_meta, char **out,
+                   uint64_t *len);
+
+/* Little-endian conversion, whatever the host's byte order. */
+uint64_t glow__st_get_u64(const uint8_t *p);
+void glow__st_put_u64(uint8_t *p, uint64_t v);
+void glow__st_get_f32(const uint8_t *src, float *dst, size_t n);
+void glow__st_put_f32(const float *src, uint8_t *dst, size_t n);
+
+/* ==== End of model files ================================================ */
 
 #endif /* GLOW_INTERNAL_H */

@@ -114,6 +114,84 @@ void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
               1.0f, x, (int)ldx, wt, cout, 0.0f, y, cout);
 }
 
+/* ---- Backward ------------------------------------------------------------
+ *
+ * For y = conv3x3_same(x, W), W[t][ci][co] with tap t = ky*3 + kx reading
+ * x at offset (ky-1, kx-1):
+ *   dL/dx = conv3x3_same(dL/dy, W') with W'[t][co][ci] = W[8-t][ci][co],
+ *           because the tap opposite t reads the offset -(ky-1, kx-1);
+ *   dL/dW[t][ci][co] = sum over pixels p of x[p + off_t][ci] dL/dy[p][co].
+ * Both are large GEMMs over the whole batch; each works on the patch matrix
+ * of the narrower of its two operands, as the forward convolution does. */
+
+void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
+                              int32_t w, int32_t cin, const float *wt,
+                              int32_t cout, float *gx, float *wflip,
+                              glow__col *col) {
+  for (int32_t t = 0; t < 9; t++)
+    for (int32_t ci = 0; ci < cin; ci++)
+      for (int32_t co = 0; co < cout; co++)
+        wflip[((int64_t)t * cout + co) * cin + ci] =
+            wt[((int64_t)(8 - t) * cin + ci) * cout + co];
+  glow__conv3x3(gy, cout, n, h, w, cout, wflip, cin, gx, col);
+}
+
+void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
+                               int32_t h, int32_t w, int32_t cin,
+                               const float *gy, int32_t cout, float *gw,
+                               glow__col *col) {
+  const int64_t hw = (int64_t)h * w;
+  /* Narrow output (the coupling's last conv): patches of gy, 9*cout wide,
+   * instead of patches of x, 9*cin wide.  With S = patches(gy) the product
+   * x^T S holds, at [ci][t*cout + co], sum_p x[p][ci] gy[p + off_t][co],
+   * which is dL/dW at the opposite tap 8-t. */
+  const int taps = cout < cin;
+  const int64_t per = glow__conv3x3_col_per_image(h, w, taps ? cout : cin);
+  int32_t chunk = (int32_t)(col->cap / per);
+  if (chunk < 1)
+    chunk = 1;
+  const int32_t nt = 9 * cout;
+  for (int32_t i0 = 0; i0 < n; i0 += chunk) {
+    const int32_t nb = n - i0 < chunk ? n - i0 : chunk;
+    const float *xb = x + (int64_t)i0 * hw * ldx;
+    const float *gb = gy + (int64_t)i0 * hw * cout;
+    if (taps) {
+      for (int32_t i = 0; i < nb; i++)
+        im2col(gb + (int64_t)i * hw * cout, cout, h, w, cout,
+               col->buf + (int64_t)i * per);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, nt,
+                  (int)(nb * hw), 1.0f, xb, (int)ldx, col->buf, nt,
+                  i0 ? 1.0f : 0.0f, col->wbuf, nt);
+    } else {
+      for (int32_t i = 0; i < nb; i++)
+        im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
+               col->buf + (int64_t)i * per);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 9 * cin, cout,
+                  (int)(nb * hw), 1.0f, col->buf, 9 * cin, gb, cout, 1.0f,
+                  gw, cout);
+    }
+  }
+  if (taps) /* [ci][t][co] -> gw[8-t][ci][co] */
+    for (int32_t t = 0; t < 9; t++)
+      for (int32_t ci = 0; ci < cin; ci++) {
+        const float *src = col->wbuf + (int64_t)ci * nt + t * cout;
+        float *dst = gw + ((int64_t)(8 - t) * cin + ci) * cout;
+        for (int32_t co = 0; co < cout; co++)
+          dst[co] += src[co];
+      }
+}
+
+void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
+                       int32_t cin, const float *wt, int32_t cout,
+                       const float *gy, float *gw, float *gx) {
+  /* dL/dW += x^T gy, dL/dx = gy W^T. */
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, cout, (int)rows,
+              1.0f, x, (int)ldx, gy, cout, 1.0f, gw, cout);
+  if (gx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, cin, cout,
+                1.0f, gy, cout, wt, cout, 0.0f, gx, cin);
+}
+
 double glow__log_sigmoid(double v) {
   return v >= 0 ? -log1p(exp(-v)) : v - log1p(exp(v));
 }

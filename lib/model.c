@@ -139,7 +139,7 @@ static void layout(glow_model *m) {
   }
 }
 
-static int alloc_model(glow_model *m) {
+static int alloc_model(glow_model *m, int64_t max_params) {
   const glow_config *cfg = &m->cfg;
   m->levels = calloc((size_t)cfg->levels, sizeof *m->levels);
   m->step_pool =
@@ -147,6 +147,9 @@ static int alloc_model(glow_model *m) {
   if (!m->levels || !m->step_pool)
     return GLOW_ERR_NOMEM;
   layout(m); /* sizing pass */
+  /* Checked before allocating: every buffer below is at most n_params. */
+  if (m->n_params > max_params)
+    return GLOW_ERR_FORMAT;
   m->cap_tensors = m->n_tensors;
   m->tensors = calloc((size_t)m->cap_tensors, sizeof *m->tensors);
   m->params = calloc((size_t)m->n_params, sizeof *m->params);
@@ -202,6 +205,29 @@ static int init_weights(glow_model *m) {
   return GLOW_OK;
 }
 
+int glow__model_new(const glow_config *cfg, int64_t max_params,
+                    glow_model **out) {
+  *out = NULL;
+  glow_model *m = calloc(1, sizeof *m);
+  if (!m)
+    return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
+  m->cfg = *cfg;
+  m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
+  int rc = alloc_model(m, max_params);
+  int64_t need = m->n_params;
+  if (rc) {
+    glow_model_free(m);
+    if (rc == GLOW_ERR_FORMAT)
+      return glow__fail(rc,
+                        "the configuration needs %lld parameters, more than "
+                        "the input allows (%lld)",
+                        (long long)need, (long long)max_params);
+    return glow__fail(rc, "creating a model: out of memory");
+  }
+  *out = m;
+  return GLOW_OK;
+}
+
 int glow_model_create(const glow_config *cfg, glow_model **out) {
   if (out)
     *out = NULL;
@@ -212,16 +238,10 @@ int glow_model_create(const glow_config *cfg, glow_model **out) {
   int rc = glow__config_read(cfg, &c);
   if (rc)
     return rc;
-  glow_model *m = calloc(1, sizeof *m);
-  if (!m)
-    return glow__fail(GLOW_ERR_NOMEM, "glow_model_create: out of memory");
-  m->cfg = c;
-  m->dim = (int64_t)c.height * c.width * c.channels;
-  rc = alloc_model(m);
-  if (rc) {
-    glow_model_free(m);
-    return glow__fail(rc, "glow_model_create: out of memory");
-  }
+  glow_model *m = NULL;
+  rc = glow__model_new(&c, INT64_MAX, &m);
+  if (rc)
+    return rc;
   rc = init_weights(m);
   if (rc) {
     glow_model_free(m);
@@ -234,6 +254,7 @@ int glow_model_create(const glow_config *cfg, glow_model **out) {
 void glow_model_free(glow_model *m) {
   if (!m)
     return;
+  glow__train_release(m);
   free(m->levels);
   free(m->step_pool);
   free(m->tensors);

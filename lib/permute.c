@@ -214,3 +214,77 @@ int glow__permute_inverse(const glow__permute *p, const float *P,
   glow__ws_swap(ws);
   return GLOW_OK;
 }
+
+/* Gradient of log|det W| (times ld_weight) and of the data term gw = x^T g
+ * for the LU parametrisation, in double.  With A = L U' (W = P A, U' = U +
+ * diag(sign e^s)) and GA = P^T gW:
+ *   dL/dL = GA U'^T (strict lower part), dL/dU' = L^T GA,
+ *   dL/dU = strict upper part of dL/dU', dL/ds = diag(dL/dU') * U'_kk +
+ *   ld_weight (the logdet is sum(s) per pixel).
+ * Entries outside the triangles do not enter the weight: their gradient is
+ * 0, so an optimizer leaves them where they are. */
+static void lu_backward(const glow__permute *p, const float *P, float *G,
+                        const float *gw, double ld_weight, double *ga,
+                        double *up) {
+  const int32_t c = p->c;
+  const float *L = P + p->lower, *U = P + p->upper, *s = P + p->log_s;
+  for (int32_t i = 0; i < c; i++)
+    for (int32_t k = 0; k < c; k++) {
+      ga[(int64_t)i * c + k] = gw[(int64_t)p->perm[i] * c + k];
+      up[(int64_t)i * c + k] =
+          i == k ? p->sign[k] * exp((double)s[k])
+                 : i < k ? U[(int64_t)i * c + k] : 0.0;
+    }
+  for (int32_t i = 0; i < c; i++)
+    for (int32_t j = 0; j < c; j++) {
+      double acc = 0.0;
+      if (i > j) { /* (GA U'^T)[i][j] = sum_{k >= j} GA[i][k] U'[j][k] */
+        for (int32_t k = j; k < c; k++)
+          acc += ga[(int64_t)i * c + k] * up[(int64_t)j * c + k];
+        G[p->lower + (int64_t)i * c + j] += (float)acc;
+      } else { /* (L^T GA)[i][j] = sum_{r >= i} L[r][i] GA[r][j] */
+        acc = ga[(int64_t)i * c + j];
+        for (int32_t r = i + 1; r < c; r++)
+          acc += (double)L[(int64_t)r * c + i] * ga[(int64_t)r * c + j];
+        if (i < j)
+          G[p->upper + (int64_t)i * c + j] += (float)acc;
+        else
+          G[p->log_s + i] +=
+              (float)(acc * up[(int64_t)i * c + i] + ld_weight);
+      }
+    }
+}
+
+int glow__permute_backward(const glow__permute *p, const float *P, float *G,
+                           const float *x, const float *g, float *gx,
+                           int64_t rows, double ld_weight, glow__ws *ws) {
+  const int32_t c = p->c;
+  if (p->kind == GLOW_PERMUTE_REVERSE || p->kind == GLOW_PERMUTE_SHUFFLE) {
+    scatter(p->perm, g, gx, rows, c); /* y[j] = x[perm[j]] */
+    return GLOW_OK;
+  }
+  if (p->kind == GLOW_PERMUTE_CONV1X1) {
+    /* dL/dW = x^T g + ld_weight W^{-T}; the inverse in double. */
+    double *a = ws->w64;
+    lapack_int *ipiv = (lapack_int *)(ws->w64 + (size_t)c * c);
+    weight64(p, P, a);
+    if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, a, c, ipiv) != 0 ||
+        LAPACKE_dgetri(LAPACK_ROW_MAJOR, c, a, c, ipiv) != 0)
+      return GLOW_ERR_NUMERIC;
+    float *gw = G + p->weight;
+    for (int32_t i = 0; i < c; i++)
+      for (int32_t j = 0; j < c; j++)
+        gw[(int64_t)i * c + j] += (float)(ld_weight * a[(int64_t)j * c + i]);
+    glow__matmul_grad(x, c, rows, c, P + p->weight, c, g, gw, gx);
+    return GLOW_OK;
+  }
+  /* LU: the data term through the composed weight, then the chain rule. */
+  lu_weight(p, P, ws->w64);
+  for (int64_t i = 0; i < (int64_t)c * c; i++) {
+    ws->w32[i] = (float)ws->w64[i];
+    ws->wg32[i] = 0.0f;
+  }
+  glow__matmul_grad(x, c, rows, c, ws->w32, c, g, ws->wg32, gx);
+  lu_backward(p, P, G, ws->wg32, ld_weight, ws->w64, ws->w64 + (size_t)c * c);
+  return GLOW_OK;
+}

@@ -118,3 +118,126 @@ void glow__top_inverse(const glow_model *m, const glow__level *lv,
       }
   }
 }
+
+/* ---- Backward -------------------------------------------------------------
+ * With eps = (z - mean) e^{-logs}, dL/deps = eps * geps (the Gaussian term
+ * of the loss) and logdet -= logs (weight gld = dL/dlogdet):
+ *   dL/dz = eps geps e^{-logs},  dL/dmean = -dL/dz,
+ *   dL/dlogs = -eps^2 geps - gld. */
+
+void glow__split_backward(const glow_model *m, const glow__level *lv,
+                          glow__ws *ws, const float *eps, float *G) {
+  const int32_t c = lv->c, half = c / 2;
+  const int64_t hw = (int64_t)lv->h * lv->w, rows = ws->n * hw;
+  const float geps = ws->geps, gld = ws->gld;
+  float *pr = ws->h, *gpr = ws->gh;
+  glow__zconv_apply(&lv->prior, m->params, ws->z, c, lv->h, lv->w, pr, ws);
+  for (int32_t i = 0; i < ws->n; i++) {
+    const float *e = eps + (int64_t)i * m->dim + lv->eps_off;
+    for (int64_t p = 0; p < hw; p++) {
+      const int64_t r = i * hw + p;
+      const float *o = pr + r * c;
+      float *go = gpr + r * c, *gz2 = ws->gt + r * c + half;
+      for (int32_t k = 0; k < half; k++) {
+        float ev = e[p * half + k] * geps;
+        gz2[k] = ev * expf(-o[2 * k + 1]);
+        go[2 * k] = -gz2[k];
+        go[2 * k + 1] = -ev * e[p * half + k] - gld;
+      }
+    }
+  }
+  /* z1 reaches the loss twice: through the next level (ws->g) and through
+   * the prior network. */
+  glow__zconv_backward(&lv->prior, m->params, G, ws->z, c, pr, gpr, ws->ga,
+                       lv->h, lv->w, ws);
+  for (int64_t r = 0; r < rows; r++)
+    for (int32_t k = 0; k < half; k++)
+      ws->gt[r * c + k] = ws->g[r * half + k] + ws->ga[r * half + k];
+  glow__ws_swap_grad(ws);
+}
+
+void glow__top_backward(const glow_model *m, const glow__level *lv,
+                        glow__ws *ws, const int32_t *labels, const float *eps,
+                        float *G) {
+  const int32_t c = lv->c, c2 = 2 * c;
+  const int64_t hw = (int64_t)lv->h * lv->w;
+  const float geps = ws->geps, gld = ws->gld;
+  for (int32_t i = 0; i < ws->n; i++) {
+    const float *e = eps + (int64_t)i * m->dim + lv->eps_off;
+    float *g = ws->g + (int64_t)i * hw * c;
+    const int32_t label = labels ? labels[i] : 0;
+    float *gt = m->cfg.learn_top ? G + m->top : NULL;
+    float *gc = m->cfg.n_classes > 0 ? G + m->class_emb + (int64_t)label * c2
+                                     : NULL;
+    for (int64_t p = 0; p < hw; p++)
+      for (int32_t k = 0; k < c; k++) {
+        float mean, logs;
+        top_params(m, lv, label, p, k, &mean, &logs);
+        float ev = e[p * c + k] * geps;
+        float gz = ev * expf(-logs);
+        float gl = -ev * e[p * c + k] - gld;
+        g[p * c + k] = gz;
+        if (gt) {
+          gt[p * c2 + 2 * k] -= gz;
+          gt[p * c2 + 2 * k + 1] += gl;
+        }
+        if (gc) {
+          gc[2 * k] -= gz;
+          gc[2 * k + 1] += gl;
+        }
+      }
+  }
+}
+
+/* logits = mean_hw(z) W + b; CE = logsumexp(logits) - logits[label], in
+ * double.  dL/dlogits = w (softmax - onehot) with w = class_weight /
+ * (n ln 2); the mean over positions spreads dL/dmean evenly. */
+double glow__classifier_backward(const glow_model *m, const glow__level *lv,
+                                 glow__ws *ws, const int32_t *labels,
+                                 float *G) {
+  const int32_t c = lv->c, nc = m->cfg.n_classes;
+  const int64_t hw = (int64_t)lv->h * lv->w;
+  const float *W = m->params + m->cls_w, *b = m->params + m->cls_b;
+  const double wt = (double)m->cfg.class_weight /
+                    ((double)ws->n * 0.69314718055994530942);
+  double *hbar = ws->cls, *gh = ws->cls + c, *lg = ws->cls + 2 * c;
+  double ce = 0.0;
+  for (int32_t i = 0; i < ws->n; i++) {
+    const float *z = ws->z + (int64_t)i * hw * c;
+    for (int32_t k = 0; k < c; k++)
+      hbar[k] = 0.0;
+    for (int64_t p = 0; p < hw; p++)
+      for (int32_t k = 0; k < c; k++)
+        hbar[k] += z[p * c + k];
+    for (int32_t k = 0; k < c; k++)
+      hbar[k] /= (double)hw;
+    double top = -HUGE_VAL;
+    for (int32_t j = 0; j < nc; j++) {
+      double v = b[j];
+      for (int32_t k = 0; k < c; k++)
+        v += hbar[k] * W[(int64_t)k * nc + j];
+      lg[j] = v;
+      if (v > top)
+        top = v;
+    }
+    double se = 0.0;
+    for (int32_t j = 0; j < nc; j++)
+      se += exp(lg[j] - top);
+    ce += top + log(se) - lg[labels[i]];
+    for (int32_t k = 0; k < c; k++)
+      gh[k] = 0.0;
+    for (int32_t j = 0; j < nc; j++) {
+      double d = wt * (exp(lg[j] - top) / se - (j == labels[i]));
+      G[m->cls_b + j] += (float)d;
+      for (int32_t k = 0; k < c; k++) {
+        G[m->cls_w + (int64_t)k * nc + j] += (float)(hbar[k] * d);
+        gh[k] += d * W[(int64_t)k * nc + j];
+      }
+    }
+    float *g = ws->g + (int64_t)i * hw * c;
+    for (int64_t p = 0; p < hw; p++)
+      for (int32_t k = 0; k < c; k++)
+        g[p * c + k] += (float)(gh[k] / (double)hw);
+  }
+  return ce / (double)ws->n;
+}

@@ -1,0 +1,915 @@
+/*
+ * test_grad.c -- training: data-dependent init, the backward pass against
+ * finite differences, its two memory modes, its error paths, and a short
+ * learning run.
+ */
+#include <stdio.h>
+
+#include "glow_internal.h"
+#include "testutil.h"
+
+#define LN2 0.69314718055994530942
+#define LOG_2PI 1.8378770664093454836
+
+static const int32_t couplings[] = {GLOW_COUPLING_AFFINE,
+                                    GLOW_COUPLING_ADDITIVE};
+static const int32_t perms[] = {GLOW_PERMUTE_CONV1X1, GLOW_PERMUTE_CONV1X1_LU,
+                                GLOW_PERMUTE_REVERSE, GLOW_PERMUTE_SHUFFLE};
+
+/* ---- An independent loss, in double --------------------------------------
+ * The flow's forward (the spec, tested elsewhere) gives eps and the
+ * per-image log-determinant in double; the rest of the loss is written out
+ * here from the header's definition, not through the library's backward
+ * code. */
+static double loss64(glow_model *m, const float *x, const int32_t *labels,
+                     int32_t n) {
+  const int64_t d = m->dim;
+  glow__ws ws;
+  float *eps = malloc(sizeof(float) * (size_t)(n * d));
+  assert_int_equal(glow__ws_alloc(m, n, &ws), GLOW_OK);
+  assert_int_equal(glow__flow_forward(m, m->params, &ws, x, labels, eps),
+                   GLOW_OK);
+  double bpd = 0.0;
+  for (int32_t i = 0; i < n; i++) {
+    double sq = 0.0;
+    for (int64_t j = 0; j < d; j++)
+      sq += (double)eps[i * d + j] * eps[i * d + j];
+    double lp = -0.5 * sq - 0.5 * LOG_2PI * (double)d + ws.ld[i];
+    bpd += (-lp + (double)d * m->cfg.n_bits * LN2) / ((double)d * LN2);
+  }
+  double loss = bpd / n;
+  const int32_t nc = m->cfg.n_classes;
+  if (nc > 0) { /* the classifier on the spatial mean of the top latent */
+    const glow__level *top = &m->levels[m->cfg.levels - 1];
+    const int32_t c = top->c;
+    const int64_t hw = (int64_t)top->h * top->w;
+    const float *W = m->params + m->cls_w, *b = m->params + m->cls_b;
+    double ce = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+      double lse = 0.0, mx = -1e300, own = 0.0;
+      double *lg = malloc(sizeof(double) * (size_t)nc);
+      for (int32_t j = 0; j < nc; j++) {
+        double v = b[j];
+        for (int32_t k = 0; k < c; k++) {
+          double mean = 0.0;
+          for (int64_t p = 0; p < hw; p++)
+            mean += ws.z[((int64_t)i * hw + p) * c + k];
+          v += mean / (double)hw * W[k * nc + j];
+        }
+        lg[j] = v;
+        mx = v > mx ? v : mx;
+      }
+      for (int32_t j = 0; j < nc; j++)
+        lse += exp(lg[j] - mx);
+      own = lg[labels[i]];
+      ce += mx + log(lse) - own;
+      free(lg);
+    }
+    loss += m->cfg.class_weight * ce / n / LN2;
+  }
+  glow__ws_free(&ws);
+  free(eps);
+  return loss;
+}
+
+/* A tiny model with every parameter moved off its initial value (so that
+ * zero-initialised layers do real work), initialised from data, then moved
+ * again so that no actnorm sits exactly at its data-init point. */
+static glow_model *tiny_model(glow_config cfg, const float *x,
+                              const int32_t *labels, int32_t n,
+                              uint64_t seed) {
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  tu_perturb(m, 0.05, seed);
+  assert_int_equal(glow_data_init(m, x, labels, n), GLOW_OK);
+  tu_perturb(m, 0.02, seed + 1);
+  return m;
+}
+
+/* The gradient of one call, on zeroed grads. */
+static void gradient(glow_model *m, const float *x, const int32_t *labels,
+                     int32_t n, float *g, float *loss) {
+  assert_int_equal(glow_zero_grad(m), GLOW_OK);
+  int rc = glow_backward(m, x, labels, n, loss);
+  if (rc)
+    fail_msg("glow_backward: %s", glow_last_error());
+  memcpy(g, glow_grads(m), sizeof(float) * (size_t)glow_param_count(m));
+}
+
+/* ---- Walking the data path ------------------------------------------------
+ * glow__flow_forward's path through the levels' steps and splits, walked
+ * with the internal layer functions so that a test can see inside each
+ * coupling network: visit() receives every actnorm's output, before the
+ * ReLU that follows it inside a network (relu = 1). */
+typedef void (*visit_fn)(void *ctx, const float *v, int64_t rows, int32_t c,
+                         int relu, const char *what, int32_t l, int32_t k);
+
+static void walk(glow_model *m, const float *x, int32_t n, visit_fn visit,
+                 void *ctx) {
+  const glow_config *cfg = &m->cfg;
+  float *P = m->params;
+  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  glow__ws ws;
+  assert_int_equal(glow__ws_alloc(m, n, &ws), GLOW_OK);
+  memcpy(ws.z, x, sizeof(float) * (size_t)(n * m->dim));
+  int32_t h = cfg->height, w = cfg->width, c = cfg->channels;
+  for (int32_t l = 0; l < cfg->levels; l++) {
+    const glow__level *lv = &m->levels[l];
+    const int64_t rows = n * (int64_t)lv->h * lv->w;
+    glow__squeeze(ws.z, n, h, w, c, ws.t);
+    glow__ws_swap(&ws);
+    for (int32_t k = 0; k < cfg->depth; k++) {
+      const glow__step *s = &lv->steps[k];
+      const glow__coupling *cp = &s->cpl;
+      const int32_t hid = cp->hidden;
+      double ld;
+      glow__actnorm_forward(&s->an, P, ws.z, rows, 0, &ws);
+      visit(ctx, ws.z, rows, lv->c, 0, "actnorm", l, k);
+      assert_int_equal(glow__permute_forward(&s->perm, P, &ws, rows, &ld),
+                       GLOW_OK);
+      glow__conv3x3(ws.z, lv->c, n, lv->h, lv->w, lv->c / 2, P + cp->w1, hid,
+                    ws.a, &ws.col);
+      glow__actnorm_forward(&cp->an1, P, ws.a, rows, 0, &ws);
+      visit(ctx, ws.a, rows, hid, 1, "coupling actnorm1", l, k);
+      for (int64_t i = 0; i < rows * hid; i++)
+        ws.a[i] = ws.a[i] > 0.0f ? ws.a[i] : 0.0f;
+      glow__matmul(ws.a, hid, rows, hid, P + cp->w2, hid, ws.b);
+      glow__actnorm_forward(&cp->an2, P, ws.b, rows, 0, &ws);
+      visit(ctx, ws.b, rows, hid, 1, "coupling actnorm2", l, k);
+      glow__coupling_forward(cp, P, &ws, lv->h, lv->w);
+    }
+    if (l < cfg->levels - 1)
+      glow__split_forward(m, lv, &ws, eps);
+    h = lv->h;
+    w = lv->w;
+    c = lv->c / 2;
+  }
+  glow__ws_free(&ws);
+  free(eps);
+}
+
+/* FNV-1a over the on/off state of every ReLU in the coupling networks. */
+static void relu_hash(void *ctx, const float *v, int64_t rows, int32_t c,
+                      int relu, const char *what, int32_t l, int32_t k) {
+  (void)what, (void)l, (void)k;
+  uint64_t *hash = ctx;
+  for (int64_t i = 0; relu && i < rows * c; i++)
+    *hash = (*hash ^ (uint64_t)(v[i] > 0.0f)) * 0x100000001b3ULL;
+}
+
+static uint64_t relu_pattern(glow_model *m, const float *x, int32_t n) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  walk(m, x, n, relu_hash, &hash);
+  return hash;
+}
+
+/* ---- Gradients against finite differences ---------------------------------
+ *
+ * The loss is smooth except where a ReLU input in a coupling network
+ * crosses zero; tiny networks have few units, each carrying a large share of
+ * the gradient, so a difference step across such a kink is off by tens of
+ * percent.  Hence, for every parameter tensor with analytic gradient g_t,
+ * along unit directions v:
+ *   - central differences of the loss in double (loss64), Richardson-
+ *     extrapolated over h and h/2 (error O(h^4)), h = 1e-3;
+ *   - compared with g_t . (the step actually taken), the float-rounded
+ *     parameters minus the originals, so parameter rounding is no error;
+ *   - only if no ReLU changes state between theta - h v and theta + h v
+ *     (relu_pattern); otherwise h shrinks by 4 (up to three times).
+ * Directions: v = g_t / |g_t|, where a factor of two is off by 0.5 |g_t|, a
+ * wrong sign by 2 |g_t| and a missing term by its projection on g_t; and two
+ * random Gaussian v, which also see terms that g_t lacks altogether.
+ * Tolerance: GRAD_TOL |g_t| + FD_NOISE / h, the second part covering the
+ * float rounding of the forward (the loss is accurate to ~2e-8; the
+ * extrapolated difference amplifies that by 3 / h).  The check is shown to
+ * be able to fail: the doubled and the negated gradient fail it, on every
+ * tensor. */
+#define FD_STEP 1e-3
+#define GRAD_TOL 0.02
+#define FD_NOISE 6e-8
+
+typedef struct {
+  double fd;   /* finite-difference directional derivative */
+  double an;   /* the analytic one along the same steps */
+  double tol;  /* allowed |fd - an| */
+  int shrunk;  /* times h was divided by 4 */
+} fd_result;
+
+static fd_result directional_fd(glow_model *m, const float *x,
+                                const int32_t *labels, int32_t n,
+                                int64_t off, const double *v, int64_t count,
+                                const float *g, double gnorm) {
+  float *p = glow_params(m) + off;
+  float *saved = malloc(sizeof(float) * (size_t)count);
+  memcpy(saved, p, sizeof(float) * (size_t)count);
+  const uint64_t base = relu_pattern(m, x, n);
+  fd_result r = {0.0, 0.0, 0.0, 0};
+  for (double h = FD_STEP;; h /= 4, r.shrunk++) {
+    /* Points theta + t v, t = h, -h, h/2, -h/2, and their weights in
+     * (4 d(h/2) - d(h)) / 3 with d(s) = (f(s) - f(-s)) / (2 s). */
+    const double t[4] = {h, -h, h / 2, -h / 2};
+    const double wgt[4] = {-1 / (6 * h), 1 / (6 * h), 4 / (3 * h),
+                           -4 / (3 * h)};
+    int smooth = 1;
+    r.fd = r.an = 0.0;
+    for (int q = 0; q < 4; q++) {
+      double gd = 0.0;
+      for (int64_t i = 0; i < count; i++) {
+        p[i] = (float)((double)saved[i] + t[q] * v[i]);
+        gd += (double)g[i] * ((double)p[i] - (double)saved[i]);
+      }
+      if (q < 2 && relu_pattern(m, x, n) != base)
+        smooth = 0;
+      r.fd += wgt[q] * loss64(m, x, labels, n);
+      r.an += wgt[q] * gd;
+    }
+    r.tol = GRAD_TOL * gnorm + FD_NOISE / h;
+    if (smooth)
+      break;
+    if (r.shrunk == 3)
+      fail_msg("no step down to %g avoids a ReLU kink", h);
+  }
+  memcpy(p, saved, sizeof(float) * (size_t)count);
+  free(saved);
+  return r;
+}
+
+static int64_t tensor_size(const glow__tensor *t) {
+  int64_t count = 1;
+  for (int32_t i = 0; i < t->ndim; i++)
+    count *= t->shape[i];
+  return count;
+}
+
+/* Check every tensor of a tiny model of this config; returns the number of
+ * tensors checked. */
+static int check_gradients(glow_config cfg, const char *what) {
+  const int32_t n = 3;
+  int32_t labels[3] = {0, 2, 0};
+  const int32_t *lab = cfg.n_classes ? labels : NULL;
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  float *x = tu_images(m, n, 77);
+  glow_model_free(m);
+  m = tiny_model(cfg, x, lab, n, 5);
+  const int64_t np = glow_param_count(m);
+  float *g = malloc(sizeof(float) * (size_t)np), loss;
+  gradient(m, x, lab, n, g, &loss);
+  /* The returned loss is the loss that is differentiated. */
+  double ref = loss64(m, x, lab, n);
+  if (!(fabs(loss - ref) <= 1e-6 * fabs(ref)))
+    fail_msg("%s: loss %.8f, independent loss %.8f", what, loss, ref);
+  uint64_t s = 1234;
+  double worst = 0.0;
+  int shrunk = 0;
+  double maxtol = 0.0;
+  for (int32_t t = 0; t < m->n_tensors; t++) {
+    const glow__tensor *tn = &m->tensors[t];
+    const int64_t count = tensor_size(tn);
+    const float *gt = g + tn->offset;
+    double *v = malloc(sizeof(double) * (size_t)count);
+    double gn = 0.0;
+    for (int64_t i = 0; i < count; i++)
+      gn += (double)gt[i] * gt[i];
+    gn = sqrt(gn);
+    /* Every tensor influences the loss of this batch: no vacuous check. */
+    if (!(gn > 1e-4))
+      fail_msg("%s: %s has gradient norm %g", what, tn->name, gn);
+    for (int dir = 0; dir < 3; dir++) {
+      double vn = 0.0;
+      for (int64_t i = 0; i < count; i++) {
+        v[i] = dir == 0 ? gt[i] : tu_normal(&s);
+        vn += v[i] * v[i];
+      }
+      for (int64_t i = 0; i < count; i++)
+        v[i] /= sqrt(vn);
+      fd_result r = directional_fd(m, x, lab, n, tn->offset, v, count, gt, gn);
+      double err = fabs(r.an - r.fd) / gn;
+      worst = err > worst ? err : worst;
+      shrunk += r.shrunk;
+      if (r.tol / gn > maxtol) maxtol = r.tol / gn;
+      if (!(fabs(r.an - r.fd) <= r.tol))
+        fail_msg("%s: %s, direction %d: analytic %.6g, finite difference "
+                 "%.6g (|g| %.3g, step shrunk %d times)",
+                 what, tn->name, dir, r.an, r.fd, gn, r.shrunk);
+      /* The same check fails a doubled or a negated gradient. */
+      const double tol2 = r.tol + GRAD_TOL * gn;
+      if (dir == 0) {
+        assert_true(fabs(2 * r.an - r.fd) > tol2);
+        assert_true(fabs(-r.an - r.fd) > r.tol);
+      }
+    }
+    free(v);
+  }
+  printf("  %-31s %2d tensors: worst error %.1e of |g|, widest tolerance "
+         "%.3f of |g|, step shrunk %d times in %d checks\n",
+         what, m->n_tensors, worst, maxtol, shrunk, 3 * m->n_tensors);
+  int checked = m->n_tensors;
+  free(g);
+  free(x);
+  glow_model_free(m);
+  return checked;
+}
+
+/* 8x8x1, L = 2, K = 2, hidden 6: level 0 is 4x4x4, level 1 2x2x8, so the
+ * convolutions take both of their kernel paths (narrow and wide output) and
+ * every tap sees image borders and interior. */
+static glow_config grad_config(int32_t coupling, int32_t perm) {
+  return tu_config(8, 8, 1, 2, 2, 6, coupling, perm);
+}
+
+static void test_gradients_all_layers(void **state) {
+  (void)state;
+  static const char *cn[] = {"affine", "additive"};
+  static const char *pn[] = {"1x1", "1x1 LU", "reverse", "shuffle"};
+  for (size_t c = 0; c < 2; c++)
+    for (size_t p = 0; p < 4; p++) {
+      char what[64];
+      snprintf(what, sizeof what, "%s, %s", cn[c], pn[p]);
+      check_gradients(grad_config(couplings[c], perms[p]), what);
+    }
+}
+
+/* The label-dependent parts: class embedding and classifier, with a class
+ * weight large enough that the classifier's gradient into the flow is a
+ * visible part of every flow tensor's gradient. */
+static void test_gradients_conditional(void **state) {
+  (void)state;
+  glow_config cfg = grad_config(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU);
+  cfg.n_classes = 3;
+  cfg.class_weight = 1.0f;
+  check_gradients(cfg, "conditional, learned top");
+  cfg.learn_top = 0;
+  cfg.class_weight = 0.01f;
+  cfg.n_bits = 5;
+  check_gradients(cfg, "conditional, fixed top, 5 bits");
+}
+
+/* LU entries outside the triangles do not enter the weight: exactly 0. */
+static void test_lu_masked_entries(void **state) {
+  (void)state;
+  glow_config cfg = grad_config(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  float *x = tu_images(m, 2, 3);
+  glow_model_free(m);
+  m = tiny_model(cfg, x, NULL, 2, 9);
+  float *g = malloc(sizeof(float) * (size_t)glow_param_count(m)), loss;
+  gradient(m, x, NULL, 2, g, &loss);
+  int nonzero = 0;
+  for (int32_t l = 0; l < cfg.levels; l++)
+    for (int32_t k = 0; k < cfg.depth; k++) {
+      const glow__permute *p = &m->levels[l].steps[k].perm;
+      for (int32_t i = 0; i < p->c; i++)
+        for (int32_t j = 0; j < p->c; j++) {
+          float gl = g[p->lower + i * p->c + j];
+          float gu = g[p->upper + i * p->c + j];
+          if (i <= j)
+            assert_true(gl == 0.0f);
+          else
+            nonzero += gl != 0.0f;
+          if (i >= j)
+            assert_true(gu == 0.0f);
+          else
+            nonzero += gu != 0.0f;
+        }
+    }
+  assert_true(nonzero > 0);
+  free(g);
+  free(x);
+  glow_model_free(m);
+}
+
+/* ---- Memory modes ---------------------------------------------------------- */
+
+/* Store mode and recompute mode: the same loss (the same forward) and the
+ * same gradients up to rounding, on a deeper model where rebuilding inputs
+ * through 2 x 4 inverses has room to drift. */
+static void test_modes_agree(void **state) {
+  (void)state;
+  for (size_t c = 0; c < 2; c++) {
+    glow_config cfg = tu_config(8, 8, 2, 2, 4, 8, couplings[c],
+                                GLOW_PERMUTE_CONV1X1);
+    glow_model *m = NULL;
+    assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+    const int32_t n = 4;
+    float *x = tu_images(m, n, 31);
+    glow_model_free(m);
+    m = tiny_model(cfg, x, NULL, n, 13);
+    const int64_t np = glow_param_count(m);
+    float *gr = malloc(sizeof(float) * (size_t)np);
+    float *gs = malloc(sizeof(float) * (size_t)np), lr, ls;
+    int64_t mode = -1;
+    assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &mode),
+                     GLOW_OK);
+    assert_int_equal(mode, GLOW_BACKWARD_RECOMPUTE); /* the default */
+    gradient(m, x, NULL, n, gr, &lr);
+    assert_int_equal(
+        glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
+        GLOW_OK);
+    gradient(m, x, NULL, n, gs, &ls);
+    assert_true(lr == ls);
+    /* Per tensor: difference relative to the tensor's gradient norm. */
+    double worst = 0.0;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+      const glow__tensor *tn = &m->tensors[t];
+      const int64_t count = tensor_size(tn);
+      double dn = 0.0, gn = 0.0;
+      for (int64_t i = 0; i < count; i++) {
+        double d = (double)gr[tn->offset + i] - gs[tn->offset + i];
+        dn += d * d;
+        gn += (double)gs[tn->offset + i] * gs[tn->offset + i];
+      }
+      assert_true(gn > 0.0);
+      double rel = sqrt(dn / gn);
+      if (rel > worst)
+        worst = rel;
+      if (!(rel <= 1e-4))
+        fail_msg("%s: modes differ by %g of |g|", tn->name, rel);
+    }
+    printf("  coupling %d: modes differ by at most %.1e of |g|\n",
+           couplings[c], worst);
+    free(gr);
+    free(gs);
+    free(x);
+    glow_model_free(m);
+  }
+}
+
+/* A kept workspace gives bit-identical results to a fresh one (so no
+ * buffer is read before this call writes it), is reused while the batch
+ * size and mode stay, replaced when they change, and freed on request and
+ * with the model (the sanitizer build checks the latter). */
+static void test_keep_workspace(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1_LU);
+  cfg.n_classes = 2;
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  const int32_t n = 3;
+  int32_t labels[3] = {1, 0, 1};
+  float *x = tu_images(m, n, 4), *x2 = tu_images(m, n, 5);
+  glow_model_free(m);
+  m = tiny_model(cfg, x, labels, n, 8);
+  const int64_t np = glow_param_count(m);
+  const size_t bytes = sizeof(float) * (size_t)np;
+  float *g0 = malloc(bytes), *g1 = malloc(bytes), *gs = malloc(bytes);
+  float l0, l1, ls;
+  gradient(m, x, labels, n, g0, &l0);
+  assert_null(m->train_ws);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+  gradient(m, x2, labels, n, g1, &l1); /* fills the kept workspace */
+  const glow__ws *kept = m->train_ws;
+  assert_non_null(kept);
+  gradient(m, x, labels, n, g1, &l1);
+  assert_ptr_equal(m->train_ws, kept);
+  assert_true(l1 == l0);
+  assert_memory_equal(g0, g1, bytes);
+  /* Another mode: a new workspace, the same gradients up to rounding. */
+  assert_int_equal(
+      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
+      GLOW_OK);
+  gradient(m, x, labels, n, gs, &ls);
+  assert_non_null(m->train_ws);
+  assert_non_null(m->train_ws->saved);
+  assert_true(ls == l0);
+  double dmax = 0.0, gmax = 0.0;
+  for (int64_t i = 0; i < np; i++) {
+    dmax = fmax(dmax, fabs((double)gs[i] - g0[i]));
+    gmax = fmax(gmax, fabs((double)g0[i]));
+  }
+  assert_true(dmax <= 1e-5 * gmax);
+  /* Another batch size. */
+  assert_int_equal(glow_backward(m, x, labels, 2, &ls), GLOW_OK);
+  assert_int_equal(m->train_ws->n, 2);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+  assert_null(m->train_ws);
+  /* Freed with the model. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, labels, n, &ls), GLOW_OK);
+  assert_non_null(m->train_ws);
+  free(g0);
+  free(g1);
+  free(gs);
+  free(x);
+  free(x2);
+  glow_model_free(m);
+}
+
+/* Recompute mode's workspace does not grow with depth; store mode's does,
+ * by the kept activations of each added step. */
+static void test_memory_constant_in_depth(void **state) {
+  (void)state;
+  int64_t bytes[2][2];
+  const int32_t depth[2] = {2, 8};
+  for (int d = 0; d < 2; d++) {
+    glow_config cfg = tu_config(16, 16, 1, 2, depth[d], 32,
+                                GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
+    glow_model *m = NULL;
+    assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+    for (int store = 0; store < 2; store++) {
+      glow__ws ws;
+      assert_int_equal(glow__ws_alloc_train(m, 16, store, &ws), GLOW_OK);
+      bytes[d][store] = ws.bytes;
+      glow__ws_free(&ws);
+    }
+    glow_model_free(m);
+  }
+  printf("  workspace bytes: recompute %lld (K=2) %lld (K=8); store %lld "
+         "(K=2) %lld (K=8)\n",
+         (long long)bytes[0][0], (long long)bytes[1][0],
+         (long long)bytes[0][1], (long long)bytes[1][1]);
+  assert_true(bytes[0][0] == bytes[1][0]);
+  /* Store mode: at least the 6 extra steps' hidden activations. */
+  assert_true(bytes[1][1] - bytes[0][1] >=
+              (int64_t)6 * 16 * 64 * 2 * 32 * (int64_t)sizeof(float));
+}
+
+/* ---- Data-dependent initialisation ---------------------------------------- */
+
+/* Mean 0 and variance 1 per channel of rows x c values. */
+static void assert_normalised(const float *v, int64_t rows, int32_t c,
+                              const char *what, int32_t l, int32_t k) {
+  for (int32_t j = 0; j < c; j++) {
+    double s = 0.0, sq = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+      s += v[r * c + j];
+    double mean = s / (double)rows;
+    for (int64_t r = 0; r < rows; r++)
+      sq += (v[r * c + j] - mean) * (v[r * c + j] - mean);
+    double var = sq / (double)rows;
+    if (!(fabs(mean) < 1e-5 && fabs(var - 1.0) < 1e-4))
+      fail_msg("level %d step %d %s channel %d: mean %g variance %g", l, k,
+               what, j, mean, var);
+  }
+}
+
+static void visit_normalised(void *ctx, const float *v, int64_t rows,
+                             int32_t c, int relu, const char *what, int32_t l,
+                             int32_t k) {
+  (void)relu;
+  (*(int *)ctx)++;
+  assert_normalised(v, rows, c, what, l, k);
+}
+
+/* After glow_data_init(x), every actnorm's output on x -- each step's, and
+ * each coupling network's two, before their ReLU -- is normalised. */
+static void test_data_init_normalises(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 2, 2, 3, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  tu_perturb(m, 0.05, 3); /* couplings and priors do real work */
+  const int32_t n = 6;
+  float *x = tu_images(m, n, 17);
+  assert_int_equal(m->initialized, 0);
+  assert_int_equal(glow_data_init(m, x, NULL, n), GLOW_OK);
+  assert_int_equal(m->initialized, 1);
+  int visited = 0;
+  walk(m, x, n, visit_normalised, &visited);
+  assert_int_equal(visited, 3 * cfg.levels * cfg.depth);
+  free(x);
+  glow_model_free(m);
+}
+
+static int all_finite(const float *v, int64_t count) {
+  for (int64_t i = 0; i < count; i++)
+    if (!isfinite(v[i]))
+      return 0;
+  return 1;
+}
+
+/* A constant input channel has zero variance: its actnorm scale must stay
+ * finite (1 / 1e-6), and so must everything downstream. */
+static void test_data_init_constant_channel(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  const int32_t n = 4;
+  float *x = tu_images(m, n, 8);
+  for (int64_t i = 0; i < n * m->dim; i += 2)
+    x[i + 1] = 0.25f; /* channel 1 constant in every image */
+  assert_int_equal(glow_data_init(m, x, NULL, n), GLOW_OK);
+  assert_true(all_finite(glow_params(m), glow_param_count(m)));
+  /* Squeeze puts input channel 1 at channels 4..7 of level 0. */
+  const glow__actnorm *an = &m->levels[0].steps[0].an;
+  for (int32_t j = 4; j < 8; j++) {
+    assert_true(fabs(m->params[an->logs + j] - log(1e6)) < 1e-3);
+    assert_true(m->params[an->bias + j] == -0.25f);
+  }
+  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim)), loss;
+  assert_int_equal(glow_forward(m, x, NULL, n, eps, NULL), GLOW_OK);
+  assert_true(all_finite(eps, n * m->dim));
+  assert_int_equal(glow_backward(m, x, NULL, n, &loss), GLOW_OK);
+  assert_true(isfinite(loss));
+  assert_true(all_finite(glow_grads(m), glow_param_count(m)));
+  free(eps);
+  free(x);
+  glow_model_free(m);
+}
+
+/* A batch that makes a layer non-finite: NUMERIC naming it, and the
+ * parameters (and the initialised flag) as they were. */
+static void test_data_init_failure_restores(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  const int64_t np = glow_param_count(m);
+  float *before = malloc(sizeof(float) * (size_t)np);
+  memcpy(before, glow_params(m), sizeof(float) * (size_t)np);
+  float *x = tu_images(m, 2, 8);
+  x[5] = INFINITY;
+  assert_int_equal(glow_data_init(m, x, NULL, 2), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "level 0 step 0 actnorm"));
+  assert_memory_equal(before, glow_params(m), sizeof(float) * (size_t)np);
+  assert_int_equal(m->initialized, 0);
+  free(before);
+  free(x);
+  glow_model_free(m);
+}
+
+/* ---- glow_backward's contract ---------------------------------------------- */
+
+static void test_backward_requires_init(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  float *x = tu_images(m, 2, 8), loss = -1.0f;
+  assert_int_equal(glow_backward(m, x, NULL, 2, &loss), GLOW_ERR_STATE);
+  assert_non_null(strstr(glow_last_error(), "glow_data_init"));
+  assert_true(loss == -1.0f);
+  for (int64_t i = 0; i < glow_param_count(m); i++)
+    assert_true(glow_grads(m)[i] == 0.0f);
+  assert_int_equal(glow_data_init(m, x, NULL, 2), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, NULL, 2, &loss), GLOW_OK);
+  free(x);
+  glow_model_free(m);
+}
+
+/* The loss is the mean of glow_bits_per_dim; gradients add up: two calls
+ * give exactly twice one, and the two halves of a batch give twice the
+ * whole batch's (each call differentiates its own mean). */
+static void test_loss_and_accumulation(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1_LU);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  const int32_t n = 4;
+  float *x = tu_images(m, n, 41);
+  glow_model_free(m);
+  m = tiny_model(cfg, x, NULL, n, 2);
+  const int64_t np = glow_param_count(m), d = glow_model_dim(m);
+  float *one = malloc(sizeof(float) * (size_t)np), loss, loss2, bpd[4];
+  gradient(m, x, NULL, n, one, &loss);
+  assert_int_equal(glow_bits_per_dim(m, x, NULL, n, bpd), GLOW_OK);
+  double mean = ((double)bpd[0] + bpd[1] + bpd[2] + bpd[3]) / 4;
+  assert_float_equal(loss, mean, 1e-6 * mean);
+  assert_int_equal(glow_backward(m, x, NULL, n, &loss2), GLOW_OK);
+  assert_true(loss2 == loss);
+  for (int64_t i = 0; i < np; i++)
+    assert_true(glow_grads(m)[i] == 2.0f * one[i]);
+  /* Micro-batches. */
+  double gmax = 0.0, dmax = 0.0;
+  assert_int_equal(glow_zero_grad(m), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, NULL, 2, &loss), GLOW_OK);
+  assert_int_equal(glow_backward(m, x + 2 * d, NULL, 2, &loss2), GLOW_OK);
+  for (int64_t i = 0; i < np; i++) {
+    double ref = 2.0 * one[i];
+    gmax = fmax(gmax, fabs(ref));
+    dmax = fmax(dmax, fabs(glow_grads(m)[i] - ref));
+  }
+  assert_true(dmax <= 1e-4 * gmax);
+  free(one);
+  free(x);
+  glow_model_free(m);
+}
+
+/* Argument errors, and failures leave grads and params untouched. */
+static void test_backward_errors(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  cfg.n_classes = 3;
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  float *x = tu_images(m, 2, 8), loss;
+  int32_t labels[2] = {0, 2}, bad[2] = {0, 3}, neg[2] = {-1, 0};
+  assert_int_equal(glow_data_init(NULL, x, labels, 2), GLOW_ERR_NULL);
+  assert_int_equal(glow_data_init(m, NULL, labels, 2), GLOW_ERR_NULL);
+  assert_int_equal(glow_data_init(m, x, labels, 0), GLOW_ERR_BATCH);
+  assert_int_equal(glow_data_init(m, x, NULL, 2), GLOW_ERR_LABEL);
+  assert_int_equal(glow_data_init(m, x, bad, 2), GLOW_ERR_LABEL);
+  assert_int_equal(m->initialized, 0);
+  assert_int_equal(glow_data_init(m, x, labels, 2), GLOW_OK);
+  const int64_t np = glow_param_count(m);
+  float *params = malloc(sizeof(float) * (size_t)np);
+  for (int64_t i = 0; i < np; i++)
+    glow_grads(m)[i] = (float)i; /* something to keep */
+  memcpy(params, glow_params(m), sizeof(float) * (size_t)np);
+  assert_int_equal(glow_backward(NULL, x, labels, 2, &loss), GLOW_ERR_NULL);
+  assert_int_equal(glow_backward(m, NULL, labels, 2, &loss), GLOW_ERR_NULL);
+  assert_int_equal(glow_backward(m, x, labels, 2, NULL), GLOW_ERR_NULL);
+  assert_int_equal(glow_backward(m, x, labels, 0, &loss), GLOW_ERR_BATCH);
+  assert_int_equal(glow_backward(m, x, labels, -3, &loss), GLOW_ERR_BATCH);
+  assert_int_equal(glow_backward(m, x, NULL, 2, &loss), GLOW_ERR_LABEL);
+  assert_int_equal(glow_backward(m, x, bad, 2, &loss), GLOW_ERR_LABEL);
+  assert_int_equal(glow_backward(m, x, neg, 2, &loss), GLOW_ERR_LABEL);
+  /* A non-finite activation deep in the model: a coupling network whose
+   * output scale overflows. */
+  const glow__zconv *out = &m->levels[1].steps[1].cpl.out;
+  m->params[out->logs] = 40.0f; /* exp(120) */
+  m->params[out->bias] = 1.0f;
+  memcpy(params, glow_params(m), sizeof(float) * (size_t)np);
+  assert_int_equal(glow_backward(m, x, labels, 2, &loss), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "level 1 step 1 coupling"));
+  for (int64_t i = 0; i < np; i++)
+    assert_true(glow_grads(m)[i] == (float)i);
+  assert_memory_equal(params, glow_params(m), sizeof(float) * (size_t)np);
+  /* A finite forward pass whose gradient is not: a 1x1 weight with a tiny
+   * (but representable) pivot, whose inverse transpose -- the gradient of
+   * log|det W| -- overflows float. */
+  glow_model *v = NULL;
+  cfg.n_classes = 0;
+  assert_int_equal(glow_model_create(&cfg, &v), GLOW_OK);
+  assert_int_equal(glow_data_init(v, x, NULL, 2), GLOW_OK);
+  const glow__permute *pw = &v->levels[0].steps[1].perm;
+  for (int32_t i = 0; i < pw->c; i++)
+    for (int32_t j = 0; j < pw->c; j++)
+      v->params[pw->weight + i * pw->c + j] = i == j ? 1.0f : 0.0f;
+  v->params[pw->weight] = 1e-40f;
+  float *ev = malloc(sizeof(float) * (size_t)(2 * v->dim));
+  assert_int_equal(glow_forward(v, x, NULL, 2, ev, NULL), GLOW_OK);
+  /* Recompute mode meets it first when inverting W to rebuild the step's
+   * input; store mode, in the gradient itself. */
+  assert_int_equal(glow_backward(v, x, NULL, 2, &loss), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "level 0 step 1"));
+  assert_int_equal(
+      glow_set_option(v, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
+      GLOW_OK);
+  assert_int_equal(glow_backward(v, x, NULL, 2, &loss), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "gradient"));
+  assert_non_null(strstr(glow_last_error(), "level 0 step 1 permutation"));
+  for (int64_t i = 0; i < glow_param_count(v); i++)
+    assert_true(glow_grads(v)[i] == 0.0f);
+  free(ev);
+  glow_model_free(v);
+  /* Unconditional models take no labels. */
+  glow_model *u = NULL;
+  assert_int_equal(glow_model_create(&cfg, &u), GLOW_OK);
+  assert_int_equal(glow_data_init(u, x, NULL, 2), GLOW_OK);
+  assert_int_equal(glow_backward(u, x, labels, 2, &loss), GLOW_ERR_LABEL);
+  glow_model_free(u);
+  free(params);
+  free(x);
+  glow_model_free(m);
+}
+
+static void test_options(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_REVERSE);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  int64_t v = -5, lo = -5, hi = -5;
+  assert_int_equal(glow_option_bounds(GLOW_OPT_BACKWARD_MODE, &lo, &hi),
+                   GLOW_OK);
+  assert_int_equal(lo, GLOW_BACKWARD_RECOMPUTE);
+  assert_int_equal(hi, GLOW_BACKWARD_STORE);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &v), GLOW_OK);
+  assert_int_equal(v, GLOW_BACKWARD_RECOMPUTE);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, 1), GLOW_OK);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &v), GLOW_OK);
+  assert_int_equal(v, GLOW_BACKWARD_STORE);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, 2),
+                   GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, -1),
+                   GLOW_ERR_ARG);
+  assert_int_equal(
+      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, INT64_C(1) << 40),
+      GLOW_ERR_ARG);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &v), GLOW_OK);
+  assert_int_equal(v, GLOW_BACKWARD_STORE); /* failed sets change nothing */
+  assert_int_equal(glow_set_option(m, 0, 0), GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, 999, 0), GLOW_ERR_ARG);
+  assert_int_equal(glow_get_option(m, 999, &v), GLOW_ERR_ARG);
+  assert_int_equal(glow_option_bounds(999, &lo, &hi), GLOW_ERR_ARG);
+  assert_int_equal(glow_option_bounds(GLOW_OPT_KEEP_WORKSPACE, &lo, &hi),
+                   GLOW_OK);
+  assert_true(lo == 0 && hi == 1);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_KEEP_WORKSPACE, &v), GLOW_OK);
+  assert_int_equal(v, 0);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 2),
+                   GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_KEEP_WORKSPACE, &v), GLOW_OK);
+  assert_int_equal(v, 1);
+  assert_int_equal(glow_set_option(NULL, GLOW_OPT_BACKWARD_MODE, 0),
+                   GLOW_ERR_NULL);
+  assert_int_equal(glow_get_option(NULL, GLOW_OPT_BACKWARD_MODE, &v),
+                   GLOW_ERR_NULL);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, NULL),
+                   GLOW_ERR_NULL);
+  assert_int_equal(glow_option_bounds(GLOW_OPT_BACKWARD_MODE, NULL, &hi),
+                   GLOW_ERR_NULL);
+  glow_model_free(m);
+}
+
+/* ---- Learning -------------------------------------------------------------- */
+
+/* Adam, written as a host would, on a fixed synthetic data set of 8x8
+ * images: each one of four smooth patterns at a random contrast plus a
+ * little noise.  The loss, averaged over windows of 50 steps, must fall in
+ * every window, and by more than 1 bit/dim overall.  (Adam on a data set
+ * this degenerate spikes now and then at larger learning rates, as flows
+ * do; 5e-4 keeps single-step rises below 0.1 while the windows fall by more
+ * than 0.1.) */
+static void test_learning(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 1, 2, 2, 16, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  const int32_t n = 32, steps = 300, window = 50;
+  const int64_t d = glow_model_dim(m), np = glow_param_count(m);
+  float *x = malloc(sizeof(float) * (size_t)(n * d));
+  uint64_t s = 2024;
+  for (int32_t i = 0; i < n; i++) {
+    int pat = i % 4;
+    double contrast = 0.15 + 0.2 * tu_uniform(&s);
+    for (int32_t y = 0; y < 8; y++)
+      for (int32_t xx = 0; xx < 8; xx++) {
+        double v = pat == 0 ? (y - 3.5) / 3.5
+                 : pat == 1 ? (xx - 3.5) / 3.5
+                 : pat == 2 ? cos(0.8 * (y + xx))
+                            : sin(0.9 * y) * cos(0.7 * xx);
+        x[(int64_t)i * d + y * 8 + xx] =
+            (float)(contrast * v + 0.02 * tu_normal(&s));
+      }
+  }
+  assert_int_equal(glow_data_init(m, x, NULL, n), GLOW_OK);
+  float *params = glow_params(m), *grads = glow_grads(m);
+  double *m1 = calloc((size_t)np, sizeof(double));
+  double *m2 = calloc((size_t)np, sizeof(double));
+  const double lr = 5e-4, b1 = 0.9, b2 = 0.999;
+  double win = 0.0, prev = INFINITY, first = 0.0, last = 0.0;
+  for (int32_t t = 1; t <= steps; t++) {
+    float loss;
+    assert_int_equal(glow_zero_grad(m), GLOW_OK);
+    assert_int_equal(glow_backward(m, x, NULL, n, &loss), GLOW_OK);
+    for (int64_t i = 0; i < np; i++) {
+      m1[i] = b1 * m1[i] + (1 - b1) * grads[i];
+      m2[i] = b2 * m2[i] + (1 - b2) * grads[i] * grads[i];
+      double mh = m1[i] / (1 - pow(b1, t)), vh = m2[i] / (1 - pow(b2, t));
+      params[i] -= (float)(lr * mh / (sqrt(vh) + 1e-8));
+    }
+    win += loss;
+    if (t % window == 0) {
+      win /= window;
+      if (t == window)
+        first = win;
+      last = win;
+      if (!(win < prev))
+        fail_msg("step %d: mean loss %.4f over the last %d steps, %.4f "
+                 "before",
+                 t, win, window, prev);
+      prev = win;
+      win = 0.0;
+    }
+  }
+  printf("  mean loss: first %d steps %.3f, last %d steps %.3f bits/dim\n",
+         window, first, window, last);
+  assert_true(last < first - 1.0);
+  free(m1);
+  free(m2);
+  free(x);
+  glow_model_free(m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_gradients_all_layers),
+      cmocka_unit_test(test_gradients_conditional),
+      cmocka_unit_test(test_lu_masked_entries),
+      cmocka_unit_test(test_modes_agree),
+      cmocka_unit_test(test_keep_workspace),
+      cmocka_unit_test(test_memory_constant_in_depth),
+      cmocka_unit_test(test_data_init_normalises),
+      cmocka_unit_test(test_data_init_constant_channel),
+      cmocka_unit_test(test_data_init_failure_restores),
+      cmocka_unit_test(test_backward_requires_init),
+      cmocka_unit_test(test_loss_and_accumulation),
+      cmocka_unit_test(test_backward_errors),
+      cmocka_unit_test(test_options),
+      cmocka_unit_test(test_learning),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
