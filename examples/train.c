@@ -12,6 +12,8 @@
  * (one row per temperature; one column per class for conditional models),
  * log.csv (the training curve).
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
