@@ -33,7 +33,7 @@
 typedef struct {
   glow_config cfg;
   const char *data, *out, *resume;
-  int32_t batch, warmup, init_batch, eval_batch;
+  int32_t batch, warmup, init_batch, eval_batch, store;
   double lr, minutes, polyak, clip, eval_every;
   int64_t max_steps;
 } options;
@@ -52,6 +52,7 @@ static void usage(void) {
       "  --minutes M (4.5, training time)  --steps N (no limit)\n"
       "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
       "  --eval-every MINUTES (0 = only at the end)\n"
+      "  --backward store|recompute (store: faster, memory grows with K)\n"
       "files:\n"
       "  --data DIR (/usr/share/datasets/fashion-mnist)\n"
       "  --out DIR (out)  --resume DIR (continue from DIR/model.safetensors)");
@@ -92,6 +93,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->clip = 50.0;
   o->eval_every = 0.0;
   o->max_steps = -1;
+  o->store = 1;
   for (int i = 1; i < argc; i++) {
     const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(k, "--help") || !strcmp(k, "-h"))
@@ -120,6 +122,7 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (!strcmp(k, "--polyak")) o->polyak = atof(v);
     else if (!strcmp(k, "--clip")) o->clip = atof(v);
     else if (!strcmp(k, "--eval-every")) o->eval_every = atof(v);
+    else if (!strcmp(k, "--backward")) o->store = !strcmp(v, "store") ? 1 : !strcmp(v, "recompute") ? 0 : -1;
     else if (!strcmp(k, "--data")) o->data = v;
     else if (!strcmp(k, "--out")) o->out = v;
     else if (!strcmp(k, "--resume")) o->resume = v;
@@ -129,7 +132,7 @@ static int parse_args(int argc, char **argv, options *o) {
     }
   }
   if (o->batch < 1 || o->lr <= 0 || o->minutes <= 0 || o->polyak < 0 ||
-      o->polyak >= 1 || o->clip < 0 || o->warmup < 0) {
+      o->polyak >= 1 || o->clip < 0 || o->warmup < 0 || o->store < 0) {
     fprintf(stderr, "train: an option is out of range (see --help)\n");
     return -1;
   }
@@ -566,6 +569,15 @@ int main(int argc, char **argv) {
   glow_config_init(&cfg);
   glow_model_config(t.m, &cfg);
   t.conditional = cfg.n_classes > 0;
+  /* Store mode keeps every step's activations (fast; memory grows with K);
+   * keeping the workspace between steps saves re-faulting it each time. */
+  int rc0 = glow_set_option(t.m, GLOW_OPT_BACKWARD_MODE,
+                            o.store ? GLOW_BACKWARD_STORE
+                                    : GLOW_BACKWARD_RECOMPUTE);
+  if (!rc0)
+    rc0 = glow_set_option(t.m, GLOW_OPT_KEEP_WORKSPACE, 1);
+  if (rc0)
+    die("setting options", rc0);
   t.n_params = glow_param_count(t.m);
   adam_init(&t.opt, t.n_params, glow_params(t.m));
   adam_init(&t.good.opt, t.n_params, glow_params(t.m));
