@@ -261,6 +261,56 @@ GLOW_API int glow_preprocess(const glow_model *m, const uint8_t *pixels,
 GLOW_API int glow_postprocess(const glow_model *m, const float *x, int32_t n,
                               uint8_t *pixels);
 
+/**
+ * Class prediction of a conditional model: the classifier head that the
+ * training loss uses (a linear map of the top-level latent averaged over
+ * positions).  logits and probs are n x n_classes outputs (row-major), the
+ * raw scores and their softmax; either may be NULL, not both.  No labels are
+ * needed.  May run concurrently with other inference calls.
+ * Errors: NULL, BATCH, STATE (an unconditional model has no classifier),
+ * NUMERIC, NOMEM.
+ */
+GLOW_API int glow_classify(glow_model *m, const float *x, int32_t n,
+                           float *logits, float *probs);
+
+/* ---- Latent arithmetic ---------------------------------------------------
+ * Pure functions over caller buffers of latent rows (dim floats each,
+ * normally dim = glow_model_dim()); no model, no allocation, thread-safe.
+ * Sums are taken in double.  `out` may be the same buffer as an input.
+ * Errors: NULL (a vector), ARG (dim < 1, a non-finite t or scale), BATCH
+ * (a set with fewer than one row).
+ */
+
+/** out = (1 - t) a + t b. */
+GLOW_API int glow_latent_lerp(const float *a, const float *b, int64_t dim,
+                              float t, float *out);
+
+/**
+ * Spherical interpolation: along the great circle from a to b, with the
+ * norm interpolated too, so that points between two Gaussian latents keep a
+ * typical norm (a straight line passes through atypically short vectors).
+ * Exactly: out = ((1-t)|a| + t|b|) * slerp(a/|a|, b/|b|, t).  Nearly
+ * parallel vectors fall back to the straight line.  Errors also: ARG if a
+ * or b is the zero vector, or they point in opposite directions.
+ */
+GLOW_API int glow_latent_slerp(const float *a, const float *b, int64_t dim,
+                               float t, float *out);
+
+/**
+ * Attribute direction (Glow paper, section 5, figure 6): the mean of the
+ * n_with latents of `with` (n_with x dim) minus the mean of the n_without
+ * latents of `without`.  direction: dim outputs.
+ */
+GLOW_API int glow_latent_direction(const float *with, int32_t n_with,
+                                   const float *without, int32_t n_without,
+                                   int64_t dim, float *direction);
+
+/** out[i] = z[i] + scale * direction for each of the n rows of z (n x dim);
+ *  out: n x dim outputs. */
+GLOW_API int glow_latent_shift(const float *z, const float *direction,
+                               int32_t n, int64_t dim, float scale,
+                               float *out);
+
 /* ---- Training ----------------------------------------------------------- */
 
 /*

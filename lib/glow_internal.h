@@ -27,6 +27,14 @@ double glow__uniform(uint64_t seed, uint64_t stream, uint64_t i); /* [0,1) */
 /* Standard normal at index i (pairs of indices share one Box-Muller draw). */
 double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
 
+/* ---- Argument checks (infer.c) ------------------------------------------- */
+
+/* n in [1, INT32_MAX / D]: BATCH otherwise. */
+int glow__check_batch(const glow_model *m, int32_t n, const char *fn);
+/* Labels present exactly for conditional models, each in range: LABEL. */
+int glow__check_labels(const glow_model *m, const int32_t *labels, int32_t n,
+                       const char *fn);
+
 /* ---- Configuration (config.c) ------------------------------------------- */
 
 /* Copy a caller's config (read up to cfg->size) into *out, validating it. */
@@ -302,6 +310,8 @@ void glow__top_backward(const glow_model *m, const glow__level *lv,
 /* Classifier on mean_hw(ws->z) (the top latent): adds class_weight /
  * (n ln 2) times the cross-entropy's gradient to ws->g and G; returns the
  * mean cross-entropy over the batch in nats. */
+void glow__classifier_logits(const glow_model *m, const glow__level *lv,
+                             const float *z, double *hbar, double *logits);
 double glow__classifier_backward(const glow_model *m, const glow__level *lv,
                                  glow__ws *ws, const int32_t *labels,
                                  float *G);

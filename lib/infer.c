@@ -11,8 +11,8 @@
 #define LOG_2PI 1.8378770664093454835606594728112
 #define LN_2 0.69314718055994530941723212145818
 
-/* Checks shared by every call that takes a batch. */
-static int check_batch(const glow_model *m, int32_t n, const char *fn) {
+/* Checks shared by every call that takes a batch (also used by train.c). */
+int glow__check_batch(const glow_model *m, int32_t n, const char *fn) {
   if (n < 1)
     return glow__fail(GLOW_ERR_BATCH, "%s: batch size n = %d must be >= 1",
                       fn, n);
@@ -23,7 +23,7 @@ static int check_batch(const glow_model *m, int32_t n, const char *fn) {
   return GLOW_OK;
 }
 
-static int check_labels(const glow_model *m, const int32_t *labels,
+int glow__check_labels(const glow_model *m, const int32_t *labels,
                         int32_t n, const char *fn) {
   const int32_t k = m->cfg.n_classes;
   if (k == 0 && labels)
@@ -49,8 +49,8 @@ static int check_call(const glow_model *m, const void *in, const void *out,
   if (!m || !in || !out)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : !in ? "input" : "output");
-  int rc = check_batch(m, n, fn);
-  return rc ? rc : check_labels(m, labels, n, fn);
+  int rc = glow__check_batch(m, n, fn);
+  return rc ? rc : glow__check_labels(m, labels, n, fn);
 }
 
 static int all_finite(const float *v, int64_t count) {
@@ -195,9 +195,9 @@ int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
   if (!m || !x)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : "output");
-  int rc = check_batch(m, n, fn);
+  int rc = glow__check_batch(m, n, fn);
   if (!rc)
-    rc = check_labels(m, labels, n, fn);
+    rc = glow__check_labels(m, labels, n, fn);
   if (rc)
     return rc;
   if (!isfinite(temperature) || temperature < 0.0f)
@@ -212,5 +212,54 @@ int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
     eps[i] = (float)glow__normal(seed, GLOW__SAMPLE_STREAM, (uint64_t)i);
   rc = run_inverse(m, eps, temperature, labels, n, x, fn);
   free(eps);
+  return rc;
+}
+
+int glow_classify(glow_model *m, const float *x, int32_t n, float *logits,
+                  float *probs) {
+  static const char fn[] = "glow_classify";
+  if (!m || !x || (!logits && !probs))
+    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
+                      !m ? "model" : !x ? "x" : "both logits and probs");
+  if (m->cfg.n_classes == 0)
+    return glow__fail(GLOW_ERR_STATE,
+                      "%s: the model is unconditional (n_classes = 0) and "
+                      "has no classifier",
+                      fn);
+  int rc = glow__check_batch(m, n, fn);
+  if (rc)
+    return rc;
+  const glow__level *top = &m->levels[m->cfg.levels - 1];
+  const int32_t nc = m->cfg.n_classes;
+  /* The top latent z does not depend on the label; only its
+   * standardisation does, so any valid label will do for the pass. */
+  int32_t *labels = calloc((size_t)n, sizeof *labels);
+  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  double *buf = malloc(sizeof(double) * (size_t)(top->c + nc));
+  glow__ws ws;
+  memset(&ws, 0, sizeof ws);
+  if (!labels || !eps || !buf)
+    rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  if (!rc)
+    rc = run_forward(m, x, labels, n, eps, &ws, fn);
+  const int64_t zsize = (int64_t)top->h * top->w * top->c;
+  for (int32_t i = 0; !rc && i < n; i++) {
+    double *lg = buf + top->c, mx = -HUGE_VAL, se = 0.0;
+    glow__classifier_logits(m, top, ws.z + i * zsize, buf, lg);
+    for (int32_t j = 0; j < nc; j++)
+      mx = lg[j] > mx ? lg[j] : mx;
+    for (int32_t j = 0; j < nc; j++)
+      se += exp(lg[j] - mx);
+    for (int32_t j = 0; j < nc; j++) {
+      if (logits)
+        logits[(int64_t)i * nc + j] = (float)lg[j];
+      if (probs)
+        probs[(int64_t)i * nc + j] = (float)(exp(lg[j] - mx) / se);
+    }
+  }
+  glow__ws_free(&ws);
+  free(labels);
+  free(eps);
+  free(buf);
   return rc;
 }

@@ -189,37 +189,47 @@ void glow__top_backward(const glow_model *m, const glow__level *lv,
   }
 }
 
-/* logits = mean_hw(z) W + b; CE = logsumexp(logits) - logits[label], in
- * double.  dL/dlogits = w (softmax - onehot) with w = class_weight /
- * (n ln 2); the mean over positions spreads dL/dmean evenly. */
+/* Classifier head of one image: hbar = mean over positions of its top
+ * latent z (hw x c), logits = hbar W + b, in double. */
+void glow__classifier_logits(const glow_model *m, const glow__level *lv,
+                             const float *z, double *hbar, double *logits) {
+  const int32_t c = lv->c, nc = m->cfg.n_classes;
+  const int64_t hw = (int64_t)lv->h * lv->w;
+  const float *W = m->params + m->cls_w, *b = m->params + m->cls_b;
+  for (int32_t k = 0; k < c; k++)
+    hbar[k] = 0.0;
+  for (int64_t p = 0; p < hw; p++)
+    for (int32_t k = 0; k < c; k++)
+      hbar[k] += z[p * c + k];
+  for (int32_t k = 0; k < c; k++)
+    hbar[k] /= (double)hw;
+  for (int32_t j = 0; j < nc; j++) {
+    double v = b[j];
+    for (int32_t k = 0; k < c; k++)
+      v += hbar[k] * W[(int64_t)k * nc + j];
+    logits[j] = v;
+  }
+}
+
+/* CE = logsumexp(logits) - logits[label], in double.  dL/dlogits =
+ * w (softmax - onehot) with w = class_weight / (n ln 2); the mean over
+ * positions spreads dL/dmean evenly. */
 double glow__classifier_backward(const glow_model *m, const glow__level *lv,
                                  glow__ws *ws, const int32_t *labels,
                                  float *G) {
   const int32_t c = lv->c, nc = m->cfg.n_classes;
   const int64_t hw = (int64_t)lv->h * lv->w;
-  const float *W = m->params + m->cls_w, *b = m->params + m->cls_b;
+  const float *W = m->params + m->cls_w;
   const double wt = (double)m->cfg.class_weight /
                     ((double)ws->n * 0.69314718055994530942);
   double *hbar = ws->cls, *gh = ws->cls + c, *lg = ws->cls + 2 * c;
   double ce = 0.0;
   for (int32_t i = 0; i < ws->n; i++) {
-    const float *z = ws->z + (int64_t)i * hw * c;
-    for (int32_t k = 0; k < c; k++)
-      hbar[k] = 0.0;
-    for (int64_t p = 0; p < hw; p++)
-      for (int32_t k = 0; k < c; k++)
-        hbar[k] += z[p * c + k];
-    for (int32_t k = 0; k < c; k++)
-      hbar[k] /= (double)hw;
+    glow__classifier_logits(m, lv, ws->z + (int64_t)i * hw * c, hbar, lg);
     double top = -HUGE_VAL;
-    for (int32_t j = 0; j < nc; j++) {
-      double v = b[j];
-      for (int32_t k = 0; k < c; k++)
-        v += hbar[k] * W[(int64_t)k * nc + j];
-      lg[j] = v;
-      if (v > top)
-        top = v;
-    }
+    for (int32_t j = 0; j < nc; j++)
+      if (lg[j] > top)
+        top = lg[j];
     double se = 0.0;
     for (int32_t j = 0; j < nc; j++)
       se += exp(lg[j] - top);

@@ -15,29 +15,8 @@
 /* The batch and label checks of the inference calls (infer.c). */
 static int check_args(const glow_model *m, const int32_t *labels,
                       int32_t n, const char *fn) {
-  if (n < 1)
-    return glow__fail(GLOW_ERR_BATCH, "%s: batch size n = %d must be >= 1",
-                      fn, n);
-  if ((int64_t)n * m->dim > INT32_MAX)
-    return glow__fail(GLOW_ERR_BATCH,
-                      "%s: batch of %d images of %lld values is too large", fn,
-                      n, (long long)m->dim);
-  const int32_t k = m->cfg.n_classes;
-  if (k == 0 && labels)
-    return glow__fail(GLOW_ERR_LABEL,
-                      "%s: labels given to an unconditional model (pass NULL)",
-                      fn);
-  if (k > 0 && !labels)
-    return glow__fail(GLOW_ERR_LABEL,
-                      "%s: the model is conditional on %d classes and needs "
-                      "labels",
-                      fn, k);
-  for (int32_t i = 0; k > 0 && i < n; i++)
-    if (labels[i] < 0 || labels[i] >= k)
-      return glow__fail(GLOW_ERR_LABEL,
-                        "%s: labels[%d] = %d is outside [0, %d)", fn, i,
-                        labels[i], k);
-  return GLOW_OK;
+  int rc = glow__check_batch(m, n, fn);
+  return rc ? rc : glow__check_labels(m, labels, n, fn);
 }
 
 static int all_finite(const float *v, int64_t count) {
