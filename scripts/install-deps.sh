@@ -7,7 +7,7 @@
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev)
-test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 binutils zlib1g-dev libpng-dev)
+test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev)
 demo=(zlib1g-dev libpng-dev dataset-fashion-mnist)
 
 want=("${build[@]}")
