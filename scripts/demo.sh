@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Install what is missing, build libglow and its examples, and run the demo.
+# Install what is missing, build libglow and its examples, train a
+# class-conditional Glow on Fashion-MNIST for about five minutes, then draw
+# samples and latent manipulations.  Pictures and the model go to out/.
+#   scripts/demo.sh [extra train options, e.g. --minutes 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh demo
 cmake -S . -B build -DGLOW_BUILD_TESTS=OFF >/dev/null
-cmake --build build -j "$(nproc)"
-./build/examples/quickstart
+cmake --build build -j "$(nproc)" >/dev/null
+out=out
+./build/examples/train --out "$out" "$@"
+./build/examples/sample "$out/model.safetensors" "$out"
+./build/examples/manipulate "$out/model.safetensors" "$out"
+echo
+echo "Pictures in $out/: samples.png (training's own grid), temperatures.png,"
+echo "classes.png, manipulate.png (sneaker - ankle boot direction) and interpolate.png."
