@@ -188,6 +188,12 @@ static const struct {
  * permutation, class_weight, seed. */
 #define N_META (3 + N_INT_FIELDS + 4)
 
+static int bad_meta(const char *key, const char *v, const char *want) {
+  return glow__fail(GLOW_ERR_FORMAT,
+                    "model file: metadata '%s' = '%.32s' is not %s", key, v,
+                    want);
+}
+
 /* Text <-> float in the "C" locale whatever the host program's locale, so
  * that a file reads the same everywhere.  Writes the shortest decimal that
  * reads back as exactly v. */
@@ -207,21 +213,24 @@ static int float_to_text(float v, char *buf, size_t n) {
   return GLOW_OK;
 }
 
-static int text_to_float(const char *s, float *out) {
+/* GLOW_OK, or FORMAT naming `key` if s is not plain decimal notation, or
+ * NOMEM if the C locale cannot be created (as in float_to_text). */
+static int text_to_float(const char *key, const char *s, float *out) {
   size_t len = strlen(s);
   /* Plain decimal notation only: no "inf", "nan", hex or spaces, which
    * strtof would also accept. */
   if (len == 0 || len > 64 || strspn(s, "0123456789+-.eE") != len)
-    return 0;
+    return bad_meta(key, s, "a decimal number");
   locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
   if (!c)
-    return 0;
+    return glow__fail(GLOW_ERR_NOMEM, "model file: cannot create the C "
+                                      "locale");
   locale_t old = uselocale(c);
   char *end = NULL;
   *out = strtof(s, &end);
   uselocale(old);
   freelocale(c);
-  return end == s + len;
+  return end == s + len ? GLOW_OK : bad_meta(key, s, "a decimal number");
 }
 
 /* Decimal digits only, at most UINT64_MAX. */
@@ -300,12 +309,6 @@ static int need_meta(const glow__st_header *h, const char *key,
   return GLOW_OK;
 }
 
-static int bad_meta(const char *key, const char *v, const char *want) {
-  return glow__fail(GLOW_ERR_FORMAT,
-                    "model file: metadata '%s' = '%.32s' is not %s", key, v,
-                    want);
-}
-
 static int name_index(const char *v, const char *const *names, int32_t n) {
   for (int32_t i = 0; i < n; i++)
     if (!strcmp(v, names[i]))
@@ -358,8 +361,9 @@ static int read_meta(const glow__st_header *h, glow_config *cfg,
                     "conv1x1, conv1x1_lu, reverse or shuffle");
   if ((rc = need_meta(h, "glow.config.class_weight", &v)))
     return rc;
-  if (!text_to_float(v, &cfg->class_weight))
-    return bad_meta("glow.config.class_weight", v, "a decimal number");
+  if ((rc = text_to_float("glow.config.class_weight", v,
+                           &cfg->class_weight)))
+    return rc;
   if ((rc = need_meta(h, "glow.config.seed", &v)))
     return rc;
   if (!text_to_u64(v, &cfg->seed))
