@@ -505,8 +505,9 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
  * temporary file behind).  An existing `path` is replaced, unless it is a
  * directory or read-only (no write permission bit, or not writable by this
  * process), which is an error: the rename would otherwise silently bypass
- * the file's protection.  The new file keeps the permission bits of the
- * one it replaces (a new file gets 0666 less the umask).  If `path` is a
+ * the file's protection.  The new file keeps the read, write and execute
+ * permission bits (0777) of the one it replaces, not its setuid, setgid or
+ * sticky bits (a new file gets 0666 less the umask).  If `path` is a
  * symbolic link, the link itself is replaced.
  * Errors: NULL, IO (target is a directory or read-only, the directory is
  * not writable, a write or the rename failed; the OS reason is in

@@ -550,11 +550,13 @@ int glow_model_save(const glow_model *m, const char *path) {
                       !m ? "model" : "path");
   char why[128];
   struct stat st;
-  int mode = -1; /* permission bits of the file being replaced */
+  int mode = -1; /* rwx bits of the file being replaced */
   if (!*path)
     return glow__fail(GLOW_ERR_IO, "glow_model_save: the path is empty");
   if (stat(path, &st) == 0) {
-    mode = (int)(st.st_mode & 07777);
+    /* Only the permission bits: setuid, setgid and sticky are not
+     * carried over to a file the library writes. */
+    mode = (int)(st.st_mode & 0777);
     if (S_ISDIR(st.st_mode))
       return glow__fail(GLOW_ERR_IO, "glow_model_save: '%.200s' is a "
                                      "directory", path);

@@ -469,6 +469,11 @@ static void test_save_atomic_replace(void **state) {
   struct stat st;
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_mode & 07777, 0640); /* permissions kept */
+  /* ... but not setuid, setgid or sticky bits. */
+  assert_int_equal(chmod(path, 06750), 0);
+  assert_int_equal(glow_model_save(a, path), GLOW_OK);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0750);
   glow_model *back = NULL;
   assert_int_equal(glow_model_load(path, &back), GLOW_OK);
   assert_same_model(a, back);
