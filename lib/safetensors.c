@@ -255,6 +255,21 @@ static int check_tiling(glow__st_entry *e, int32_t n, uint64_t data_len) {
   return GLOW_OK;
 }
 
+/* Whether the JSON text (already parsed, so every backslash is inside a
+ * string) escapes a NUL character, which cJSON would decode into a string
+ * cut short.  Escapes are read pairwise from the left, so that the text
+ * \\u0000 (an escaped backslash, then the letters u0000) holds none: an
+ * escape \u0000 is one only after an even number of backslashes. */
+static int has_escaped_nul(const char *text) {
+  for (const char *p = strchr(text, '\\'); p; p = strchr(p + 2, '\\')) {
+    if (p[1] == 'u' && !strncmp(p + 2, "0000", 4))
+      return 1;
+    if (!p[1])
+      break;
+  }
+  return 0;
+}
+
 int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
                    glow__st_header *out) {
   memset(out, 0, sizeof *out);
@@ -263,10 +278,6 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
   if (memchr(text, '\0', (size_t)len))
     return glow__fail(GLOW_ERR_FORMAT, "model file: header contains a NUL "
                                        "byte");
-  if (strstr(text, "\\u0000"))
-    return glow__fail(GLOW_ERR_FORMAT,
-                      "model file: header contains an escaped NUL "
-                      "character");
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
   if (!root)
@@ -276,6 +287,12 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
                       end ? (long long)(end - text) : -1LL, len);
   out->root = root;
   int rc = GLOW_OK;
+  if (has_escaped_nul(text)) {
+    rc = glow__fail(GLOW_ERR_FORMAT,
+                    "model file: header contains an escaped NUL character "
+                    "(\\u0000)");
+    goto fail;
+  }
   if (!cJSON_IsObject(root)) {
     rc = glow__fail(GLOW_ERR_FORMAT, "model file: header is not a JSON "
                                      "object");

@@ -846,6 +846,47 @@ static void test_load_header_not_object(void **state) {
   free(b);
 }
 
+/* Only a real escape \u0000 is refused: an escaped backslash followed by
+ * the letters u0000 is ordinary text, and loads. */
+static void test_load_escaped_nul(void **state) {
+  (void)state;
+  /* Values (as C strings) of an extra metadata key that cJSON writes with
+   * an escaped backslash before u0000. */
+  const char *fine[] = {"\\u0000", "a\\\\u0000", "\\u0000\\"};
+  for (size_t k = 0; k < sizeof fine / sizeof fine[0]; k++) {
+    parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
+    set_meta(&p, "note", fine[k]);
+    char *text = cJSON_PrintUnformatted(p.h);
+    assert_non_null(strstr(text, "u0000"));
+    cJSON_free(text);
+    expect_load(&p, GLOW_OK, NULL);
+    free_parts(&p);
+  }
+  /* The same place in the JSON text holding a real escape, alone or after
+   * an escaped backslash. */
+  const char *bad[] = {"\\u0000", "x\\u0000", "\\\\\\u0000",
+                       "\\\\\\\\\\u0000"};
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
+    set_meta(&p, "note", "@@");
+    char *text = cJSON_PrintUnformatted(p.h);
+    char *at = strstr(text, "@@");
+    assert_non_null(at);
+    size_t tlen = strlen(text) - 2 + strlen(bad[k]);
+    char *edited = malloc(tlen + 1);
+    memcpy(edited, text, (size_t)(at - text));
+    strcpy(edited + (at - text), bad[k]);
+    strcat(edited, at + 2);
+    size_t len;
+    uint8_t *b = join_raw(edited, tlen, p.data, p.data_len, &len);
+    expect_load_bytes(b, len, GLOW_ERR_FORMAT, "NUL");
+    free(b);
+    free(edited);
+    cJSON_free(text);
+    free_parts(&p);
+  }
+}
+
 static void test_load_missing_tensor(void **state) {
   (void)state;
   parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
@@ -1331,6 +1372,7 @@ int main(void) {
       cmocka_unit_test(test_load_header_length_past_end),
       cmocka_unit_test(test_load_header_length_absurd),
       cmocka_unit_test(test_load_header_not_object),
+      cmocka_unit_test(test_load_escaped_nul),
       cmocka_unit_test(test_load_missing_tensor),
       cmocka_unit_test(test_load_duplicate_tensor),
       cmocka_unit_test(test_load_unexpected_tensor),
