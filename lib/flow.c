@@ -335,8 +335,11 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   const glow_config *cfg = &m->cfg;
   memset(ws, 0, sizeof *ws);
   ws->n = n;
+  /* Every size in int64: n * max_hw * hidden overflows int32 long before
+   * the batch check's n * D <= INT32_MAX stops it. */
   const int64_t hid = cfg->hidden, mc = m->max_c;
   const int64_t ch = hid > mc ? hid : mc;
+  const int64_t nd = (int64_t)n * m->dim, nhw = (int64_t)n * m->max_hw;
   int64_t per = 0; /* largest im2col need of one image */
   for (int32_t l = 0; l < cfg->levels; l++) {
     const glow__level *lv = &m->levels[l];
@@ -355,11 +358,11 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   if (chunk < 1)
     chunk = 1;
   ws->col.cap = chunk * per;
-  ws->z = ws_buf(ws, n * m->dim, sizeof(float));
-  ws->t = ws_buf(ws, n * m->dim, sizeof(float));
-  ws->a = ws_buf(ws, n * m->max_hw * hid, sizeof(float));
-  ws->b = ws_buf(ws, n * m->max_hw * hid, sizeof(float));
-  ws->h = ws_buf(ws, n * m->max_hw * mc, sizeof(float));
+  ws->z = ws_buf(ws, nd, sizeof(float));
+  ws->t = ws_buf(ws, nd, sizeof(float));
+  ws->a = ws_buf(ws, nhw * hid, sizeof(float));
+  ws->b = ws_buf(ws, nhw * hid, sizeof(float));
+  ws->h = ws_buf(ws, nhw * mc, sizeof(float));
   ws->col.buf = ws_buf(ws, ws->col.cap, sizeof(float));
   ws->col.wbuf = ws_buf(ws, 9 * ch * mc, sizeof(float));
   ws->ld = ws_buf(ws, n, sizeof(double));
@@ -385,7 +388,7 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   const glow_config *cfg = &m->cfg;
   const int64_t hid = cfg->hidden, mc = m->max_c;
   const int64_t ch = hid > mc ? hid : mc;
-  const int64_t nd = n * m->dim, nhw = n * (int64_t)m->max_hw;
+  const int64_t nd = (int64_t)n * m->dim, nhw = (int64_t)n * m->max_hw;
   const glow__level *top = &m->levels[cfg->levels - 1];
   ws->eps = ws_buf(ws, nd, sizeof(float));
   ws->g = ws_buf(ws, nd, sizeof(float));
@@ -408,8 +411,8 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
     int64_t total = 0;
     for (int32_t l = 0; l < cfg->levels; l++) {
       const glow__level *lv = &m->levels[l];
-      const int64_t rows = n * (int64_t)lv->h * lv->w;
-      total += cfg->depth * rows *
+      const int64_t rows = (int64_t)n * lv->h * lv->w;
+      total += (int64_t)cfg->depth * rows *
                (lv->c + 2 * hid + lv->steps[0].cpl.out.cout);
     }
     ws->saved = ws_buf(ws, steps, sizeof *ws->saved);
@@ -418,7 +421,7 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
     float *next = ws->saved_buf;
     for (int32_t l = 0; ok && l < cfg->levels; l++) {
       const glow__level *lv = &m->levels[l];
-      const int64_t rows = n * (int64_t)lv->h * lv->w;
+      const int64_t rows = (int64_t)n * lv->h * lv->w;
       for (int32_t k = 0; k < cfg->depth; k++) {
         glow__saved *sv = &ws->saved[(int64_t)l * cfg->depth + k];
         sv->x = next;
