@@ -64,9 +64,6 @@ int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                   const float *wt, int32_t cout, float *y);
 
-/* Stable log(sigmoid(v)). */
-double glow__log_sigmoid(double v);
-
 /* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
  * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *
  * cout floats, not col->wbuf) for the flipped weight. */

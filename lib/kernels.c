@@ -5,7 +5,6 @@
  * cblas_sgemm per chunk of images: rows are pixels of the chunk, columns
  * the 9*cin taps, so the GEMM is as large as the scratch buffer allows.
  */
-#include <math.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -190,8 +189,4 @@ void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
   if (gx)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, cin, cout,
                 1.0f, gy, cout, wt, cout, 0.0f, gx, cin);
-}
-
-double glow__log_sigmoid(double v) {
-  return v >= 0 ? -log1p(exp(-v)) : v - log1p(exp(v));
 }
