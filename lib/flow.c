@@ -18,9 +18,6 @@
 
 #include "glow_internal.h"
 
-#define LOG_2PI 1.8378770664093454835606594728112
-#define LN_2 0.69314718055994530941723212145818
-
 /* 1 if no value is Inf or NaN.  Tests the exponent bits, an integer OR
  * that vectorises, so the training pass can afford it after every layer. */
 static int all_finite(const float *v, int64_t count) {
@@ -262,17 +259,13 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   if (rc)
     return rc;
 
-  /* 2. Loss: mean over the batch of bits/dim, in double. */
-  double nll = 0.0;
-  for (int32_t i = 0; i < n; i++) {
-    const float *e = ws->eps + (int64_t)i * m->dim;
-    double sq = 0.0;
-    for (int64_t j = 0; j < m->dim; j++)
-      sq += (double)e[j] * e[j];
-    nll += 0.5 * sq + 0.5 * LOG_2PI * D - ws->ld[i];
-  }
-  *loss = (nll / n + D * cfg->n_bits * LN_2) / (D * LN_2);
-  ws->geps = (float)(1.0 / ((double)n * D * LN_2));
+  /* 2. Loss: mean over the batch of bits/dim (glow_bits_per_dim), in
+   *    double: the bits/dim of the mean log-density, since it is affine. */
+  double logp = 0.0;
+  for (int32_t i = 0; i < n; i++)
+    logp += glow__log_prob(ws->eps + (int64_t)i * m->dim, m->dim, ws->ld[i]);
+  *loss = glow__bits_per_dim(logp / n, m->dim, cfg->n_bits);
+  ws->geps = (float)(1.0 / ((double)n * D * GLOW__LN_2));
   ws->gld = -ws->geps;
 
   /* 3. The top: its prior, and the classifier on the same latent.  ws->z
@@ -288,7 +281,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
     return not_finite("gradient", top, -1, "top prior");
   if (cfg->n_classes > 0) {
     double ce = glow__classifier_backward(m, lt, ws, labels, G);
-    *loss += cfg->class_weight * ce / LN_2;
+    *loss += cfg->class_weight * ce / GLOW__LN_2;
     if (!isfinite(ce) || !all_finite(ws->g, top_count) ||
         !tensor_finite(G, m->cls_w, (int64_t)lt->c * cfg->n_classes) ||
         !tensor_finite(G, m->cls_b, cfg->n_classes))

@@ -35,6 +35,24 @@ int glow__check_batch(const glow_model *m, int32_t n, const char *fn);
 int glow__check_labels(const glow_model *m, const int32_t *labels, int32_t n,
                        const char *fn);
 
+/* ---- Log-density and bits per dimension (infer.c) ------------------------
+ * The one definition of the reported densities and of the training loss. */
+
+#define GLOW__LN_2 0.69314718055994530941723212145818
+#define GLOW__LOG_2PI 1.8378770664093454835606594728112
+
+/* log p(x) in nats of one image from its latent eps (dim floats) and its
+ * log-determinant: sum_j log N(eps_j; 0, 1) + logdet, in double. */
+double glow__log_prob(const float *eps, int64_t dim, double logdet);
+
+/* Bits per dimension of an image of log-density logp (nats) under the
+ * discretised model of n_bits data: (-logp + D n_bits ln 2) / (D ln 2). */
+static inline double glow__bits_per_dim(double logp, int64_t dim,
+                                        int32_t n_bits) {
+  const double d = (double)dim;
+  return (-logp + d * n_bits * GLOW__LN_2) / (d * GLOW__LN_2);
+}
+
 /* ---- Configuration (config.c) ------------------------------------------- */
 
 /* Copy a caller's config (read up to cfg->size) into *out, validating it. */

@@ -8,9 +8,6 @@
 
 #include "glow_internal.h"
 
-#define LOG_2PI 1.8378770664093454835606594728112
-#define LN_2 0.69314718055994530941723212145818
-
 /* Checks shared by every call that takes a batch (also used by train.c). */
 int glow__check_batch(const glow_model *m, int32_t n, const char *fn) {
   if (n < 1)
@@ -41,6 +38,13 @@ int glow__check_labels(const glow_model *m, const int32_t *labels,
                         "%s: labels[%d] = %d is outside [0, %d)", fn, i,
                         labels[i], k);
   return GLOW_OK;
+}
+
+double glow__log_prob(const float *eps, int64_t dim, double logdet) {
+  double sq = 0.0;
+  for (int64_t j = 0; j < dim; j++)
+    sq += (double)eps[j] * eps[j];
+  return -0.5 * sq - 0.5 * GLOW__LOG_2PI * (double)dim + logdet;
 }
 
 /* Model, input and output pointers, batch size and labels. */
@@ -106,13 +110,8 @@ static int log_prob64(glow_model *m, const float *x, const int32_t *labels,
     return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   glow__ws ws;
   rc = run_forward(m, x, labels, n, eps, &ws, fn);
-  for (int32_t i = 0; !rc && i < n; i++) {
-    const float *e = eps + (int64_t)i * m->dim;
-    double sq = 0.0;
-    for (int64_t j = 0; j < m->dim; j++)
-      sq += (double)e[j] * e[j];
-    out[i] = -0.5 * sq - 0.5 * LOG_2PI * (double)m->dim + ws.ld[i];
-  }
+  for (int32_t i = 0; !rc && i < n; i++)
+    out[i] = glow__log_prob(eps + (int64_t)i * m->dim, m->dim, ws.ld[i]);
   glow__ws_free(&ws);
   free(eps);
   return rc;
@@ -128,13 +127,9 @@ static int reduce(glow_model *m, const float *x, const int32_t *labels,
   if (!lp)
     return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   rc = log_prob64(m, x, labels, n, lp, fn);
-  if (!rc) {
-    const double D = (double)m->dim;
-    for (int32_t i = 0; i < n; i++)
-      out[i] = bits ? (float)((-lp[i] + D * m->cfg.n_bits * LN_2) /
-                              (D * LN_2))
-                    : (float)lp[i];
-  }
+  for (int32_t i = 0; !rc && i < n; i++)
+    out[i] = bits ? (float)glow__bits_per_dim(lp[i], m->dim, m->cfg.n_bits)
+                  : (float)lp[i];
   free(lp);
   return rc;
 }

@@ -221,7 +221,7 @@ double glow__classifier_backward(const glow_model *m, const glow__level *lv,
   const int64_t hw = (int64_t)lv->h * lv->w;
   const float *W = m->params + m->cls_w;
   const double wt = (double)m->cfg.class_weight /
-                    ((double)ws->n * 0.69314718055994530942);
+                    ((double)ws->n * GLOW__LN_2);
   double *hbar = ws->cls, *gh = ws->cls + c, *lg = ws->cls + 2 * c;
   double ce = 0.0;
   for (int32_t i = 0; i < ws->n; i++) {
