@@ -18,9 +18,9 @@
 
 #include "glow_internal.h"
 
-/* 1 if no value is Inf or NaN.  Tests the exponent bits, an integer OR
- * that vectorises, so the training pass can afford it after every layer. */
-static int all_finite(const float *v, int64_t count) {
+/* Tests the exponent bits, an integer OR that vectorises, so that the
+ * training pass can afford it after every layer. */
+int glow__all_finite(const float *v, int64_t count) {
   uint32_t bad = 0;
   for (int64_t i = 0; i < count; i++) {
     uint32_t b;
@@ -60,17 +60,17 @@ static int step_forward(const glow_model *m, float *P, const glow__level *lv,
   }
   glow__actnorm_forward(&s->an, P, ws->z, rows, 0, ws);
   *shared += (double)hw * glow__actnorm_logdet(&s->an, P);
-  if (ws->check && (!all_finite(ws->z, count) || !isfinite(*shared)))
+  if (ws->check && (!glow__all_finite(ws->z, count) || !isfinite(*shared)))
     return not_finite("forward pass", l, k, "actnorm");
   if (glow__permute_forward(&s->perm, P, ws, rows, &perm_ld))
     return glow__fail(GLOW_ERR_NUMERIC,
                       "the 1x1 weight of level %d step %d is singular", l, k);
   *shared += (double)hw * perm_ld;
-  if (ws->check && (!all_finite(ws->z, count) || !isfinite(*shared)))
+  if (ws->check && (!glow__all_finite(ws->z, count) || !isfinite(*shared)))
     return not_finite("forward pass", l, k, "permutation");
   glow__coupling_forward(&s->cpl, P, ws, lv->h, lv->w);
   ws->keep = NULL;
-  if (ws->check && (!all_finite(ws->z, count) || !lds_finite(ws)))
+  if (ws->check && (!glow__all_finite(ws->z, count) || !lds_finite(ws)))
     return not_finite("forward pass", l, k, "coupling");
   return GLOW_OK;
 }
@@ -99,8 +99,8 @@ int glow__flow_forward(const glow_model *m, float *P, glow__ws *ws,
     if (ws->check) {
       int ok = lds_finite(ws);
       for (int32_t i = 0; ok && i < ws->n; i++)
-        ok = all_finite(eps + (int64_t)i * m->dim + lv->eps_off,
-                        (int64_t)lv->h * lv->w * lv->zc);
+        ok = glow__all_finite(eps + (int64_t)i * m->dim + lv->eps_off,
+                              (int64_t)lv->h * lv->w * lv->zc);
       if (!ok)
         return not_finite("forward pass", l, -1,
                           l < cfg->levels - 1 ? "split prior" : "top prior");
@@ -144,7 +144,7 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
 /* ---- Backward ------------------------------------------------------------ */
 
 static int tensor_finite(const float *G, int64_t off, int64_t count) {
-  return all_finite(G + off, count);
+  return glow__all_finite(G + off, count);
 }
 
 static int actnorm_grads_finite(const glow__actnorm *an, const float *G) {
@@ -216,7 +216,7 @@ static int step_backward(const glow_model *m, const glow__level *lv,
   }
   glow__coupling_backward(&s->cpl, P, G, ws->z, r1, r2, nn, ws->g, lv->h,
                           lv->w, ws);
-  if (!all_finite(ws->g, count) || !coupling_grads_finite(&s->cpl, G))
+  if (!glow__all_finite(ws->g, count) || !coupling_grads_finite(&s->cpl, G))
     return not_finite("gradient", l, k, "coupling");
   if (sv) {
     memcpy(ws->z, sv->x, bytes);
@@ -230,10 +230,10 @@ static int step_backward(const glow_model *m, const glow__level *lv,
                              ld_weight, ws))
     goto singular;
   glow__ws_swap_grad(ws);
-  if (!all_finite(ws->g, count) || !permute_grads_finite(&s->perm, G))
+  if (!glow__all_finite(ws->g, count) || !permute_grads_finite(&s->perm, G))
     return not_finite("gradient", l, k, "permutation");
   glow__actnorm_backward(&s->an, P, G, ws->u, ws->g, rows, 0, ld_weight, ws);
-  if (!all_finite(ws->g, count) || !actnorm_grads_finite(&s->an, G))
+  if (!glow__all_finite(ws->g, count) || !actnorm_grads_finite(&s->an, G))
     return not_finite("gradient", l, k, "actnorm");
   return GLOW_OK;
 singular:
@@ -273,7 +273,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   const glow__level *lt = &m->levels[top];
   const int64_t top_count = (int64_t)n * lt->h * lt->w * lt->c;
   glow__top_backward(m, lt, ws, labels, ws->eps, G);
-  if (!all_finite(ws->g, top_count) ||
+  if (!glow__all_finite(ws->g, top_count) ||
       (cfg->learn_top &&
        !tensor_finite(G, m->top, (int64_t)lt->h * lt->w * 2 * lt->c)) ||
       (cfg->n_classes > 0 &&
@@ -282,7 +282,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   if (cfg->n_classes > 0) {
     double ce = glow__classifier_backward(m, lt, ws, labels, G);
     *loss += cfg->class_weight * ce / GLOW__LN_2;
-    if (!isfinite(ce) || !all_finite(ws->g, top_count) ||
+    if (!isfinite(ce) || !glow__all_finite(ws->g, top_count) ||
         !tensor_finite(G, m->cls_w, (int64_t)lt->c * cfg->n_classes) ||
         !tensor_finite(G, m->cls_b, cfg->n_classes))
       return not_finite("gradient", top, -1, "classifier");
@@ -297,7 +297,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
     if (l < top) {
       glow__split_inverse(m, lv, ws, ws->eps, 1.0f);
       glow__split_backward(m, lv, ws, ws->eps, G);
-      if (!all_finite(ws->g, (int64_t)n * lv->h * lv->w * lv->c) ||
+      if (!glow__all_finite(ws->g, (int64_t)n * lv->h * lv->w * lv->c) ||
           !zconv_grads_finite(&lv->prior, G))
         return not_finite("gradient", l, -1, "split prior");
     }

@@ -334,6 +334,9 @@ double glow__classifier_backward(const glow_model *m, const glow__level *lv,
 /* train.c: free the kept training workspace (glow_model_free calls it). */
 void glow__train_release(glow_model *m);
 
+/* flow.c: 1 if none of the count floats at v is Inf or NaN. */
+int glow__all_finite(const float *v, int64_t count);
+
 /* flow.c: the whole model, on a prepared workspace. */
 int glow__flow_forward(const glow_model *m, float *P, glow__ws *ws,
                        const float *x, const int32_t *labels, float *eps);

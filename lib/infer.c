@@ -57,13 +57,6 @@ static int check_call(const glow_model *m, const void *in, const void *out,
   return rc ? rc : glow__check_labels(m, labels, n, fn);
 }
 
-static int all_finite(const float *v, int64_t count) {
-  for (int64_t i = 0; i < count; i++)
-    if (!isfinite(v[i]))
-      return 0;
-  return 1;
-}
-
 /* Forward pass into eps, leaving per-image logdets in ws->ld.  The caller
  * frees ws. */
 static int run_forward(glow_model *m, const float *x, const int32_t *labels,
@@ -74,7 +67,7 @@ static int run_forward(glow_model *m, const float *x, const int32_t *labels,
   rc = glow__flow_forward(m, m->params, ws, x, labels, eps);
   if (rc)
     return rc;
-  if (!all_finite(eps, n * m->dim))
+  if (!glow__all_finite(eps, n * m->dim))
     return glow__fail(GLOW_ERR_NUMERIC,
                       "%s: the latent is not finite (input or parameters "
                       "out of range)",
@@ -167,7 +160,7 @@ static int run_inverse(glow_model *m, const float *eps, float scale,
     return rc;
   rc = glow__flow_inverse(m, &ws, eps, scale, labels, x);
   glow__ws_free(&ws);
-  if (!rc && !all_finite(x, n * m->dim))
+  if (!rc && !glow__all_finite(x, n * m->dim))
     rc = glow__fail(GLOW_ERR_NUMERIC,
                     "%s: the output is not finite (latent or parameters out "
                     "of range)",

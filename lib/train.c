@@ -19,13 +19,6 @@ static int check_args(const glow_model *m, const int32_t *labels,
   return rc ? rc : glow__check_labels(m, labels, n, fn);
 }
 
-static int all_finite(const float *v, int64_t count) {
-  for (int64_t i = 0; i < count; i++)
-    if (!isfinite(v[i]))
-      return 0;
-  return 1;
-}
-
 /* openai/glow's data-dependent initialisation: one forward pass in which
  * every actnorm (each step's, and the two inside each coupling network)
  * first sets its parameters from the statistics of its own input, then
@@ -55,7 +48,7 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
   ws.init = 1;
   ws.check = 1;
   rc = glow__flow_forward(m, m->params, &ws, x, labels, eps);
-  if (!rc && !all_finite(m->params, m->n_params))
+  if (!rc && !glow__all_finite(m->params, m->n_params))
     rc = glow__fail(GLOW_ERR_NUMERIC,
                     "%s: the initialised parameters are not finite", fn);
   if (rc) /* leave the model as it was */
