@@ -143,36 +143,16 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
 
 /* ---- Backward ------------------------------------------------------------ */
 
-static int tensor_finite(const float *G, int64_t off, int64_t count) {
-  return glow__all_finite(G + off, count);
-}
-
-static int actnorm_grads_finite(const glow__actnorm *an, const float *G) {
-  return tensor_finite(G, an->bias, an->c) && tensor_finite(G, an->logs, an->c);
-}
-
-static int zconv_grads_finite(const glow__zconv *zc, const float *G) {
-  return tensor_finite(G, zc->weight, (int64_t)9 * zc->cin * zc->cout) &&
-         tensor_finite(G, zc->bias, zc->cout) &&
-         tensor_finite(G, zc->logs, zc->cout);
-}
-
-static int permute_grads_finite(const glow__permute *p, const float *G) {
-  const int64_t cc = (int64_t)p->c * p->c;
-  if (p->kind == GLOW_PERMUTE_CONV1X1)
-    return tensor_finite(G, p->weight, cc);
-  if (p->kind == GLOW_PERMUTE_CONV1X1_LU)
-    return tensor_finite(G, p->lower, cc) && tensor_finite(G, p->upper, cc) &&
-           tensor_finite(G, p->log_s, p->c);
-  return 1;
-}
-
-static int coupling_grads_finite(const glow__coupling *cp, const float *G) {
-  return tensor_finite(G, cp->w1, (int64_t)9 * (cp->c / 2) * cp->hidden) &&
-         actnorm_grads_finite(&cp->an1, G) &&
-         tensor_finite(G, cp->w2, (int64_t)cp->hidden * cp->hidden) &&
-         actnorm_grads_finite(&cp->an2, G) &&
-         zconv_grads_finite(&cp->out, G);
+/* 1 if the gradients of a layer's parameters are all finite: its tensors'
+ * range of G, taken from the tensor table, so that it cannot drift from the
+ * layout. */
+static int grads_finite(const glow_model *m, const float *G, glow__span s) {
+  if (s.count == 0)
+    return 1;
+  const glow__tensor *a = &m->tensors[s.first];
+  const glow__tensor *b = &m->tensors[s.first + s.count - 1];
+  return glow__all_finite(G + a->offset,
+                          b->offset + glow__tensor_count(b) - a->offset);
 }
 
 /* Backward of one flow step.  On entry ws->z holds the step's output y (in
@@ -216,7 +196,8 @@ static int step_backward(const glow_model *m, const glow__level *lv,
   }
   glow__coupling_backward(&s->cpl, P, G, ws->z, r1, r2, nn, ws->g, lv->h,
                           lv->w, ws);
-  if (!glow__all_finite(ws->g, count) || !coupling_grads_finite(&s->cpl, G))
+  if (!glow__all_finite(ws->g, count) ||
+      !grads_finite(m, G, s->cpl.tensors))
     return not_finite("gradient", l, k, "coupling");
   if (sv) {
     memcpy(ws->z, sv->x, bytes);
@@ -230,10 +211,11 @@ static int step_backward(const glow_model *m, const glow__level *lv,
                              ld_weight, ws))
     goto singular;
   glow__ws_swap_grad(ws);
-  if (!glow__all_finite(ws->g, count) || !permute_grads_finite(&s->perm, G))
+  if (!glow__all_finite(ws->g, count) ||
+      !grads_finite(m, G, s->perm.tensors))
     return not_finite("gradient", l, k, "permutation");
   glow__actnorm_backward(&s->an, P, G, ws->u, ws->g, rows, 0, ld_weight, ws);
-  if (!glow__all_finite(ws->g, count) || !actnorm_grads_finite(&s->an, G))
+  if (!glow__all_finite(ws->g, count) || !grads_finite(m, G, s->an.tensors))
     return not_finite("gradient", l, k, "actnorm");
   return GLOW_OK;
 singular:
@@ -274,17 +256,13 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   const int64_t top_count = (int64_t)n * lt->h * lt->w * lt->c;
   glow__top_backward(m, lt, ws, labels, ws->eps, G);
   if (!glow__all_finite(ws->g, top_count) ||
-      (cfg->learn_top &&
-       !tensor_finite(G, m->top, (int64_t)lt->h * lt->w * 2 * lt->c)) ||
-      (cfg->n_classes > 0 &&
-       !tensor_finite(G, m->class_emb, (int64_t)cfg->n_classes * 2 * lt->c)))
+      !grads_finite(m, G, m->top_tensors))
     return not_finite("gradient", top, -1, "top prior");
   if (cfg->n_classes > 0) {
     double ce = glow__classifier_backward(m, lt, ws, labels, G);
     *loss += cfg->class_weight * ce / GLOW__LN_2;
     if (!isfinite(ce) || !glow__all_finite(ws->g, top_count) ||
-        !tensor_finite(G, m->cls_w, (int64_t)lt->c * cfg->n_classes) ||
-        !tensor_finite(G, m->cls_b, cfg->n_classes))
+        !grads_finite(m, G, m->cls_tensors))
       return not_finite("gradient", top, -1, "classifier");
   }
   if (!isfinite(*loss))
@@ -298,7 +276,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
       glow__split_inverse(m, lv, ws, ws->eps, 1.0f);
       glow__split_backward(m, lv, ws, ws->eps, G);
       if (!glow__all_finite(ws->g, (int64_t)n * lv->h * lv->w * lv->c) ||
-          !zconv_grads_finite(&lv->prior, G))
+          !grads_finite(m, G, lv->prior.tensors))
         return not_finite("gradient", l, -1, "split prior");
     }
     for (int32_t k = cfg->depth - 1; k >= 0; k--) {

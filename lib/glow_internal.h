@@ -112,12 +112,28 @@ typedef struct {
   int32_t shape[4];
 } glow__tensor;
 
+/* Number of floats of a tensor: the product of its shape. */
+static inline int64_t glow__tensor_count(const glow__tensor *t) {
+  int64_t count = 1;
+  for (int32_t d = 0; d < t->ndim; d++)
+    count *= t->shape[d];
+  return count;
+}
+
+/* The parameter tensors of one layer: `count` consecutive entries of the
+ * model's tensor table from index `first`, so one contiguous range of the
+ * flat buffer (none for count 0).  Recorded while the table is built. */
+typedef struct {
+  int32_t first, count;
+} glow__span;
+
 /* ---- Layers -------------------------------------------------------------- */
 
 /* Activation normalisation: y = (x + bias) * exp(logs), per channel. */
 typedef struct {
   int32_t c;
   int64_t bias, logs; /* offsets of [c] tensors */
+  glow__span tensors;
 } glow__actnorm;
 
 /* Channel mixing of a flow step. */
@@ -129,6 +145,7 @@ typedef struct {
   int32_t *perm;                 /* REVERSE/SHUFFLE: y[j] = x[perm[j]];
                                     LU: P[perm[j]][j] = 1 */
   float *sign;                   /* LU: sign of U's diagonal */
+  glow__span tensors;            /* none for REVERSE/SHUFFLE */
 } glow__permute;
 
 /* Zero-initialised 3x3 conv with bias and output scale:
@@ -137,6 +154,7 @@ typedef struct {
 typedef struct {
   int32_t cin, cout;
   int64_t weight, bias, logs;
+  glow__span tensors;
 } glow__zconv;
 
 /* Coupling: NN(x1) = zconv(relu(an2(conv1x1(relu(an1(conv3x3(x1))))))). */
@@ -148,6 +166,7 @@ typedef struct {
   int64_t w2;        /* [hidden][hidden] */
   glow__actnorm an2;
   glow__zconv out;   /* hidden -> c (affine) or c/2 (additive) */
+  glow__span tensors; /* all of the above: w1 .. out */
 } glow__coupling;
 
 typedef struct {
@@ -216,6 +235,8 @@ struct glow_model {
   int64_t top;        /* learn_top: [h][w][2c], mean/logs interleaved */
   int64_t class_emb;  /* n_classes > 0: [n_classes][2c] */
   int64_t cls_w, cls_b; /* classifier head [c][n_classes], [n_classes] */
+  glow__span top_tensors; /* top prior and class embedding */
+  glow__span cls_tensors; /* classifier head */
   /* parameters */
   int64_t n_params;
   float *params, *grads;

@@ -36,6 +36,12 @@ static int64_t reg(glow_model *m, int32_t ndim, const int32_t *shape,
   return off;
 }
 
+/* The tensors registered since the table held `first` of them. */
+static glow__span since(const glow_model *m, int32_t first) {
+  glow__span s = {first, m->n_tensors - first};
+  return s;
+}
+
 #define SHAPE(...) ((const int32_t[]){__VA_ARGS__})
 #define NDIM(...) ((int32_t)(sizeof((int32_t[]){__VA_ARGS__}) / sizeof(int32_t)))
 #define TENSOR(m, shape_args, ...)                                                \
@@ -43,18 +49,22 @@ static int64_t reg(glow_model *m, int32_t ndim, const int32_t *shape,
 
 static void reg_actnorm(glow_model *m, glow__actnorm *an, int32_t c,
                         const char *prefix) {
+  const int32_t first = m->n_tensors;
   an->c = c;
   an->bias = TENSOR(m, (c), "%s.bias", prefix);
   an->logs = TENSOR(m, (c), "%s.logs", prefix);
+  an->tensors = since(m, first);
 }
 
 static void reg_zconv(glow_model *m, glow__zconv *zc, int32_t cin,
                       int32_t cout, const char *prefix) {
+  const int32_t first = m->n_tensors;
   zc->cin = cin;
   zc->cout = cout;
   zc->weight = TENSOR(m, (3, 3, cin, cout), "%s.weight", prefix);
   zc->bias = TENSOR(m, (cout), "%s.bias", prefix);
   zc->logs = TENSOR(m, (cout), "%s.logs", prefix);
+  zc->tensors = since(m, first);
 }
 
 static void reg_step(glow_model *m, glow__step *s, int32_t c, int32_t l,
@@ -67,6 +77,7 @@ static void reg_step(glow_model *m, glow__step *s, int32_t c, int32_t l,
   reg_actnorm(m, &s->an, c, sub);
 
   glow__permute *p = &s->perm;
+  int32_t first = m->n_tensors;
   p->kind = cfg->permutation;
   p->c = c;
   if (p->kind == GLOW_PERMUTE_CONV1X1) {
@@ -76,9 +87,11 @@ static void reg_step(glow_model *m, glow__step *s, int32_t c, int32_t l,
     p->upper = TENSOR(m, (c, c), "%s.invconv.upper", pre);
     p->log_s = TENSOR(m, (c), "%s.invconv.log_s", pre);
   }
+  p->tensors = since(m, first);
 
   glow__coupling *cp = &s->cpl;
   const int32_t hid = cfg->hidden;
+  first = m->n_tensors;
   cp->kind = cfg->coupling;
   cp->c = c;
   cp->hidden = hid;
@@ -91,6 +104,7 @@ static void reg_step(glow_model *m, glow__step *s, int32_t c, int32_t l,
   snprintf(sub, sizeof sub, "%s.coupling.conv3", pre);
   reg_zconv(m, &cp->out, hid,
             cfg->coupling == GLOW_COUPLING_AFFINE ? c : c / 2, sub);
+  cp->tensors = since(m, first);
 }
 
 /* Lay out levels and register every tensor (sizing or naming pass). */
@@ -130,13 +144,18 @@ static void layout(glow_model *m) {
     eps_off += (int64_t)h * w * lv->zc;
   }
   const glow__level *top = &m->levels[cfg->levels - 1];
+  int32_t first = m->n_tensors;
   if (cfg->learn_top)
     m->top = TENSOR(m, (top->h, top->w, 2 * top->c), "top.prior");
-  if (cfg->n_classes > 0) {
+  if (cfg->n_classes > 0)
     m->class_emb = TENSOR(m, (cfg->n_classes, 2 * top->c), "top.class_embed");
+  m->top_tensors = since(m, first);
+  first = m->n_tensors;
+  if (cfg->n_classes > 0) {
     m->cls_w = TENSOR(m, (top->c, cfg->n_classes), "classifier.weight");
     m->cls_b = TENSOR(m, (cfg->n_classes), "classifier.bias");
   }
+  m->cls_tensors = since(m, first);
 }
 
 static int alloc_model(glow_model *m, int64_t max_params) {

@@ -43,11 +43,9 @@ static void tensor_info(const glow_model *m, int32_t i, glow_tensor_info *t) {
   t->ndim = src->ndim;
   t->name = src->name;
   t->offset = src->offset;
-  t->count = 1;
-  for (int32_t d = 0; d < src->ndim; d++) {
+  t->count = glow__tensor_count(src);
+  for (int32_t d = 0; d < src->ndim; d++)
     t->shape[d] = src->shape[d];
-    t->count *= src->shape[d];
-  }
 }
 
 int32_t glow_tensor_count(const glow_model *m) {
