@@ -116,9 +116,15 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
   double loss64 = 0.0;
   rc = glow__flow_backward(m, ws, x, labels, &loss64);
   /* Commit only if the sums stay finite too: a failed call leaves the
-   * gradient buffer as it was. */
+   * gradient buffer as it was.  A value the host left non-finite is not
+   * this batch's overflow: it gets its own message. */
   for (int64_t i = 0; !rc && i < m->n_params; i++)
-    if (!isfinite(m->grads[i] + ws->G[i]))
+    if (!isfinite(m->grads[i]))
+      rc = glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: glow_grads() already holds a non-finite value at "
+                      "index %lld; call glow_zero_grad",
+                      fn, (long long)i);
+    else if (!isfinite(m->grads[i] + ws->G[i]))
       rc = glow__fail(GLOW_ERR_NUMERIC,
                       "%s: adding this batch's gradients to glow_grads() "
                       "overflows (parameter %lld)",

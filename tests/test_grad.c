@@ -767,6 +767,28 @@ static void test_backward_errors(void **state) {
   assert_int_equal(glow_model_create(&cfg, &u), GLOW_OK);
   assert_int_equal(glow_data_init(u, x, NULL, 2), GLOW_OK);
   assert_int_equal(glow_backward(u, x, labels, 2, &loss), GLOW_ERR_LABEL);
+  /* A non-finite value that the host left in glow_grads() is reported as
+   * such, not as this batch's overflow; grads and *loss stay as they were,
+   * until glow_zero_grad clears it. */
+  const size_t gbytes = sizeof(float) * (size_t)glow_param_count(u);
+  float *gsave = malloc(gbytes);
+  const float bad_values[2] = {NAN, -INFINITY};
+  for (int b = 0; b < 2; b++) {
+    assert_int_equal(glow_zero_grad(u), GLOW_OK);
+    glow_grads(u)[3] = 0.5f;
+    glow_grads(u)[7] = bad_values[b];
+    memcpy(gsave, glow_grads(u), gbytes);
+    loss = -1.0f;
+    assert_int_equal(glow_backward(u, x, NULL, 2, &loss), GLOW_ERR_NUMERIC);
+    assert_non_null(strstr(glow_last_error(),
+                           "already holds a non-finite value at index 7"));
+    assert_non_null(strstr(glow_last_error(), "glow_zero_grad"));
+    assert_memory_equal(gsave, glow_grads(u), gbytes);
+    assert_true(loss == -1.0f);
+  }
+  assert_int_equal(glow_zero_grad(u), GLOW_OK);
+  assert_int_equal(glow_backward(u, x, NULL, 2, &loss), GLOW_OK);
+  free(gsave);
   glow_model_free(u);
   free(params);
   free(x);
