@@ -94,6 +94,40 @@ static int train_ws(glow_model *m, int32_t n, glow__ws **out) {
   return GLOW_OK;
 }
 
+/* G[i] += grads[i] for every i; 1 if every sum is finite.  Tests the
+ * exponent bits, as glow__all_finite does, so that the loop vectorises. */
+static int add_finite(const float *grads, float *G, int64_t count) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < count; i++) {
+    float v = G[i] + grads[i];
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    bad |= (b & 0x7f800000u) == 0x7f800000u;
+    G[i] = v;
+  }
+  return !bad;
+}
+
+/* After add_finite failed (sum = grads + this batch's finite gradients):
+ * the first parameter whose sum is not finite, and why.  A value that the
+ * host left non-finite is not this batch's overflow: it gets its own
+ * message. */
+static int sum_failure(const float *grads, const float *sum, int64_t count,
+                       const char *fn) {
+  int64_t i = 0;
+  while (i < count - 1 && isfinite(grads[i]) && isfinite(sum[i]))
+    i++;
+  if (!isfinite(grads[i]))
+    return glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: glow_grads() already holds a non-finite value at "
+                      "index %lld; call glow_zero_grad",
+                      fn, (long long)i);
+  return glow__fail(GLOW_ERR_NUMERIC,
+                    "%s: adding this batch's gradients to glow_grads() "
+                    "overflows (parameter %lld)",
+                    fn, (long long)i);
+}
+
 int glow_backward(glow_model *m, const float *x, const int32_t *labels,
                   int32_t n, float *loss) {
   static const char fn[] = "glow_backward";
@@ -115,23 +149,14 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
   memset(ws->G, 0, sizeof(float) * (size_t)m->n_params);
   double loss64 = 0.0;
   rc = glow__flow_backward(m, ws, x, labels, &loss64);
-  /* Commit only if the sums stay finite too: a failed call leaves the
-   * gradient buffer as it was.  A value the host left non-finite is not
-   * this batch's overflow: it gets its own message. */
-  for (int64_t i = 0; !rc && i < m->n_params; i++)
-    if (!isfinite(m->grads[i]))
-      rc = glow__fail(GLOW_ERR_NUMERIC,
-                      "%s: glow_grads() already holds a non-finite value at "
-                      "index %lld; call glow_zero_grad",
-                      fn, (long long)i);
-    else if (!isfinite(m->grads[i] + ws->G[i]))
-      rc = glow__fail(GLOW_ERR_NUMERIC,
-                      "%s: adding this batch's gradients to glow_grads() "
-                      "overflows (parameter %lld)",
-                      fn, (long long)i);
+  /* Commit only if every sum stays finite, so that a failed call leaves
+   * the gradient buffer as it was: the sums go to the scratch buffer in
+   * one pass that also tests them, and are copied over only if all are
+   * finite. */
+  if (!rc && !add_finite(m->grads, ws->G, m->n_params))
+    rc = sum_failure(m->grads, ws->G, m->n_params, fn);
   if (!rc) {
-    for (int64_t i = 0; i < m->n_params; i++)
-      m->grads[i] += ws->G[i];
+    memcpy(m->grads, ws->G, sizeof(float) * (size_t)m->n_params);
     *loss = (float)loss64;
   }
   if (m->keep_workspace) {
