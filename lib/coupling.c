@@ -48,10 +48,23 @@ static const float *network(const glow__coupling *cp, float *P,
   return out;
 }
 
-static inline float sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
+/* The affine coupling's scale s = sigmoid(v), with 1 - s and e = e^{-|v|}
+ * (so that log s = min(v, 0) - log1p(e)), from one exp.  With e <= 1,
+ * s and 1 - s are 1 / (1 + e) and e / (1 + e), in the order of v's sign:
+ * each has full precision, where 1.0f - s would cancel for large v, and
+ * nothing overflows for v of any size. */
+typedef struct {
+  float s, one_minus, e;
+} sigmoid_parts;
 
-static inline float log_sigmoidf(float v) {
-  return v >= 0.0f ? -log1pf(expf(-v)) : v - log1pf(expf(v));
+static inline sigmoid_parts sigmoid3(float v) {
+  const float e = expf(-fabsf(v));
+  const float r = 1.0f / (1.0f + e); /* sigmoid(|v|) */
+  sigmoid_parts q;
+  q.e = e;
+  q.s = v >= 0.0f ? r : e * r;
+  q.one_minus = v >= 0.0f ? e * r : r;
+  return q;
 }
 
 void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
@@ -74,8 +87,9 @@ void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
       for (int32_t k = 0; k < half; k++) {
         float raw = nn[p * c + 2 * k + 1] + 2.0f;
         float *v = &z[p * c + half + k];
-        *v = (*v + nn[p * c + 2 * k]) * sigmoidf(raw);
-        acc += log_sigmoidf(raw);
+        sigmoid_parts q = sigmoid3(raw);
+        *v = (*v + nn[p * c + 2 * k]) * q.s;
+        acc += (raw < 0.0f ? raw : 0.0f) - log1pf(q.e); /* log s */
       }
       ld += acc;
     }
@@ -98,7 +112,7 @@ void glow__coupling_inverse(const glow__coupling *cp, const float *P,
         if (cp->kind == GLOW_COUPLING_ADDITIVE)
           *v -= nn[p * half + k];
         else
-          *v = *v / sigmoidf(nn[p * c + 2 * k + 1] + 2.0f) -
+          *v = *v / sigmoid3(nn[p * c + 2 * k + 1] + 2.0f).s -
                nn[p * c + 2 * k];
       }
   }
@@ -170,12 +184,12 @@ void glow__coupling_backward(const glow__coupling *cp, const float *P,
       continue;
     }
     for (int32_t k = 0; k < half; k++) {
-      float sg = sigmoidf(o[2 * k + 1] + 2.0f);
-      float y2 = (xv[k] + o[2 * k]) * sg;
+      sigmoid_parts q = sigmoid3(o[2 * k + 1] + 2.0f);
+      float y2 = (xv[k] + o[2 * k]) * q.s;
       float gy = gv[k];
-      gv[k] = gy * sg;
-      gn[2 * k] = gy * sg;
-      gn[2 * k + 1] = (1.0f - sg) * (gy * y2 + gld);
+      gv[k] = gy * q.s;
+      gn[2 * k] = gy * q.s;
+      gn[2 * k + 1] = q.one_minus * (gy * y2 + gld);
     }
   }
   /* The network backwards: zconv, actnorm2+ReLU, conv1x1, actnorm1+ReLU,
