@@ -32,10 +32,12 @@ static void actnorm_init(const glow__actnorm *an, float *P, const float *x,
   }
 }
 
-void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
+void glow__actnorm_forward(const glow__actnorm *an, const float *P, float *x,
                            int64_t rows, int relu, glow__ws *ws) {
-  if (ws->init)
-    actnorm_init(an, P, x, rows, ws->dscr);
+  /* Data-dependent init writes the parameters through the one writable
+   * pointer there is; P, the same buffer, then reads the new values. */
+  if (ws->init_params)
+    actnorm_init(an, ws->init_params, x, rows, ws->dscr);
   const int32_t c = an->c;
   const float *b = P + an->bias, *s = P + an->logs;
   float *scale = ws->fscr;

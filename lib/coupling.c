@@ -33,7 +33,7 @@ void glow__zconv_apply(const glow__zconv *zc, const float *P, const float *x,
  * activations into ws->a and ws->b, the output into ws->h, or all three
  * into ws->keep when the store-mode training forward keeps them.  Returns
  * the output. */
-static const float *network(const glow__coupling *cp, float *P,
+static const float *network(const glow__coupling *cp, const float *P,
                            glow__ws *ws, int32_t h, int32_t w) {
   const int32_t n = ws->n, c = cp->c, hid = cp->hidden;
   const int64_t rows = (int64_t)n * h * w;
@@ -67,8 +67,8 @@ static inline sigmoid_parts sigmoid3(float v) {
   return q;
 }
 
-void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
-                            int32_t h, int32_t w) {
+void glow__coupling_forward(const glow__coupling *cp, const float *P,
+                            glow__ws *ws, int32_t h, int32_t w) {
   const int32_t c = cp->c, half = c / 2;
   const int64_t hw = (int64_t)h * w;
   const float *out = network(cp, P, ws, h, w);
@@ -101,8 +101,7 @@ void glow__coupling_inverse(const glow__coupling *cp, const float *P,
                             glow__ws *ws, int32_t h, int32_t w) {
   const int32_t c = cp->c, half = c / 2;
   const int64_t hw = (int64_t)h * w;
-  /* The network only reads parameters when ws->init is 0. */
-  const float *out = network(cp, (float *)P, ws, h, w);
+  const float *out = network(cp, P, ws, h, w);
   for (int32_t i = 0; i < ws->n; i++) {
     float *z = ws->z + (int64_t)i * hw * c;
     const float *nn = out + (int64_t)i * hw * (cp->out.cout);

@@ -48,8 +48,9 @@ static int not_finite(const char *what, int32_t l, int32_t k,
                     what, l, k, layer);
 }
 
-static int step_forward(const glow_model *m, float *P, const glow__level *lv,
-                        int32_t l, int32_t k, glow__ws *ws, double *shared) {
+static int step_forward(const glow_model *m, const float *P,
+                        const glow__level *lv, int32_t l, int32_t k,
+                        glow__ws *ws, double *shared) {
   const glow__step *s = &lv->steps[k];
   const int64_t hw = (int64_t)lv->h * lv->w, rows = ws->n * hw;
   const int64_t count = rows * lv->c;
@@ -75,7 +76,7 @@ static int step_forward(const glow_model *m, float *P, const glow__level *lv,
   return GLOW_OK;
 }
 
-int glow__flow_forward(const glow_model *m, float *P, glow__ws *ws,
+int glow__flow_forward(const glow_model *m, const float *P, glow__ws *ws,
                        const float *x, const int32_t *labels, float *eps) {
   const glow_config *cfg = &m->cfg;
   int32_t h = cfg->height, w = cfg->width, c = cfg->channels;
@@ -178,8 +179,7 @@ static int step_backward(const glow_model *m, const glow__level *lv,
      * a2 (the coupling's input). */
     double unused;
     memcpy(ws->z, sv->x, bytes);
-    /* ws->init is 0, so the actnorm only reads P. */
-    glow__actnorm_forward(&s->an, (float *)P, ws->z, rows, 0, ws);
+    glow__actnorm_forward(&s->an, P, ws->z, rows, 0, ws);
     memcpy(ws->u, ws->z, bytes);
     if (glow__permute_forward(&s->perm, P, ws, rows, &unused))
       goto singular;

@@ -204,7 +204,11 @@ typedef struct {
   float *fscr;      /* max(maxc, hidden) floats: per-channel factors */
   double *dscr;     /* 2*max(maxc, hidden) doubles: channel statistics */
   float *w32;       /* maxc*maxc floats: a 1x1 weight or its inverse */
-  int init;         /* data-dependent init while running forward */
+  float *init_params; /* data-dependent init: the parameters (the same
+                         buffer as the forward's P) that each actnorm sets
+                         before applying itself; NULL otherwise, so that
+                         every other pass only reads parameters, through
+                         const pointers */
   int check;        /* forward: fail naming the first non-finite layer */
   /* Training only (glow__ws_alloc_train); NULL/0 otherwise. */
   float *eps;       /* n*D: the latents of the training forward */
@@ -269,9 +273,10 @@ static inline void glow__ws_swap_grad(glow__ws *ws) {
 }
 
 /* actnorm.c */
-/* ws supplies scratch (fscr, dscr) and the init flag; relu != 0 applies
- * max(y, 0) in the same sweep. */
-void glow__actnorm_forward(const glow__actnorm *an, float *P, float *x,
+/* ws supplies scratch (fscr, dscr) and, during data-dependent init, the
+ * writable parameters (ws->init_params); relu != 0 applies max(y, 0) in the
+ * same sweep. */
+void glow__actnorm_forward(const glow__actnorm *an, const float *P, float *x,
                            int64_t rows, int relu, glow__ws *ws);
 void glow__actnorm_inverse(const glow__actnorm *an, const float *P, float *x,
                            int64_t rows, glow__ws *ws);
@@ -296,8 +301,8 @@ int glow__permute_backward(const glow__permute *p, const float *P, float *G,
                            int64_t rows, double ld_weight, glow__ws *ws);
 
 /* coupling.c: act on ws->z in place. */
-void glow__coupling_forward(const glow__coupling *cp, float *P, glow__ws *ws,
-                            int32_t h, int32_t w);
+void glow__coupling_forward(const glow__coupling *cp, const float *P,
+                            glow__ws *ws, int32_t h, int32_t w);
 void glow__coupling_inverse(const glow__coupling *cp, const float *P,
                             glow__ws *ws, int32_t h, int32_t w);
 /* y (ws->n*h*w x cout) = zconv(x), x with row stride ldx. */
@@ -358,8 +363,10 @@ void glow__train_release(glow_model *m);
 /* flow.c: 1 if none of the count floats at v is Inf or NaN. */
 int glow__all_finite(const float *v, int64_t count);
 
-/* flow.c: the whole model, on a prepared workspace. */
-int glow__flow_forward(const glow_model *m, float *P, glow__ws *ws,
+/* flow.c: the whole model, on a prepared workspace.  The forward reads the
+ * parameters P (m->params) only, so inference may run concurrently; only
+ * glow_data_init's pass writes them, through ws->init_params. */
+int glow__flow_forward(const glow_model *m, const float *P, glow__ws *ws,
                        const float *x, const int32_t *labels, float *eps);
 int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x);

@@ -45,7 +45,7 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
   rc = glow__ws_alloc(m, n, &ws);
   if (rc)
     goto done;
-  ws.init = 1;
+  ws.init_params = m->params; /* the one pass that writes parameters */
   ws.check = 1;
   rc = glow__flow_forward(m, m->params, &ws, x, labels, eps);
   if (!rc && !glow__all_finite(m->params, m->n_params))
