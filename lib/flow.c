@@ -273,6 +273,8 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   for (int32_t l = top; l >= 0; l--) {
     const glow__level *lv = &m->levels[l];
     if (l < top) {
+      /* The inverse leaves the prior network's output in ws->h, where
+       * the backward reads it. */
       glow__split_inverse(m, lv, ws, ws->eps, 1.0f);
       glow__split_backward(m, lv, ws, ws->eps, G);
       if (!glow__all_finite(ws->g, (int64_t)n * lv->h * lv->w * lv->c) ||

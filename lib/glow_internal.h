@@ -338,9 +338,10 @@ void glow__top_forward(const glow_model *m, const glow__level *lv,
 void glow__top_inverse(const glow_model *m, const glow__level *lv,
                        glow__ws *ws, const int32_t *labels, const float *eps,
                        float scale);
-/* Backward of the split: ws->z = the level's tensor z (rows x c), ws->g =
- * dL/dz1 (rows x c/2) -> ws->g = dL/dz (rows x c).  eps: the forward's
- * latents.  Adds to G. */
+/* Backward of the split, right after glow__split_inverse rebuilt z: ws->z =
+ * the level's tensor z (rows x c), ws->h = the prior network's output on z1
+ * (which the inverse leaves there), ws->g = dL/dz1 (rows x c/2) -> ws->g =
+ * dL/dz (rows x c).  eps: the forward's latents.  Adds to G. */
 void glow__split_backward(const glow_model *m, const glow__level *lv,
                           glow__ws *ws, const float *eps, float *G);
 /* Backward of the top prior: ws->z = the top latent -> ws->g = dL/dz

@@ -39,7 +39,9 @@ void glow__split_forward(const glow_model *m, const glow__level *lv,
   glow__ws_swap(ws);
 }
 
-/* Inverse of the above: ws->z = z1 (n, h, w, c/2) -> (n, h, w, c). */
+/* Inverse of the above: ws->z = z1 (n, h, w, c/2) -> (n, h, w, c).  The
+ * prior network's output on z1 stays in ws->h (glow__split_backward reads
+ * it). */
 void glow__split_inverse(const glow_model *m, const glow__level *lv,
                          glow__ws *ws, const float *eps, float scale) {
   const int32_t c = lv->c, half = c / 2;
@@ -130,8 +132,9 @@ void glow__split_backward(const glow_model *m, const glow__level *lv,
   const int32_t c = lv->c, half = c / 2;
   const int64_t hw = (int64_t)lv->h * lv->w, rows = ws->n * hw;
   const float geps = ws->geps, gld = ws->gld;
-  float *pr = ws->h, *gpr = ws->gh;
-  glow__zconv_apply(&lv->prior, m->params, ws->z, c, lv->h, lv->w, pr, ws);
+  /* The prior network's output on z1, as glow__split_inverse left it. */
+  const float *pr = ws->h;
+  float *gpr = ws->gh;
   for (int32_t i = 0; i < ws->n; i++) {
     const float *e = eps + (int64_t)i * m->dim + lv->eps_off;
     for (int64_t p = 0; p < hw; p++) {
