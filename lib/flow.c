@@ -176,12 +176,11 @@ static int step_backward(const glow_model *m, const glow__level *lv,
   if (sv) {
     /* Store mode: the input and the network's activations were kept; redo
      * the two channel-sized layers: ws->u = a1 (actnorm output), ws->z =
-     * a2 (the coupling's input). */
-    double unused;
+     * a2 (the coupling's input).  Their log-determinants are not needed. */
     memcpy(ws->z, sv->x, bytes);
     glow__actnorm_forward(&s->an, P, ws->z, rows, 0, ws);
     memcpy(ws->u, ws->z, bytes);
-    if (glow__permute_forward(&s->perm, P, ws, rows, &unused))
+    if (glow__permute_forward(&s->perm, P, ws, rows, NULL))
       goto singular;
     r1 = sv->r1;
     r2 = sv->r2;
@@ -200,7 +199,10 @@ static int step_backward(const glow_model *m, const glow__level *lv,
       !grads_finite(m, G, s->cpl.tensors))
     return not_finite("gradient", l, k, "coupling");
   if (sv) {
-    memcpy(ws->z, sv->x, bytes);
+    /* Later steps read their own kept input; only the level's first step
+     * hands its input on, in ws->z, to the unsqueeze. */
+    if (k == 0)
+      memcpy(ws->z, sv->x, bytes);
   } else {
     if (glow__permute_inverse(&s->perm, P, ws, rows))
       goto singular;

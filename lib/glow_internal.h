@@ -287,7 +287,9 @@ void glow__actnorm_backward(const glow__actnorm *an, const float *P,
                             float *G, const float *y, float *g, int64_t rows,
                             int relu, double ld_weight, glow__ws *ws);
 
-/* permute.c: forward/inverse act on ws->z (n*h*w rows of c), may swap. */
+/* permute.c: forward/inverse act on ws->z (n*h*w rows of c), may swap.
+ * The forward's logdet may be NULL where it is not needed (which spares the
+ * plain weight's factorisation). */
 int glow__permute_init(glow__permute *p, float *P, uint64_t seed,
                        uint64_t stream);
 int glow__permute_forward(const glow__permute *p, const float *P,

@@ -118,21 +118,41 @@ static void weight64(const glow__permute *p, const float *P, double *w) {
     w[i] = P[p->weight + i];
 }
 
-/* log|det W| of the plain weight, by LU in double. */
-static int plain_logabsdet(const glow__permute *p, const float *P,
-                           glow__ws *ws, double *out) {
+/* W in double in ws->w64 (c x c), factored in place by LU with partial
+ * pivoting (the pivots follow it in ws->w64), and log|det W| into
+ * *logabsdet when that is not NULL.  NUMERIC if W is singular or log|det W|
+ * is not finite. */
+static int factor64(const glow__permute *p, const float *P, glow__ws *ws,
+                    double *logabsdet) {
   const int32_t c = p->c;
   double *a = ws->w64;
   lapack_int *ipiv = (lapack_int *)(ws->w64 + (size_t)c * c);
   weight64(p, P, a);
   if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, a, c, ipiv) != 0)
     return GLOW_ERR_NUMERIC;
-  double s = 0.0;
-  for (int32_t i = 0; i < c; i++)
-    s += log(fabs(a[(int64_t)i * c + i]));
-  if (!isfinite(s))
+  if (logabsdet) {
+    double s = 0.0;
+    for (int32_t i = 0; i < c; i++)
+      s += log(fabs(a[(int64_t)i * c + i]));
+    if (!isfinite(s))
+      return GLOW_ERR_NUMERIC;
+    *logabsdet = s;
+  }
+  return GLOW_OK;
+}
+
+/* W^{-1} in double in ws->w64 (c x c), from factor64's factorisation.
+ * The one inversion of a 1x1 weight: the inverse pass (rebuilding a step's
+ * input) and the plain weight's gradient (W^{-T}) both use it.  NUMERIC if
+ * W is singular. */
+static int inverse64(const glow__permute *p, const float *P, glow__ws *ws) {
+  const int32_t c = p->c;
+  int rc = factor64(p, P, ws, NULL);
+  if (rc)
+    return rc;
+  lapack_int *ipiv = (lapack_int *)(ws->w64 + (size_t)c * c);
+  if (LAPACKE_dgetri(LAPACK_ROW_MAJOR, c, ws->w64, c, ipiv) != 0)
     return GLOW_ERR_NUMERIC;
-  *out = s;
   return GLOW_OK;
 }
 
@@ -157,20 +177,24 @@ int glow__permute_forward(const glow__permute *p, const float *P,
   case GLOW_PERMUTE_REVERSE:
   case GLOW_PERMUTE_SHUFFLE:
     gather(p->perm, ws->z, ws->t, rows, c);
-    *logdet = 0.0;
+    if (logdet)
+      *logdet = 0.0;
     break;
-  case GLOW_PERMUTE_CONV1X1: {
-    int rc = plain_logabsdet(p, P, ws, logdet);
-    if (rc)
-      return rc;
+  case GLOW_PERMUTE_CONV1X1:
+    if (logdet) { /* the only reason to factor W here */
+      int rc = factor64(p, P, ws, logdet);
+      if (rc)
+        return rc;
+    }
     glow__matmul(ws->z, c, rows, c, P + p->weight, c, ws->t);
     break;
-  }
   default: { /* LU */
-    double s = 0.0;
-    for (int32_t i = 0; i < c; i++)
-      s += P[p->log_s + i];
-    *logdet = s;
+    if (logdet) {
+      double s = 0.0;
+      for (int32_t i = 0; i < c; i++)
+        s += P[p->log_s + i];
+      *logdet = s;
+    }
     lu_weight(p, P, ws->w64);
     for (int64_t i = 0; i < (int64_t)c * c; i++)
       ws->w32[i] = (float)ws->w64[i];
@@ -181,18 +205,15 @@ int glow__permute_forward(const glow__permute *p, const float *P,
   return GLOW_OK;
 }
 
-/* W^{-1} in float, computed in double; NUMERIC if singular. */
+/* W^{-1} in float in ws->w32; NUMERIC if W is singular or its inverse
+ * does not fit float. */
 static int weight_inverse(const glow__permute *p, const float *P,
                           glow__ws *ws) {
-  const int32_t c = p->c;
-  double *a = ws->w64;
-  lapack_int *ipiv = (lapack_int *)(ws->w64 + (size_t)c * c);
-  weight64(p, P, a);
-  if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, a, c, ipiv) != 0)
-    return GLOW_ERR_NUMERIC;
-  if (LAPACKE_dgetri(LAPACK_ROW_MAJOR, c, a, c, ipiv) != 0)
-    return GLOW_ERR_NUMERIC;
-  for (int64_t i = 0; i < (int64_t)c * c; i++) {
+  int rc = inverse64(p, P, ws);
+  if (rc)
+    return rc;
+  const double *a = ws->w64;
+  for (int64_t i = 0; i < (int64_t)p->c * p->c; i++) {
     if (!isfinite(a[i]) || fabs(a[i]) > 3.0e38)
       return GLOW_ERR_NUMERIC;
     ws->w32[i] = (float)a[i];
@@ -265,12 +286,10 @@ int glow__permute_backward(const glow__permute *p, const float *P, float *G,
   }
   if (p->kind == GLOW_PERMUTE_CONV1X1) {
     /* dL/dW = x^T g + ld_weight W^{-T}; the inverse in double. */
-    double *a = ws->w64;
-    lapack_int *ipiv = (lapack_int *)(ws->w64 + (size_t)c * c);
-    weight64(p, P, a);
-    if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, a, c, ipiv) != 0 ||
-        LAPACKE_dgetri(LAPACK_ROW_MAJOR, c, a, c, ipiv) != 0)
-      return GLOW_ERR_NUMERIC;
+    int rc = inverse64(p, P, ws);
+    if (rc)
+      return rc;
+    const double *a = ws->w64;
     float *gw = G + p->weight;
     for (int32_t i = 0; i < c; i++)
       for (int32_t j = 0; j < c; j++)
