@@ -421,9 +421,11 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 /* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 0.
  * 0: glow_backward allocates its workspace and frees it before returning.
  * 1: the model keeps the workspace of its last glow_backward call and
- *    reuses it while the batch size and backward mode stay the same (a
- *    call with another size or mode replaces it); it is freed when the
- *    option is set back to 0 or the model is freed.  This saves the cost of
+ *    reuses it for every call whose batch size is at most the one it was
+ *    allocated for (a larger batch replaces it with one of that size).  It
+ *    is freed when GLOW_OPT_BACKWARD_MODE is set to another value, when
+ *    this option is set back to 0, and with the model.  Results do not
+ *    depend on whether or which workspace was kept.  This saves the cost of
  *    first touching fresh memory on every call, about 5% of a training step
  *    in RECOMPUTE mode and 25% in STORE mode, for holding the workspace
  *    between calls. */

@@ -310,6 +310,7 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   const glow_config *cfg = &m->cfg;
   memset(ws, 0, sizeof *ws);
   ws->n = n;
+  ws->cap = n;
   /* Every size in int64: n * max_hw * hidden overflows int32 long before
    * the batch check's n * D <= INT32_MAX stops it. */
   const int64_t hid = cfg->hidden, mc = m->max_c;

@@ -194,7 +194,9 @@ typedef struct {
 } glow__saved;
 
 typedef struct {
-  int32_t n;
+  int32_t n;        /* images of this call */
+  int32_t cap;      /* images the buffers below hold (n <= cap): a kept
+                       training workspace serves any smaller batch */
   float *z, *t;     /* n*D each: current tensor and a spare */
   float *a, *b;     /* n*maxhw*hidden: coupling network activations */
   float *h;         /* n*maxhw*maxc: coupling / prior network outputs */

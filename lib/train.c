@@ -70,14 +70,17 @@ void glow__train_release(glow_model *m) {
   }
 }
 
-/* The training workspace for this call: the kept one if it fits (same
- * batch size and mode), else a new one.  Reusing it saves the page faults
- * of touching fresh memory, which in store mode cost as much as the
- * network evaluations the mode saves. */
+/* The training workspace for this call: the kept one if it fits (room
+ * for n images; glow_set_option frees it when the mode changes), else a
+ * new one.  Reusing it saves the page faults of touching fresh memory,
+ * which in store mode cost as much as the network evaluations the mode
+ * saves.  Every buffer is written before it is read, and the convolution
+ * chunks depend only on n, so a larger workspace gives the same bits. */
 static int train_ws(glow_model *m, int32_t n, glow__ws **out) {
   const int store = m->backward_mode == GLOW_BACKWARD_STORE;
   glow__ws *ws = m->train_ws;
-  if (ws && ws->n == n && (ws->saved != NULL) == store) {
+  if (ws && ws->cap >= n && (ws->saved != NULL) == store) {
+    ws->n = n;
     *out = ws;
     return GLOW_OK;
   }
@@ -215,6 +218,8 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
                       (long long)value, option, (long long)lo, (long long)hi);
   switch (option) {
   case GLOW_OPT_BACKWARD_MODE:
+    if (m->backward_mode != value) /* the kept workspace is the old mode's */
+      glow__train_release(m);
     m->backward_mode = (int32_t)value;
     break;
   case GLOW_OPT_KEEP_WORKSPACE:

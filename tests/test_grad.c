@@ -437,8 +437,9 @@ static void test_modes_agree(void **state) {
 }
 
 /* A kept workspace gives bit-identical results to a fresh one (so no
- * buffer is read before this call writes it), is reused while the batch
- * size and mode stay, replaced when they change, and freed on request and
+ * buffer is read before this call writes it), also for a smaller batch,
+ * is reused for any batch it has room for while the mode stays, freed when
+ * the mode changes, replaced by a larger batch, and freed on request and
  * with the model (the sanitizer build checks the latter). */
 static void test_keep_workspace(void **state) {
   (void)state;
@@ -466,10 +467,17 @@ static void test_keep_workspace(void **state) {
   assert_ptr_equal(m->train_ws, kept);
   assert_true(l1 == l0);
   assert_memory_equal(g0, g1, bytes);
-  /* Another mode: a new workspace, the same gradients up to rounding. */
+  /* Setting the mode it already has keeps the workspace. */
+  assert_int_equal(
+      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_RECOMPUTE),
+      GLOW_OK);
+  assert_ptr_equal(m->train_ws, kept);
+  /* Another mode: the old workspace is freed at once, a new one comes with
+   * the next call, and the same gradients up to rounding. */
   assert_int_equal(
       glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
       GLOW_OK);
+  assert_null(m->train_ws);
   gradient(m, x, labels, n, gs, &ls);
   assert_non_null(m->train_ws);
   assert_non_null(m->train_ws->saved);
@@ -480,9 +488,30 @@ static void test_keep_workspace(void **state) {
     gmax = fmax(gmax, fabs((double)g0[i]));
   }
   assert_true(dmax <= 1e-5 * gmax);
-  /* Another batch size. */
-  assert_int_equal(glow_backward(m, x, labels, 2, &ls), GLOW_OK);
+  /* A smaller batch: the same workspace, and the same bits as a fresh
+   * one. */
+  const glow__ws *kept_store = m->train_ws;
+  float *g2 = malloc(bytes), *g2f = malloc(bytes), l2, l2f;
+  assert_int_equal(glow_zero_grad(m), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, labels, 2, &l2), GLOW_OK);
+  memcpy(g2, glow_grads(m), bytes);
+  assert_ptr_equal(m->train_ws, kept_store);
   assert_int_equal(m->train_ws->n, 2);
+  assert_int_equal(m->train_ws->cap, n);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+  assert_null(m->train_ws);
+  gradient(m, x, labels, 2, g2f, &l2f);
+  assert_true(l2 == l2f);
+  assert_memory_equal(g2, g2f, bytes);
+  /* A larger batch replaces it. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, labels, 2, &ls), GLOW_OK);
+  assert_int_equal(m->train_ws->cap, 2);
+  assert_int_equal(glow_backward(m, x, labels, n, &ls), GLOW_OK);
+  assert_int_equal(m->train_ws->n, n);
+  assert_int_equal(m->train_ws->cap, n);
+  free(g2);
+  free(g2f);
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
   assert_null(m->train_ws);
   /* Freed with the model. */
