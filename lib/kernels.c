@@ -39,20 +39,18 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
   }
 }
 
-/* Few output channels (the coupling's last conv, the priors): the patch
- * matrix would be 9*cin wide for a GEMM only cout wide.  Instead one GEMM
- * computes every tap's contribution, Z = X [W_00 .. W_22] (9*cout wide),
- * and a cheap pass sums the nine shifted taps into y. */
+/* Few output channels (the coupling's last conv, hidden -> c, and its
+ * first when hidden < c/2): the patch matrix would be 9*cin wide for a GEMM
+ * only cout wide.  Instead one GEMM computes every tap's contribution,
+ * Z = X [W_00 .. W_22] (9*cout wide), and a cheap pass sums the nine
+ * shifted taps into y.  wr is the weight in that layout:
+ * wr[ci][t*cout + co] = W[t][ci][co]. */
 static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
-                         int32_t w, int32_t cin, const float *wt,
+                         int32_t w, int32_t cin, const float *wr,
                          int32_t cout, float *y, glow__col *col) {
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
-  float *wr = col->wbuf, *z = col->buf;
-  for (int32_t t = 0; t < 9; t++) /* [tap][ci][co] -> [ci][tap*cout + co] */
-    for (int32_t ci = 0; ci < cin; ci++)
-      memcpy(wr + (int64_t)ci * nt + t * cout,
-             wt + ((int64_t)t * cin + ci) * cout, sizeof(float) * (size_t)cout);
+  float *z = col->buf;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw), nt,
               cin, 1.0f, x, (int)ldx, wr, nt, 0.0f, z, nt);
   for (int32_t i = 0; i < nb; i++) {
@@ -80,9 +78,13 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   }
 }
 
-void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
-                   int32_t w, int32_t cin, const float *wt, int32_t cout,
-                   float *y, glow__col *col) {
+/* The convolution, given the weight in the layout its path reads: HWIO
+ * (wt) for the patch-matrix path, or conv3x3_taps' layout (wr) when
+ * cout < cin. */
+static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
+                        int32_t w, int32_t cin, const float *wt,
+                        const float *wr, int32_t cout, float *y,
+                        glow__col *col) {
   const int64_t hw = (int64_t)h * w;
   const int taps = cout < cin;
   /* Scratch per image: the patch matrix, or the tap outputs. */
@@ -95,7 +97,7 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
     const float *xb = x + (int64_t)i0 * hw * ldx;
     float *yb = y + (int64_t)i0 * hw * cout;
     if (taps) {
-      conv3x3_taps(xb, ldx, nb, h, w, cin, wt, cout, yb, col);
+      conv3x3_taps(xb, ldx, nb, h, w, cin, wr, cout, yb, col);
       continue;
     }
     for (int32_t i = 0; i < nb; i++)
@@ -105,6 +107,22 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
                 cout, 9 * cin, 1.0f, col->buf, 9 * cin, wt, cout, 0.0f, yb,
                 cout);
   }
+}
+
+void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
+                   int32_t w, int32_t cin, const float *wt, int32_t cout,
+                   float *y, glow__col *col) {
+  float *wr = NULL;
+  if (cout < cin) { /* [tap][ci][co] -> [ci][tap*cout + co], once */
+    const int32_t nt = 9 * cout;
+    wr = col->wbuf;
+    for (int32_t t = 0; t < 9; t++)
+      for (int32_t ci = 0; ci < cin; ci++)
+        memcpy(wr + (int64_t)ci * nt + t * cout,
+               wt + ((int64_t)t * cin + ci) * cout,
+               sizeof(float) * (size_t)cout);
+  }
+  conv3x3_run(x, ldx, n, h, w, cin, wt, wr, cout, y, col);
 }
 
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
@@ -127,12 +145,22 @@ void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
                               int32_t w, int32_t cin, const float *wt,
                               int32_t cout, float *gx, float *wflip,
                               glow__col *col) {
-  for (int32_t t = 0; t < 9; t++)
-    for (int32_t ci = 0; ci < cin; ci++)
-      for (int32_t co = 0; co < cout; co++)
-        wflip[((int64_t)t * cout + co) * cin + ci] =
-            wt[((int64_t)(8 - t) * cin + ci) * cout + co];
-  glow__conv3x3(gy, cout, n, h, w, cout, wflip, cin, gx, col);
+  /* A conv from cout channels to cin, with W' in the layout of the path
+   * it takes, built in one pass from W. */
+  if (cin < cout) /* taps: wflip[co][t*cin + ci] = W'[t][co][ci] */
+    for (int32_t co = 0; co < cout; co++) {
+      float *dst = wflip + (int64_t)co * 9 * cin;
+      for (int32_t t = 0; t < 9; t++)
+        for (int32_t ci = 0; ci < cin; ci++)
+          dst[t * cin + ci] = wt[((int64_t)(8 - t) * cin + ci) * cout + co];
+    }
+  else /* patch matrix: wflip[t][co][ci] = W' (HWIO) */
+    for (int32_t t = 0; t < 9; t++)
+      for (int32_t ci = 0; ci < cin; ci++)
+        for (int32_t co = 0; co < cout; co++)
+          wflip[((int64_t)t * cout + co) * cin + ci] =
+              wt[((int64_t)(8 - t) * cin + ci) * cout + co];
+  conv3x3_run(gy, cout, n, h, w, cout, wflip, wflip, cin, gx, col);
 }
 
 void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
