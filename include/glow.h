@@ -33,7 +33,8 @@
  *           model (n_classes > 0), where they are required; NULL for an
  *           unconditional model, where passing labels is an error.
  *
- * Batch.    n is an int32_t >= 1.  Caller buffers must hold the documented
+ * Batch.    n is an int32_t >= 1 with n * D <= 2^31 - 1 (GLOW_ERR_BATCH
+ *           otherwise).  Caller buffers must hold the documented
  *           number of elements.  The library keeps no pointer to a caller
  *           buffer after a call returns.
  *
@@ -46,7 +47,10 @@
  *           independent.
  *
  * Memory.   Each call allocates the scratch memory it needs and frees it
- *           before returning; a model owns only its parameters.
+ *           before returning.  A model owns its parameters and gradients
+ *           (glow_params, glow_grads), and, while GLOW_OPT_KEEP_WORKSPACE
+ *           is set, the training workspace of its last glow_backward call;
+ *           glow_model_free frees all of it.
  */
 #ifndef GLOW_H
 #define GLOW_H
@@ -82,7 +86,8 @@ extern "C" {
 #define GLOW_OK 0
 /** A required pointer argument was NULL. */
 #define GLOW_ERR_NULL (-1)
-/** The batch size n was < 1, or n * D does not fit the address space. */
+/** The batch size n was < 1, or n * D (D = height * width * channels)
+ *  exceeds 2^31 - 1 (INT32_MAX) values. */
 #define GLOW_ERR_BATCH (-2)
 /** Image shape invalid: a size <= 0, or height/width not divisible by
  *  2^levels. */
@@ -329,9 +334,17 @@ GLOW_API int glow_latent_shift(const float *z, const float *direction,
  * own input on this batch (per channel, biased std), then applies them.  So
  * each actnorm's output on this batch has zero mean and unit variance per
  * channel; a constant channel gets a large but finite scale (1e6).  Other
- * parameters are untouched.  Marks the model initialised, which
- * glow_backward requires.  Use a batch large enough for stable statistics
- * (openai/glow uses a few hundred images).
+ * parameters and glow_grads() are untouched.  Marks the model
+ * initialised, which glow_backward requires.  Use a batch large enough for
+ * stable statistics (openai/glow uses a few hundred images).
+ * A second call initialises again from its own batch: it overwrites every
+ * actnorm's parameters (trained values included) and leaves the gradients
+ * alone.
+ * The initialised flag is part of the model's state: glow_model_save and
+ * glow_model_load keep it.  A host that restores its own checkpoint by
+ * writing glow_params() of a new model must still call glow_data_init once
+ * (then overwrite the parameters with the checkpoint's), or save and load
+ * with glow_model_save/glow_model_load instead.
  * On failure the parameters are restored and the model is unchanged.
  * Errors: NULL, BATCH, LABEL, NOMEM, NUMERIC (a layer's output is not
  * finite; the message names it).
@@ -377,11 +390,16 @@ GLOW_API int glow_zero_grad(glow_model *m);
  * workspace and frees it before returning, unless GLOW_OPT_KEEP_WORKSPACE
  * is set.
  *
- * On failure neither glow_grads() nor the parameters change.
+ * On failure neither glow_grads() nor the parameters change, and *loss is
+ * not written.  One exception: under GLOW_OPT_KEEP_WORKSPACE, a call that
+ * needs a larger workspace frees the kept one before allocating the new
+ * one, so if that allocation fails (NOMEM) the model keeps no workspace.
  * Errors: NULL (m, x or loss), BATCH, LABEL, STATE (glow_data_init was
  * never called on this model), NOMEM, NUMERIC (a singular 1x1 weight, or a
  * loss, activation or gradient that is not finite: glow_last_error() names
- * the layer where it first appears, e.g. "level 1 step 3 coupling").
+ * the layer where it first appears, e.g. "level 1 step 3 coupling"; or
+ * glow_grads() already holds a non-finite value, or adding this batch's
+ * gradients to it overflows).
  */
 GLOW_API int glow_backward(glow_model *m, const float *x,
                            const int32_t *labels, int32_t n, float *loss);
@@ -528,8 +546,10 @@ GLOW_API int glow_model_load(const char *path, glow_model **out);
 /**
  * Write the model file's exact bytes into the caller's buffer `buf` of
  * `cap` bytes, for hosts without a file system or bindings that keep the
- * bytes themselves.  *size always receives the number of bytes the file
- * takes (when the model and size are valid).
+ * bytes themselves.  *size receives the number of bytes the file takes
+ * whenever the call returns GLOW_OK or GLOW_ERR_BUFFER; on any other error
+ * (NULL, or NOMEM: the file's layout could not be planned in memory, or
+ * the file would not fit in size_t) *size is not written.
  *   - Size query: buf NULL and cap 0 return GLOW_OK and write nothing else.
  *   - cap < *size: GLOW_ERR_BUFFER, buf untouched.
  *   - Otherwise the first *size bytes of buf hold the file, identical to
@@ -573,7 +593,8 @@ GLOW_API int glow_model_load_buffer(const void *data, size_t len,
  * Description of one parameter tensor.  Set `size` to sizeof(the struct)
  * before the call: fields are only ever appended, and the library writes
  * no more than `size` bytes, so a program built against this header keeps
- * working with later versions.
+ * working with later versions.  A size below GLOW_TENSOR_INFO_SIZE_V1 is
+ * GLOW_ERR_ARG (GLOW_ERR_CONFIG_SIZE is glow_config's alone).
  */
 typedef struct glow_tensor_info {
   uint32_t size;        /* sizeof(glow_tensor_info), set by the caller    */
@@ -601,7 +622,8 @@ GLOW_API int32_t glow_tensor_count(const glow_model *m);
  * *out.  out->size is left as the caller set it; fields beyond it are not
  * written.
  * Errors: NULL (m or out), ARG (index out of range, or out->size smaller
- * than GLOW_TENSOR_INFO_SIZE_V1).
+ * than GLOW_TENSOR_INFO_SIZE_V1: note ARG, not the CONFIG_SIZE that
+ * glow_model_config returns for an undersized glow_config).
  */
 GLOW_API int glow_tensor_get(const glow_model *m, int32_t index,
                              glow_tensor_info *out);
