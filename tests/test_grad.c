@@ -163,6 +163,119 @@ static uint64_t relu_pattern(glow_model *m, const float *x, int32_t n) {
   return hash;
 }
 
+/* ---- Convolution kernels against a direct sum -------------------------------
+ * Both paths of each kernel -- the patch matrix, and the narrow-output
+ * taps (cout < cin) -- against the definition in double: the forward, its
+ * input gradient (the adjoint) and its weight gradient (added to what gw
+ * holds), with input rows of a stride wider than cin, chunks of one image
+ * and of the whole batch. */
+static double conv_ref(const float *x, int64_t ldx, int32_t i, int32_t h,
+                       int32_t w, int32_t py, int32_t px, int32_t cin,
+                       const float *wt, int32_t cout, int32_t co) {
+  double acc = 0.0;
+  for (int32_t ky = 0; ky < 3; ky++)
+    for (int32_t kx = 0; kx < 3; kx++) {
+      int32_t sy = py + ky - 1, sx = px + kx - 1;
+      if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+        continue;
+      const float *xv = x + (((int64_t)i * h + sy) * w + sx) * ldx;
+      for (int32_t ci = 0; ci < cin; ci++)
+        acc += (double)xv[ci] * wt[((ky * 3 + kx) * cin + ci) * cout + co];
+    }
+  return acc;
+}
+
+static void test_conv_kernels(void **state) {
+  (void)state;
+  const int32_t n = 3, h = 5, w = 4;
+  const int32_t shapes[][2] = {{6, 2}, {2, 6}, {3, 3}, {7, 1}};
+  uint64_t s = 99;
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    const int32_t cin = shapes[k][0], cout = shapes[k][1];
+    const int64_t ldx = cin + 2, rows = (int64_t)n * h * w;
+    const int64_t per = glow__conv3x3_col_per_image(
+        h, w, cin > cout ? cin : cout);
+    const int64_t nw = 9 * (int64_t)cin * cout;
+    float *x = malloc(sizeof(float) * (size_t)(rows * ldx));
+    float *wt = malloc(sizeof(float) * (size_t)nw);
+    float *gy = malloc(sizeof(float) * (size_t)(rows * cout));
+    float *y = malloc(sizeof(float) * (size_t)(rows * cout));
+    float *gx = malloc(sizeof(float) * (size_t)(rows * cin));
+    float *gw = malloc(sizeof(float) * (size_t)nw);
+    float *gw0 = malloc(sizeof(float) * (size_t)nw);
+    float *wflip = malloc(sizeof(float) * (size_t)nw);
+    double *rgx = calloc((size_t)(rows * cin), sizeof(double));
+    double *rgw = calloc((size_t)nw, sizeof(double));
+    for (int64_t i = 0; i < rows * ldx; i++)
+      x[i] = (float)tu_normal(&s);
+    for (int64_t i = 0; i < nw; i++) {
+      wt[i] = (float)tu_normal(&s);
+      gw0[i] = (float)tu_normal(&s);
+    }
+    for (int64_t i = 0; i < rows * cout; i++)
+      gy[i] = (float)tu_normal(&s);
+    /* The adjoint and the weight gradient, straight from the definition:
+     * y[p][co] reads x[p + off_t][ci] through W[t][ci][co]. */
+    for (int32_t i = 0; i < n; i++)
+      for (int32_t py = 0; py < h; py++)
+        for (int32_t px = 0; px < w; px++)
+          for (int32_t t = 0; t < 9; t++) {
+            int32_t sy = py + t / 3 - 1, sx = px + t % 3 - 1;
+            if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+              continue;
+            const int64_t p = ((int64_t)i * h + py) * w + px;
+            const int64_t q = ((int64_t)i * h + sy) * w + sx;
+            for (int32_t ci = 0; ci < cin; ci++)
+              for (int32_t co = 0; co < cout; co++) {
+                const int64_t wi = ((int64_t)t * cin + ci) * cout + co;
+                rgx[q * cin + ci] += (double)gy[p * cout + co] * wt[wi];
+                rgw[wi] += (double)x[q * ldx + ci] * gy[p * cout + co];
+              }
+          }
+    for (int chunked = 0; chunked < 2; chunked++) {
+      glow__col col;
+      col.cap = chunked ? per : n * per;
+      col.buf = malloc(sizeof(float) * (size_t)col.cap);
+      col.wbuf = malloc(sizeof(float) * (size_t)nw);
+      glow__conv3x3(x, ldx, n, h, w, cin, wt, cout, y, &col);
+      glow__conv3x3_grad_input(gy, n, h, w, cin, wt, cout, gx, wflip, &col);
+      memcpy(gw, gw0, sizeof(float) * (size_t)nw);
+      glow__conv3x3_grad_weight(x, ldx, n, h, w, cin, gy, cout, gw, &col);
+      double ey = 0.0, egx = 0.0, egw = 0.0;
+      for (int32_t i = 0; i < n; i++)
+        for (int32_t py = 0; py < h; py++)
+          for (int32_t px = 0; px < w; px++)
+            for (int32_t co = 0; co < cout; co++) {
+              const int64_t p = ((int64_t)i * h + py) * w + px;
+              double r = conv_ref(x, ldx, i, h, w, py, px, cin, wt, cout, co);
+              ey = fmax(ey, fabs(y[p * cout + co] - r));
+            }
+      for (int64_t i = 0; i < rows * cin; i++)
+        egx = fmax(egx, fabs(gx[i] - rgx[i]));
+      for (int64_t i = 0; i < nw; i++)
+        egw = fmax(egw, fabs(gw[i] - (gw0[i] + rgw[i])));
+      /* Sums of at most 9 cin (or 9 cout, or n h w) unit-variance
+       * products, in float. */
+      if (!(ey < 1e-4 && egx < 1e-4 && egw < 1e-3))
+        fail_msg("conv %d -> %d (%s): errors %g (y), %g (dx), %g (dW)", cin,
+                 cout, chunked ? "one image per chunk" : "one chunk", ey,
+                 egx, egw);
+      free(col.buf);
+      free(col.wbuf);
+    }
+    free(x);
+    free(wt);
+    free(gy);
+    free(y);
+    free(gx);
+    free(gw);
+    free(gw0);
+    free(wflip);
+    free(rgx);
+    free(rgw);
+  }
+}
+
 /* ---- Gradients against finite differences ---------------------------------
  *
  * The loss is smooth except where a ReLU input in a coupling network
@@ -328,6 +441,26 @@ static void test_gradients_all_layers(void **state) {
       snprintf(what, sizeof what, "%s, %s", cn[c], pn[p]);
       check_gradients(grad_config(couplings[c], perms[p]), what);
     }
+}
+
+/* hidden < c/2 at every level (8x8x3, L = 2: c/2 = 6 and 12, hidden 5):
+ * the coupling's first conv takes its narrow-output ("taps") path, in the
+ * forward and in its weight gradient, and its last conv's input gradient
+ * (hidden < c) the taps path too. */
+static void test_gradients_narrow_hidden(void **state) {
+  (void)state;
+  static const char *what[] = {"hidden < c/2, affine",
+                               "hidden < c/2, additive"};
+  for (size_t c = 0; c < 2; c++) {
+    glow_config cfg = tu_config(8, 8, 3, 2, 2, 5, couplings[c],
+                                GLOW_PERMUTE_CONV1X1_LU);
+    glow_model *m = NULL;
+    assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+    for (int32_t l = 0; l < cfg.levels; l++)
+      assert_true(cfg.hidden < m->levels[l].c / 2);
+    glow_model_free(m);
+    check_gradients(cfg, what[c]);
+  }
 }
 
 /* The label-dependent parts: class embedding and classifier, with a class
@@ -948,7 +1081,9 @@ static void test_learning(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gradients_all_layers),
+      cmocka_unit_test(test_gradients_narrow_hidden),
       cmocka_unit_test(test_gradients_conditional),
+      cmocka_unit_test(test_conv_kernels),
       cmocka_unit_test(test_lu_masked_entries),
       cmocka_unit_test(test_modes_agree),
       cmocka_unit_test(test_keep_workspace),
