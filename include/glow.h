@@ -243,8 +243,14 @@ GLOW_API int glow_bits_per_dim(glow_model *m, const float *x,
 /**
  * Draw n images at temperature T: glow_inverse(T * eps) with eps ~ N(0, I)
  * from a generator seeded by `seed`.  The same seed gives the same images on
- * every run and thread count; T = 0 gives the mode.  x: n x D output.
- * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC, NOMEM.
+ * every run and thread count, and image i's noise depends only on (seed, i),
+ * not on n; T = 0 gives the mode.  x: n x D output.
+ * Far in the tails, at high temperature, the inverse of a trained model can
+ * overflow float range; such an image is redrawn with fresh noise (still a
+ * function of seed and i), up to 16 times, so a batch does not fail for a
+ * rare outlier.  This samples the model restricted to finite images.
+ * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (an image
+ * still not finite after 16 draws, e.g. at an extreme temperature), NOMEM.
  */
 GLOW_API int glow_sample(glow_model *m, int32_t n, float temperature,
                          uint64_t seed, const int32_t *labels, float *x);

@@ -174,8 +174,53 @@ int glow_inverse(glow_model *m, const float *eps, const int32_t *labels,
   return rc ? rc : run_inverse(m, eps, 1.0f, labels, n, x, "glow_inverse");
 }
 
-/* Stream of the sampling generator (distinct from weight initialisation). */
+/* Stream of the sampling generator (distinct from weight initialisation);
+ * redraw a uses stream + a. */
 #define GLOW__SAMPLE_STREAM UINT64_C(0x5a4d504c45)
+#define GLOW__SAMPLE_TRIES 16
+
+/* Noise of image `image` at redraw `attempt`: a function of the seed, the
+ * image's index and the attempt only, never of the batch. */
+static void draw_noise(uint64_t seed, int32_t attempt, int64_t image,
+                       int64_t dim, float *eps) {
+  for (int64_t j = 0; j < dim; j++)
+    eps[j] = (float)glow__normal(seed, GLOW__SAMPLE_STREAM + (uint64_t)attempt,
+                                 (uint64_t)(image * dim + j));
+}
+
+/* Far in the tails, at high temperature, the inverse of a trained flow can
+ * overflow float range for a few images.  Those are redrawn (up to
+ * GLOW__SAMPLE_TRIES times) rather than failing the whole batch. */
+static int sample_batch(glow_model *m, glow__ws *ws, int32_t n, float t,
+                        uint64_t seed, const int32_t *labels, float *x,
+                        float *eps, float *xb, int32_t *idx, int32_t *lab) {
+  const int64_t d = m->dim;
+  for (int32_t i = 0; i < n; i++)
+    draw_noise(seed, 0, i, d, eps + i * d);
+  int rc = glow__flow_inverse(m, ws, eps, t, labels, x);
+  for (int32_t attempt = 1; !rc; attempt++) {
+    int32_t nb = 0;
+    for (int32_t i = 0; i < n; i++)
+      if (!glow__all_finite(x + i * d, d))
+        idx[nb++] = i;
+    if (nb == 0)
+      return GLOW_OK;
+    if (attempt == GLOW__SAMPLE_TRIES)
+      return glow__fail(GLOW_ERR_NUMERIC,
+                        "glow_sample: image %d is not finite after %d draws "
+                        "(parameters out of range, or temperature too high)",
+                        idx[0], GLOW__SAMPLE_TRIES);
+    for (int32_t b = 0; b < nb; b++) {
+      draw_noise(seed, attempt, idx[b], d, eps + b * d);
+      lab[b] = labels ? labels[idx[b]] : 0;
+    }
+    ws->n = nb; /* a smaller batch in the same workspace */
+    rc = glow__flow_inverse(m, ws, eps, t, labels ? lab : NULL, xb);
+    for (int32_t b = 0; !rc && b < nb; b++)
+      memcpy(x + idx[b] * d, xb + b * d, sizeof(float) * (size_t)d);
+  }
+  return rc;
+}
 
 int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
                 const int32_t *labels, float *x) {
@@ -192,14 +237,25 @@ int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
     return glow__fail(GLOW_ERR_ARG,
                       "%s: temperature %g must be finite and >= 0", fn,
                       (double)temperature);
-  const int64_t count = n * m->dim;
-  float *eps = malloc(sizeof(float) * (size_t)count);
-  if (!eps)
-    return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
-  for (int64_t i = 0; i < count; i++)
-    eps[i] = (float)glow__normal(seed, GLOW__SAMPLE_STREAM, (uint64_t)i);
-  rc = run_inverse(m, eps, temperature, labels, n, x, fn);
+  const size_t count = (size_t)(n * m->dim);
+  float *eps = malloc(sizeof(float) * count);
+  float *xb = malloc(sizeof(float) * count);
+  int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
+  int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+  glow__ws ws;
+  memset(&ws, 0, sizeof ws);
+  if (!eps || !xb || !idx || !lab)
+    rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  if (!rc)
+    rc = glow__ws_alloc(m, n, &ws);
+  if (!rc)
+    rc = sample_batch(m, &ws, n, temperature, seed, labels, x, eps, xb, idx,
+                      lab);
+  glow__ws_free(&ws);
   free(eps);
+  free(xb);
+  free(idx);
+  free(lab);
   return rc;
 }
 

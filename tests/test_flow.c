@@ -161,6 +161,51 @@ static void test_sampling(void **state) {
   glow_model_free(m);
 }
 
+/* At a temperature where the inverse overflows for many images, sampling
+ * redraws those (deterministically per seed and image index) instead of
+ * failing; at an absurd temperature it gives up with NUMERIC. */
+static void test_sample_redraws_overflow(void **state) {
+  (void)state;
+  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  tu_perturb(m, 0.1, 5);
+  const int32_t n = 64;
+  const int64_t d = glow_model_dim(m);
+  float *x = malloc(sizeof(float) * (size_t)(n * d));
+  float *e = malloc(sizeof(float) * (size_t)(n * d));
+  float *y = malloc(sizeof(float) * (size_t)(n * d));
+  /* Precondition: at T = 6 a good share of latents overflow. */
+  uint64_t s = 9;
+  for (int64_t i = 0; i < n * d; i++)
+    e[i] = (float)(6.0 * tu_normal(&s));
+  assert_int_equal(glow_inverse(m, e, NULL, n, x), GLOW_ERR_NUMERIC);
+  int bad = 0;
+  for (int32_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < d; j++)
+      if (!isfinite(x[i * d + j])) {
+        bad++;
+        break;
+      }
+  assert_true(bad > n / 8 && bad < n);
+  assert_int_equal(glow_sample(m, n, 6.0f, 3, NULL, x), GLOW_OK);
+  for (int64_t i = 0; i < n * d; i++)
+    assert_true(isfinite(x[i]));
+  /* Redraws depend on the image index, not on the batch. */
+  assert_int_equal(glow_sample(m, 16, 6.0f, 3, NULL, y), GLOW_OK);
+  for (int64_t i = 0; i < 16 * d; i++)
+    if (!(fabs(x[i] - y[i]) <= 1e-4 * (1.0 + fabs(x[i]))))
+      fail_msg("image %lld pixel %lld: %g in a batch of 64, %g of 16",
+               (long long)(i / d), (long long)(i % d), x[i], y[i]);
+  assert_int_equal(glow_sample(m, 4, 1e4f, 3, NULL, y), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "after 16 draws"));
+  free(x);
+  free(e);
+  free(y);
+  glow_model_free(m);
+}
+
 /* Same config, same weights; another seed, other weights. */
 static void test_creation_deterministic(void **state) {
   (void)state;
@@ -207,6 +252,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip_three_levels),
       cmocka_unit_test(test_scores_agree),
       cmocka_unit_test(test_sampling),
+      cmocka_unit_test(test_sample_redraws_overflow),
       cmocka_unit_test(test_creation_deterministic),
       cmocka_unit_test(test_param_writes_visible),
   };
