@@ -35,6 +35,7 @@ typedef struct {
   const char *data, *out, *resume;
   int32_t batch, warmup, init_batch, eval_batch, store;
   double lr, minutes, polyak, clip, eval_every;
+  int32_t cosine;
   int64_t max_steps;
 } options;
 
@@ -48,7 +49,8 @@ static void usage(void) {
       "  --n-bits B (8)  --classes N (10; 0 = unconditional)\n"
       "  --learn-top 0|1 (1)  --class-weight W (0.01)  --seed S (1)\n"
       "training:\n"
-      "  --batch N (64)  --lr R (1e-3)  --warmup STEPS (200)\n"
+      "  --batch N (32)  --lr R (1e-3)  --warmup STEPS (200)\n"
+      "  --decay none|cosine (none; cosine: to 0 over the time or step budget)\n"
       "  --minutes M (4.5, training time)  --steps N (no limit)\n"
       "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
       "  --eval-every MINUTES (0 = only at the end)\n"
@@ -83,7 +85,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->data = "/usr/share/datasets/fashion-mnist";
   o->out = "out";
   o->resume = NULL;
-  o->batch = 64;
+  o->batch = 32;
   o->warmup = 200;
   o->init_batch = 512;
   o->eval_batch = 500;
@@ -94,6 +96,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->eval_every = 0.0;
   o->max_steps = -1;
   o->store = 1;
+  o->cosine = 0;
   for (int i = 1; i < argc; i++) {
     const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(k, "--help") || !strcmp(k, "-h"))
@@ -122,6 +125,7 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (!strcmp(k, "--polyak")) o->polyak = atof(v);
     else if (!strcmp(k, "--clip")) o->clip = atof(v);
     else if (!strcmp(k, "--eval-every")) o->eval_every = atof(v);
+    else if (!strcmp(k, "--decay")) o->cosine = !strcmp(v, "cosine") ? 1 : !strcmp(v, "none") ? 0 : -1;
     else if (!strcmp(k, "--backward")) o->store = !strcmp(v, "store") ? 1 : !strcmp(v, "recompute") ? 0 : -1;
     else if (!strcmp(k, "--data")) o->data = v;
     else if (!strcmp(k, "--out")) o->out = v;
@@ -132,7 +136,8 @@ static int parse_args(int argc, char **argv, options *o) {
     }
   }
   if (o->batch < 1 || o->lr <= 0 || o->minutes <= 0 || o->polyak < 0 ||
-      o->polyak >= 1 || o->clip < 0 || o->warmup < 0 || o->store < 0) {
+      o->polyak >= 1 || o->clip < 0 || o->warmup < 0 || o->store < 0 ||
+      o->cosine < 0) {
     fprintf(stderr, "train: an option is out of range (see --help)\n");
     return -1;
   }
@@ -403,8 +408,10 @@ typedef struct {
   dataset train, test;
   adam opt;
   snapshot good;
-  int64_t step, dim, n_params;
-  double ema, start, last_print, last_eval;
+  int64_t step, first_step, dim, n_params;
+  int64_t last_spike; /* step of the last skipped batch */
+  int32_t spikes;     /* skipped batches in a row, about */
+  double ema, start, last_print, last_eval, grad_norm;
   int conditional, tty;
   FILE *log;
   uint8_t *px;
@@ -439,14 +446,40 @@ static void recover(trainer *t, const char *why) {
   t->step = t->good.step;
 }
 
+/* Linear warm-up, then (by default) a cosine decay to zero over the
+ * budget: whichever of the time and step budgets runs out first. */
 static double learning_rate(const trainer *t) {
-  double warm = t->o->warmup > 0
-                    ? fmin(1.0, (double)(t->opt.t + 1) / t->o->warmup)
-                    : 1.0;
-  return t->o->lr * t->opt.lr_scale * warm;
+  const options *o = t->o;
+  double warm = o->warmup > 0 ? fmin(1.0, (double)(t->opt.t + 1) / o->warmup)
+                              : 1.0;
+  double decay = 1.0;
+  if (o->cosine) {
+    double done = (now() - t->start) / (o->minutes * 60.0);
+    if (o->max_steps > 0)
+      done = fmax(done, (double)(t->step - t->first_step) /
+                            (double)(o->max_steps - t->first_step));
+    decay = 0.5 * (1.0 + cos(3.14159265358979 * fmin(done, 1.0)));
+  }
+  return o->lr * t->opt.lr_scale * warm * decay;
 }
 
-/* One step; returns 0, or -1 when the step diverged and was rolled back. */
+/* A batch whose loss is not finite or far above the running average is
+ * not used.  One such batch may just be unusual; several close together
+ * mean the weights have gone bad: back to the last good state. */
+static int reject_batch(trainer *t, const char *why) {
+  t->spikes = t->step - t->last_spike < 20 ? t->spikes + 1 : 1;
+  t->last_spike = t->step;
+  if (t->spikes >= 3) {
+    recover(t, why);
+    t->spikes = 0;
+  } else {
+    fprintf(stderr, "%sstep %lld: %s; batch skipped\n",
+            t->tty ? "\r\033[K" : "", (long long)t->step, why);
+  }
+  return -1;
+}
+
+/* One step; returns 0, or -1 when the batch was rejected. */
 static int train_step(trainer *t) {
   const options *o = t->o;
   float loss = 0.0f;
@@ -458,27 +491,24 @@ static int train_step(trainer *t) {
   glow_zero_grad(t->m);
   rc = glow_backward(t->m, t->x, t->conditional ? t->labels : NULL, o->batch,
                      &loss);
-  if (rc == GLOW_ERR_NUMERIC || (rc == GLOW_OK && !isfinite(loss))) {
-    recover(t, rc ? glow_last_error() : "non-finite loss");
-    return -1;
-  }
+  if (rc == GLOW_ERR_NUMERIC || (rc == GLOW_OK && !isfinite(loss)))
+    return reject_batch(t, rc ? glow_last_error() : "non-finite loss");
   if (rc)
     die("backward", rc);
-  /* An explosion: far above the running average after warm-up. */
   if (t->ema > 0 && t->opt.t > o->warmup &&
       loss > t->ema + fmax(1.0, 0.25 * t->ema)) {
     char why[96];
-    snprintf(why, sizeof why, "loss jumped to %.2f (average %.2f)", loss,
+    snprintf(why, sizeof why, "loss %.2f, far above the average %.2f", loss,
              t->ema);
-    recover(t, why);
-    return -1;
+    return reject_batch(t, why);
   }
-  clip_grads(glow_grads(t->m), t->n_params, o->clip);
+  t->grad_norm = clip_grads(glow_grads(t->m), t->n_params, o->clip);
   adam_step(&t->opt, glow_params(t->m), glow_grads(t->m), learning_rate(t),
             o->polyak);
   t->ema = t->ema > 0 ? 0.98 * t->ema + 0.02 * loss : loss;
   t->step++;
-  if (t->step % 200 == 0 && loss < t->ema + 0.3)
+  /* Snapshots are cheap next to a step (a few copies of the parameters). */
+  if (t->step % 50 == 0 && t->step - t->last_spike > 20)
     take_snapshot(t);
   return 0;
 }
@@ -496,8 +526,8 @@ static void print_progress(trainer *t, double elapsed, double budget) {
           t->tty ? "\r\033[K" : "", (long long)t->step, ips, t->ema,
           learning_rate(t), (int)elapsed / 60, (int)elapsed % 60,
           (int)left / 60, (int)left % 60, t->tty ? "" : "\n");
-  fprintf(t->log, "%.1f,%lld,%.4f,,%.3e\n", elapsed, (long long)t->step,
-          t->ema, learning_rate(t));
+  fprintf(t->log, "%.1f,%lld,%.4f,,%.3e,%.3g\n", elapsed, (long long)t->step,
+          t->ema, learning_rate(t), t->grad_norm);
   fflush(t->log);
 }
 
@@ -586,7 +616,7 @@ int main(int argc, char **argv) {
   path_join(path, sizeof path, o.resume ? o.resume : o.out, "optimizer.bin");
   if (o.resume && adam_load(&t.opt, glow_params(t.m), path) == 0)
     fprintf(stderr, "resumed Adam state at step %lld\n", (long long)t.opt.t);
-  t.step = t.opt.t;
+  t.step = t.first_step = t.opt.t;
   take_snapshot(&t);
   t.px = xmalloc((size_t)o.batch * (size_t)t.dim);
   t.x = xmalloc(sizeof(float) * (size_t)o.batch * (size_t)t.dim);
@@ -596,7 +626,7 @@ int main(int argc, char **argv) {
   if (!t.log)
     return fprintf(stderr, "train: cannot write %s\n", path), 1;
   if (!o.resume)
-    fprintf(t.log, "seconds,step,train_bpd,test_bpd,lr\n");
+    fprintf(t.log, "seconds,step,train_bpd,test_bpd,lr,grad_norm\n");
 
   fprintf(stderr, "libglow %s | %dx%d | L=%d K=%d hidden %d | %s coupling | "
                   "%lld parameters | batch %d | %.1f min\n",
