@@ -1,7 +1,9 @@
 /*
  * bench -- throughput and memory of libglow on two reference configs.
  *
- *   bench [fashion|cifar|memory|all] [--seconds S]
+ *   bench [fashion|cifar|memory|all] [--seconds S] [--json] [--only OP]
+ *         [--min-calls N] [--keep-workspace] [--model FILE]
+ *         [--save-model FILE]
  *
  * fashion: 28x28x1, L=2, K=8, hidden 128, batch 64
  * cifar:   32x32x3, L=3, K=32, hidden 512, batch 16 (the paper's CIFAR-10)
@@ -11,6 +13,26 @@
  * step of the cifar shape at K = 8 and K = 32: the growth of the resident
  * set during the step, above the model's own parameters and gradients.
  * Each measurement runs in a child process so that peaks do not mix.
+ *
+ * Options (for scripts such as bench/compare; without them the output is
+ * the human-readable table above):
+ *   --json            one JSON object per measurement on stdout, nothing
+ *                     else: config, op, batch, median seconds per batch,
+ *                     images/s, number of timed calls, the resident set
+ *                     after setup and its peak during the op (the peak is
+ *                     reset after setup, so model creation or loading does
+ *                     not count; "peak_rss_total_mib" is the whole
+ *                     process's).
+ *   --only OP         measure one op: forward, inverse, sample,
+ *                     train-recompute or train-store.
+ *   --min-calls N     at least N timed calls per op (default 3), after one
+ *                     warm-up call, even beyond --seconds.
+ *   --keep-workspace  training ops run with GLOW_OPT_KEEP_WORKSPACE = 1.
+ *   --model FILE      load the model from FILE (it must have the config's
+ *                     shape) instead of creating and data-initialising one.
+ *   --save-model FILE create the config's model as the benchmark does
+ *                     (data-dependent init on the synthetic batch), save it
+ *                     to FILE and exit without measuring.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -28,6 +50,9 @@ typedef struct {
   const char *name;
   int32_t h, w, c, levels, depth, hidden, batch;
 } bench_config;
+
+static int g_json = 0, g_keep_ws = 0, g_min_calls = 3;
+static const char *g_only = NULL, *g_model_path = NULL, *g_save_path = NULL;
 
 static const bench_config configs[] = {
     {"fashion", 28, 28, 1, 2, 8, 128, 64},
@@ -69,6 +94,37 @@ static void check(int rc, const char *what) {
   }
 }
 
+/* The synthetic batch for the model m. */
+static float *make_input(glow_model *m, const bench_config *b) {
+  int64_t d = glow_model_dim(m);
+  size_t count = (size_t)(b->batch * d);
+  uint8_t *px = malloc(count);
+  float *x = malloc(sizeof(float) * count);
+  for (size_t i = 0; i < count; i++) /* smooth-ish synthetic images */
+    px[i] = (uint8_t)(128 + 100 * sin(0.05 * (double)i));
+  check(glow_preprocess(m, px, b->batch, 1, x), "preprocess");
+  free(px);
+  return x;
+}
+
+/* The model of --model FILE, checked against the config's shape. */
+static glow_model *load(const bench_config *b, float **x) {
+  glow_model *m = NULL;
+  check(glow_model_load(g_model_path, &m), g_model_path);
+  glow_config cfg;
+  glow_config_init(&cfg);
+  check(glow_model_config(m, &cfg), "model_config");
+  if (cfg.height != b->h || cfg.width != b->w || cfg.channels != b->c ||
+      cfg.levels != b->levels || cfg.depth != b->depth ||
+      cfg.hidden != b->hidden) {
+    fprintf(stderr, "bench: %s is not a model of the %s config\n",
+            g_model_path, b->name);
+    exit(1);
+  }
+  *x = make_input(m, b);
+  return m;
+}
+
 static glow_model *make(const bench_config *b, int32_t depth, float **x) {
   glow_config cfg;
   glow_config_init(&cfg);
@@ -80,15 +136,8 @@ static glow_model *make(const bench_config *b, int32_t depth, float **x) {
   cfg.hidden = b->hidden;
   glow_model *m = NULL;
   check(glow_model_create(&cfg, &m), "create");
-  int64_t d = glow_model_dim(m);
-  size_t count = (size_t)(b->batch * d);
-  uint8_t *px = malloc(count);
-  *x = malloc(sizeof(float) * count);
-  for (size_t i = 0; i < count; i++) /* smooth-ish synthetic images */
-    px[i] = (uint8_t)(128 + 100 * sin(0.05 * (double)i));
-  check(glow_preprocess(m, px, b->batch, 1, *x), "preprocess");
+  *x = make_input(m, b);
   check(glow_data_init(m, *x, NULL, b->batch), "data_init");
-  free(px);
   return m;
 }
 
@@ -123,46 +172,75 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static double time_op(op_fn op, glow_model *m, const bench_config *b,
-                      float *x, float *y, double seconds) {
+                      float *x, float *y, double seconds, int *calls) {
   double t[256];
   int n = 0;
+  const int min_calls = g_min_calls < 256 ? g_min_calls : 256;
   check(op(m, b, x, y), "warm-up");
   double start = now();
-  while (n < 256 && (n < 3 || now() - start < seconds)) {
+  while (n < 256 && (n < min_calls || now() - start < seconds)) {
     double t0 = now();
     check(op(m, b, x, y), "timed call");
     t[n++] = now() - t0;
   }
   qsort(t, (size_t)n, sizeof t[0], cmp_double);
+  if (calls)
+    *calls = n;
   return t[n / 2];
 }
 
 static void run_speed(const bench_config *b, double seconds) {
   float *x;
-  glow_model *m = make(b, b->depth, &x);
+  glow_model *m = g_model_path ? load(b, &x) : make(b, b->depth, &x);
   int64_t d = glow_model_dim(m);
   float *y = malloc(sizeof(float) * (size_t)(b->batch * d));
   struct {
-    const char *name;
+    const char *name, *key;
     op_fn fn;
     int mode;
-  } ops[] = {{"forward", op_forward, -1},
-             {"inverse", op_inverse, -1},
-             {"sample", op_sample, -1},
-             {"train step (recompute)", op_train, GLOW_BACKWARD_RECOMPUTE},
-             {"train step (store)", op_train, GLOW_BACKWARD_STORE}};
-  printf("%s: %dx%dx%d, L=%d, K=%d, hidden %d, batch %d, %lld parameters\n",
-         b->name, b->h, b->w, b->c, b->levels, b->depth, b->hidden, b->batch,
-         (long long)glow_param_count(m));
+  } ops[] = {
+      {"forward", "forward", op_forward, -1},
+      {"inverse", "inverse", op_inverse, -1},
+      {"sample", "sample", op_sample, -1},
+      {"train step (recompute)", "train-recompute", op_train,
+       GLOW_BACKWARD_RECOMPUTE},
+      {"train step (store)", "train-store", op_train, GLOW_BACKWARD_STORE}};
+  if (g_keep_ws)
+    check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), "set_option");
+  if (!g_json)
+    printf("%s: %dx%dx%d, L=%d, K=%d, hidden %d, batch %d, %lld "
+           "parameters\n",
+           b->name, b->h, b->w, b->c, b->levels, b->depth, b->hidden,
+           b->batch, (long long)glow_param_count(m));
   for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    if (g_only && strcmp(g_only, ops[i].key))
+      continue;
     if (ops[i].mode >= 0)
       check(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, ops[i].mode),
             "set_option");
-    double s = time_op(ops[i].fn, m, b, x, y, seconds);
-    printf("  %-24s %9.1f images/s  (%.1f ms per batch)\n", ops[i].name,
-           b->batch / s, 1e3 * s);
+    double setup = proc_status_mib("VmRSS"), total = proc_status_mib("VmHWM");
+    if (g_json)
+      reset_peak();
+    int calls = 0;
+    double s = time_op(ops[i].fn, m, b, x, y, seconds, &calls);
+    if (!g_json) {
+      printf("  %-24s %9.1f images/s  (%.1f ms per batch)\n", ops[i].name,
+             b->batch / s, 1e3 * s);
+      continue;
+    }
+    double peak = proc_status_mib("VmHWM");
+    printf("{\"impl\": \"libglow\", \"version\": \"%s\", \"config\": "
+           "\"%s\", \"op\": \"%s\", \"batch\": %d, \"median_s\": %.6g, "
+           "\"images_per_s\": %.6g, \"calls\": %d, \"keep_workspace\": %d, "
+           "\"setup_rss_mib\": %.1f, \"peak_rss_mib\": %.1f, "
+           "\"peak_rss_total_mib\": %.1f}\n",
+           glow_version_string(), b->name, ops[i].key, b->batch, s,
+           b->batch / s, calls, g_keep_ws, setup, peak,
+           peak > total ? peak : total);
   }
-  printf("  peak resident memory     %9.1f MiB\n", proc_status_mib("VmHWM"));
+  if (!g_json)
+    printf("  peak resident memory     %9.1f MiB\n",
+           proc_status_mib("VmHWM"));
   free(y);
   free(x);
   glow_model_free(m);
@@ -190,7 +268,7 @@ static void run_memory(const bench_config *b, int32_t depth, int mode) {
 }
 
 /* Run `fn` in a child so that each peak is its own. */
-static void isolated(void (*fn)(const void *), const void *arg) {
+static int isolated(void (*fn)(const void *), const void *arg) {
   fflush(stdout);
   pid_t pid = fork();
   if (pid == 0) {
@@ -200,8 +278,11 @@ static void isolated(void (*fn)(const void *), const void *arg) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status))
+  if (!WIFEXITED(status) || WEXITSTATUS(status)) {
     fprintf(stderr, "bench: a measurement failed\n");
+    return 1;
+  }
+  return 0;
 }
 
 static double g_seconds = 3.0;
@@ -223,8 +304,52 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
       g_seconds = atof(argv[++i]);
-    else
+    else if (!strcmp(argv[i], "--json"))
+      g_json = 1;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+      g_only = argv[++i];
+    else if (!strcmp(argv[i], "--min-calls") && i + 1 < argc)
+      g_min_calls = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--keep-workspace"))
+      g_keep_ws = 1;
+    else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+      g_model_path = argv[++i];
+    else if (!strcmp(argv[i], "--save-model") && i + 1 < argc)
+      g_save_path = argv[++i];
+    else if (argv[i][0] == '-') {
+      fprintf(stderr, "bench: unknown or incomplete option %s\n", argv[i]);
+      return 2;
+    } else
       what = argv[i];
+  }
+  if (g_only && strcmp(g_only, "forward") && strcmp(g_only, "inverse") &&
+      strcmp(g_only, "sample") && strcmp(g_only, "train-recompute") &&
+      strcmp(g_only, "train-store")) {
+    fprintf(stderr, "bench: --only takes forward, inverse, sample, "
+                    "train-recompute or train-store\n");
+    return 2;
+  }
+  if (g_min_calls < 1)
+    g_min_calls = 1;
+  if (g_save_path || g_model_path || g_json) {
+    const bench_config *b = NULL;
+    for (int i = 0; i < 2; i++)
+      if (!strcmp(what, configs[i].name))
+        b = &configs[i];
+    if (!b) {
+      fprintf(stderr, "bench: --json, --model and --save-model need the "
+                      "config: fashion or cifar\n");
+      return 2;
+    }
+    if (g_save_path) {
+      float *x;
+      glow_model *m = make(b, b->depth, &x);
+      check(glow_model_save(m, g_save_path), g_save_path);
+      free(x);
+      glow_model_free(m);
+      return 0;
+    }
+    return isolated(speed_child, b);
   }
   printf("libglow %s\n", glow_version_string());
   for (int i = 0; i < 2; i++)
