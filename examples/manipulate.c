@@ -86,15 +86,32 @@ static int32_t encode_class(context *c, int k, int32_t count, float *eps,
   return n;
 }
 
-/* Decode n latents (with label k for conditional models) into pixels. */
+/* Decode n latents (with label k for conditional models) into pixels.
+ * Far from the data (a long move along a direction) the inverse of a
+ * trained flow can overflow; such an image becomes a grey tile instead of
+ * failing the whole picture. */
+static int failed_tiles = 0;
+
 static void decode(context *c, const float *eps, int32_t n, int k,
                    uint8_t *px) {
   float *x = xmalloc(sizeof(float) * (size_t)(n * c->d));
   int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)n);
+  const int32_t *labels = c->cfg.n_classes ? lab : NULL;
   for (int32_t i = 0; i < n; i++)
     lab[i] = k;
-  check(glow_inverse(c->m, eps, c->cfg.n_classes ? lab : NULL, n, x),
-        "decoding");
+  int rc = glow_inverse(c->m, eps, labels, n, x);
+  if (rc == GLOW_ERR_NUMERIC) {
+    for (int32_t i = 0; i < n; i++) { /* one by one, to find the culprits */
+      float *xi = x + (size_t)i * c->d;
+      if (glow_inverse(c->m, eps + (size_t)i * c->d, labels, 1, xi)) {
+        for (int64_t j = 0; j < c->d; j++)
+          xi[j] = 0.0f; /* mid-grey */
+        failed_tiles++;
+      }
+    }
+    rc = GLOW_OK;
+  }
+  check(rc, "decoding");
   check(glow_postprocess(c->m, x, n, px), "postprocess");
   free(x);
   free(lab);
@@ -155,7 +172,7 @@ int main(int argc, char **argv) {
   int32_t n0 = encode_class(&c, without, count, e0, i0);
   float *dir = xmalloc(sizeof(float) * (size_t)c.d);
   check(glow_latent_direction(e1, n1, e0, n0, c.d, dir), "direction");
-  printf("direction %s - %s from %d and %d images\n", class_names[with],
+  printf("direction %s - %s from %d and %d test images\n", class_names[with],
          class_names[without], n1, n0);
 
   /* Rows: images of the `without` class moved along the direction. */
@@ -181,6 +198,9 @@ int main(int argc, char **argv) {
   decode(&c, row, COLS, without, px);
   write_png(&c, out, "interpolate.png", px, 1, COLS);
 
+  if (failed_tiles)
+    printf("%d images could not be decoded (out of float range): grey "
+           "tiles\n", failed_tiles);
   free(e1);
   free(e0);
   free(i1);
