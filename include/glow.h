@@ -39,12 +39,13 @@
  *           buffer after a call returns.
  *
  * Threads.  Inference calls (glow_forward, glow_inverse, glow_logdet,
- *           glow_log_prob, glow_bits_per_dim, glow_sample, glow_preprocess,
- *           glow_postprocess, and the const queries) may run concurrently on
- *           one model.  Calls that change a model (glow_data_init,
- *           glow_backward, glow_zero_grad, writes through glow_params or
- *           glow_grads) need exclusive access to it.  Different models are
- *           independent.
+ *           glow_log_prob, glow_bits_per_dim, glow_sample, glow_classify,
+ *           glow_preprocess, glow_postprocess, glow_model_save*, and the
+ *           const queries) may run concurrently on one model.  Calls that
+ *           change a model (glow_data_init, glow_backward, glow_zero_grad,
+ *           glow_set_option, writes through glow_params or glow_grads) need
+ *           exclusive access to it.  Different models are independent; the
+ *           glow_latent_* functions touch no model.
  *
  * Memory.   Each call allocates the scratch memory it needs and frees it
  *           before returning.  A model owns its parameters and gradients
