@@ -243,9 +243,11 @@ GLOW_API int glow_bits_per_dim(glow_model *m, const float *x,
 
 /**
  * Draw n images at temperature T: glow_inverse(T * eps) with eps ~ N(0, I)
- * from a generator seeded by `seed`.  The same seed gives the same images on
- * every run and thread count, and image i's noise depends only on (seed, i),
- * not on n; T = 0 gives the mode.  x: n x D output.
+ * from a generator seeded by `seed`.  Image i's noise depends only on
+ * (seed, i): not on n, not on threads.  The same seed gives bit-identical
+ * images on every run with the same BLAS thread count; across thread counts
+ * they agree to float rounding (relative 1e-5), because the BLAS orders
+ * its sums by thread.  T = 0 gives the mode.  x: n x D output.
  * Far in the tails, at high temperature, the inverse of a trained model can
  * overflow float range; such an image is redrawn with fresh noise (still a
  * function of seed and i), up to 16 times, so a batch does not fail for a
