@@ -36,6 +36,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,21 +249,28 @@ static void run_speed(const bench_config *b, double seconds) {
 
 /* Growth of the resident set during one training step. */
 static void run_memory(const bench_config *b, int32_t depth, int mode) {
+  /* Large blocks always from mmap, so that freed workspaces leave the
+   * resident set (glibc otherwise raises its threshold after the first
+   * free and keeps them in the heap, which blurs the baseline). */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   float *x;
   glow_model *m = make(b, depth, &x);
   check(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode), "set_option");
   float loss;
-  check(glow_backward(m, x, NULL, b->batch, &loss), "backward");
-  /* The model may keep a training workspace between calls; count it. */
+  check(glow_zero_grad(m), "zero_grad"); /* the gradients' pages, now */
   double base = proc_status_mib("VmRSS");
   reset_peak();
   check(glow_backward(m, x, NULL, b->batch, &loss), "backward");
-  double peak = proc_status_mib("VmHWM");
-  double params = 2.0 * (double)glow_param_count(m) * 4 / (1 << 20);
-  printf("  K=%-3d %-10s params+grads %7.1f MiB, training step peak %7.1f "
-         "MiB above a resident set of %7.1f MiB\n",
-         depth, mode == GLOW_BACKWARD_STORE ? "store" : "recompute", params,
-         peak - base, base);
+  double peak = proc_status_mib("VmHWM") - base;
+  /* glow_backward sums gradients in a scratch buffer the size of the
+   * parameters and adds them to glow_grads() only if all are finite; the
+   * rest of the growth is the activation workspace. */
+  double scratch = (double)glow_param_count(m) * 4 / (1 << 20);
+  printf("  K=%-3d %-10s growth during the step %7.1f MiB = gradient "
+         "scratch %6.1f + activations %6.1f; model: parameters %6.1f, "
+         "gradients %6.1f\n",
+         depth, mode == GLOW_BACKWARD_STORE ? "store" : "recompute", peak,
+         scratch, peak - scratch, scratch, scratch);
   free(x);
   glow_model_free(m);
 }
