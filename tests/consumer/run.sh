@@ -26,6 +26,12 @@ cc -std=c11 "$here/consumer.c" -o "$work/c_static" \
   $(pkg-config --static --libs-only-l --libs-only-L glow | sed 's/-lglow//')
 "$work/c_static"
 
+# The README's example, as a user would paste it.
+awk '/^```c$/ {f = 1; next} /^```$/ {f = 0} f' "$here/../../README.md" > "$work/readme.c"
+cc -std=c11 -Wall -Wextra -Werror "$work/readme.c" -o "$work/readme" \
+  $(pkg-config --cflags --libs glow)
+"$work/readme"
+
 echo "== find_package"
 cmake -S "$here" -B "$work/cm" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/cm" >/dev/null
