@@ -13,9 +13,7 @@ static int check(const glow_model *m, const void *in, const void *out,
   if (!m || !in || !out)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : !in ? "input" : "output");
-  if (n < 1 || (int64_t)n * m->dim > INT32_MAX)
-    return glow__fail(GLOW_ERR_BATCH, "%s: invalid batch size n = %d", fn, n);
-  return GLOW_OK;
+  return glow__check_batch(m, n, fn);
 }
 
 int glow_preprocess(const glow_model *m, const uint8_t *pixels, int32_t n,

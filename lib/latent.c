@@ -17,13 +17,20 @@ static int check_vectors(const void *a, const void *b, const void *out,
   return GLOW_OK;
 }
 
+/* The vector checks plus a finite interpolation parameter. */
+static int check_interp(const float *a, const float *b, const float *out,
+                        int64_t dim, float t, const char *fn) {
+  int rc = check_vectors(a, b, out, dim, fn);
+  if (!rc && !isfinite(t))
+    rc = glow__fail(GLOW_ERR_ARG, "%s: t is not finite", fn);
+  return rc;
+}
+
 int glow_latent_lerp(const float *a, const float *b, int64_t dim, float t,
                      float *out) {
-  int rc = check_vectors(a, b, out, dim, "glow_latent_lerp");
+  int rc = check_interp(a, b, out, dim, t, "glow_latent_lerp");
   if (rc)
     return rc;
-  if (!isfinite(t))
-    return glow__fail(GLOW_ERR_ARG, "glow_latent_lerp: t is not finite");
   for (int64_t i = 0; i < dim; i++)
     out[i] = (float)((1.0 - t) * a[i] + (double)t * b[i]);
   return GLOW_OK;
@@ -31,11 +38,9 @@ int glow_latent_lerp(const float *a, const float *b, int64_t dim, float t,
 
 int glow_latent_slerp(const float *a, const float *b, int64_t dim, float t,
                       float *out) {
-  int rc = check_vectors(a, b, out, dim, "glow_latent_slerp");
+  int rc = check_interp(a, b, out, dim, t, "glow_latent_slerp");
   if (rc)
     return rc;
-  if (!isfinite(t))
-    return glow__fail(GLOW_ERR_ARG, "glow_latent_slerp: t is not finite");
   double aa = 0.0, bb = 0.0, ab = 0.0;
   for (int64_t i = 0; i < dim; i++) {
     aa += (double)a[i] * a[i];
