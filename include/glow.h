@@ -422,6 +422,7 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 /** Option numbers (pinned). */
 #define GLOW_OPT_BACKWARD_MODE 1
 #define GLOW_OPT_KEEP_WORKSPACE 2
+#define GLOW_OPT_THREADS 3
 
 /** Values of GLOW_OPT_BACKWARD_MODE, bounds [0, 1], default RECOMPUTE.
  *
@@ -456,6 +457,37 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  *    first touching fresh memory on every call, about 5% of a training step
  *    in RECOMPUTE mode and 25% in STORE mode, for holding the workspace
  *    between calls. */
+
+/* GLOW_OPT_THREADS, bounds [0, 256], default 0 (automatic).
+ * How many threads of its own a call on this model runs.  Every image goes
+ * through the flow on its own, so a call with t > 1 threads splits its
+ * batch of n into min(t, n) shards of consecutive images, sizes differing
+ * by at most one, and runs each shard with its own workspace on a thread
+ * of its own; the calling thread runs the first.  glow_backward then adds
+ * the shards' gradients in shard order.  The call starts its threads and
+ * joins them before returning; a thread that cannot be started leaves its
+ * shard to the calling thread.  glow_data_init always runs on the calling
+ * thread alone: its statistics are those of the whole batch.
+ *
+ * This pays only when the BLAS runs single-threaded inside those threads:
+ * two multi-threaded matrix products at once fight for the same cores.
+ * With OpenBLAS set OPENBLAS_NUM_THREADS=1 in the environment (or call
+ * openblas_set_num_threads(1)); libglow then uses every core itself, and
+ * on 2 cores runs about twice as fast as OpenBLAS's own threads do on
+ * Glow's matrix shapes (docs/performance.md).
+ *   0: automatic: one thread per CPU the process may run on (its affinity
+ *      mask) when the BLAS is OpenBLAS running one thread
+ *      (openblas_get_num_threads() == 1); otherwise 1.
+ *   1: no threads of libglow's own; the BLAS may thread each product.
+ *   t: t threads, whatever the BLAS does.
+ * Results: with a single-threaded BLAS, the inference calls give the same
+ * bits for every number of threads (each image's arithmetic does not
+ * depend on its shard).  glow_backward's loss and gradients are sums over
+ * shards: the same bits for the same number of shards, and equal up to
+ * float rounding across numbers of shards.
+ * Memory: the shards' workspaces together hold about what one for the
+ * whole batch would; glow_backward adds one parameter-sized gradient
+ * buffer per shard beyond the first. */
 
 /**
  * Set option `option` of model m to `value`.  Takes effect from the next

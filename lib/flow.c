@@ -248,8 +248,10 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   double logp = 0.0;
   for (int32_t i = 0; i < n; i++)
     logp += glow__log_prob(ws->eps + (int64_t)i * m->dim, m->dim, ws->ld[i]);
-  *loss = glow__bits_per_dim(logp / n, m->dim, cfg->n_bits);
-  ws->geps = (float)(1.0 / ((double)n * D * GLOW__LN_2));
+  /* A shard's share of the batch mean; 1 (exactly) when not sharded. */
+  const double share = (double)n / ws->n_total;
+  *loss = share * glow__bits_per_dim(logp / n, m->dim, cfg->n_bits);
+  ws->geps = (float)(1.0 / ((double)ws->n_total * D * GLOW__LN_2));
   ws->gld = -ws->geps;
 
   /* 3. The top: its prior, and the classifier on the same latent.  ws->z
@@ -262,7 +264,7 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
     return not_finite("gradient", top, -1, "top prior");
   if (cfg->n_classes > 0) {
     double ce = glow__classifier_backward(m, lt, ws, labels, G);
-    *loss += cfg->class_weight * ce / GLOW__LN_2;
+    *loss += share * cfg->class_weight * ce / GLOW__LN_2;
     if (!isfinite(ce) || !glow__all_finite(ws->g, top_count) ||
         !grads_finite(m, G, m->cls_tensors))
       return not_finite("gradient", top, -1, "classifier");
@@ -310,6 +312,7 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   const glow_config *cfg = &m->cfg;
   memset(ws, 0, sizeof *ws);
   ws->n = n;
+  ws->n_total = n;
   ws->cap = n;
   /* Every size in int64: n * max_hw * hidden overflows int32 long before
    * the batch check's n * D <= INT32_MAX stops it. */

@@ -19,6 +19,32 @@ int glow__fail(int status, const char *fmt, ...)
 #endif
     ;
 
+/* ---- Threads (parallel.c) -------------------------------------------------
+ * A call's batch splits into at most GLOW__MAX_THREADS shards of whole
+ * images, one per thread; see parallel.c. */
+#define GLOW__MAX_THREADS 256
+typedef struct {
+  int32_t first, count; /* images [first, first + count) of the batch */
+  int rc;               /* the shard's status */
+  char msg[512];        /* its glow_last_error() when rc != 0 */
+} glow__shard;
+/* Threads for a call on m: GLOW_OPT_THREADS, or the automatic choice. */
+int32_t glow__threads(const glow_model *m);
+/* n images split into *count = min(threads, n) shards, in a new array
+ * (free() it); NULL after recording NOMEM. */
+glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count);
+/* Record a shard's status and, on failure, the message of the thread that
+ * ran it (messages are per thread). */
+void glow__shard_done(glow__shard *sh, int rc);
+/* The first failed shard's status and message, raised again in the calling
+ * thread; GLOW_OK if none failed. */
+int glow__shards_status(const glow__shard *sh, int32_t count);
+/* fn(ctx, s) for every shard s in [0, shards), one thread per shard, the
+ * calling thread taking shard 0; returns when all are done.  A thread
+ * that cannot be started leaves its shard to the calling thread. */
+void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
+                    void *ctx);
+
 /* ---- Random numbers (rng.c) ----------------------------------------------
  * Counter-based: the value at index i depends only on (seed, stream, i), so
  * results do not depend on how work is split across threads. */
@@ -194,7 +220,9 @@ typedef struct {
 } glow__saved;
 
 typedef struct {
-  int32_t n;        /* images of this call */
+  int32_t n;        /* images of this call (of this shard, if sharded) */
+  int32_t n_total;  /* images of the whole batch, which the training loss
+                       averages over (n when the call is not sharded) */
   int32_t cap;      /* images the buffers below hold (n <= cap): a kept
                        training workspace serves any smaller batch */
   float *z, *t;     /* n*D each: current tensor and a spare */
@@ -254,7 +282,9 @@ struct glow_model {
   /* Training options (train.c); zero, the defaults, after creation. */
   int32_t backward_mode;  /* GLOW_OPT_BACKWARD_MODE */
   int32_t keep_workspace; /* GLOW_OPT_KEEP_WORKSPACE */
-  glow__ws *train_ws;     /* kept training workspace, or NULL */
+  int32_t threads;        /* GLOW_OPT_THREADS, 0 = automatic */
+  glow__ws *train_ws;     /* kept training workspaces, one per shard */
+  int32_t train_shards;   /* how many train_ws holds (0: none) */
 };
 
 int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws);
@@ -377,7 +407,9 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x);
 /* The training pass on a glow__ws_alloc_train workspace: the forward, the
  * loss (mean bits/dim + class_weight * mean cross-entropy / ln 2) into
- * *loss, and its gradient into ws->G (added; the caller zeroes it).
+ * *loss, and its gradient into ws->G (added; the caller zeroes it).  For
+ * a shard (ws->n < ws->n_total) both are its share of the whole batch's,
+ * whose means are over n_total images: the shards' sum is the batch's.
  * NUMERIC, naming the layer, where a value or gradient is not finite. */
 int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
                         const int32_t *labels, double *loss);

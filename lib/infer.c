@@ -57,14 +57,65 @@ static int check_call(const glow_model *m, const void *in, const void *out,
   return rc ? rc : glow__check_labels(m, labels, n, fn);
 }
 
-/* Forward pass into eps, leaving per-image logdets in ws->ld.  The caller
- * frees ws. */
-static int run_forward(glow_model *m, const float *x, const int32_t *labels,
-                       int32_t n, float *eps, glow__ws *ws, const char *fn) {
-  int rc = glow__ws_alloc(m, n, ws);
-  if (rc)
-    return rc;
-  rc = glow__flow_forward(m, m->params, ws, x, labels, eps);
+/* ---- Sharded passes ---------------------------------------------------------
+ * Each shard allocates its own workspace and runs the flow on its images;
+ * the caller checks the merged outputs, so messages name batch indices. */
+
+typedef struct {
+  const glow_model *m;
+  const float *in;        /* x (forward) or eps (inverse) */
+  const int32_t *labels;
+  float *out;             /* eps (forward) or x (inverse) */
+  double *ld;             /* forward: per-image log-determinants */
+  float *ztop;            /* forward, optional: the top latent z */
+  float scale;            /* inverse: temperature of eps */
+  glow__shard *sh;
+} pass_job;
+
+/* Run a pass over shards of the batch; the first failed shard's status. */
+static int run_shards(pass_job *j, int32_t n,
+                      void (*fn)(void *ctx, int32_t shard)) {
+  int32_t shards;
+  j->sh = glow__shards_new(n, glow__threads(j->m), &shards);
+  if (!j->sh)
+    return GLOW_ERR_NOMEM;
+  glow__parallel(shards, fn, j);
+  int rc = glow__shards_status(j->sh, shards);
+  free(j->sh);
+  return rc;
+}
+
+static void forward_shard(void *arg, int32_t s) {
+  pass_job *j = arg;
+  const glow_model *m = j->m;
+  const glow__shard *sh = &j->sh[s];
+  const int64_t d = m->dim, at = sh->first;
+  glow__ws ws;
+  int rc = glow__ws_alloc(m, sh->count, &ws);
+  if (!rc)
+    rc = glow__flow_forward(m, m->params, &ws, j->in + at * d,
+                            j->labels ? j->labels + at : NULL,
+                            j->out + at * d);
+  if (!rc) {
+    memcpy(j->ld + at, ws.ld, sizeof(double) * (size_t)sh->count);
+    if (j->ztop) { /* the forward leaves the top latent in ws.z */
+      const glow__level *top = &m->levels[m->cfg.levels - 1];
+      const int64_t zs = (int64_t)top->h * top->w * top->c;
+      memcpy(j->ztop + at * zs, ws.z, sizeof(float) * (size_t)(sh->count * zs));
+    }
+  }
+  glow__ws_free(&ws);
+  glow__shard_done(&j->sh[s], rc);
+}
+
+/* Forward pass into eps, with per-image logdets in ld and, if ztop is not
+ * NULL, the top latent z (n x h*w*c of the top level). */
+static int run_forward(const glow_model *m, const float *x,
+                       const int32_t *labels, int32_t n, float *eps,
+                       double *ld, float *ztop, const char *fn) {
+  pass_job j = {.m = m, .in = x, .labels = labels, .out = eps, .ld = ld,
+                .ztop = ztop};
+  int rc = run_shards(&j, n, forward_shard);
   if (rc)
     return rc;
   if (!glow__all_finite(eps, n * m->dim))
@@ -73,7 +124,7 @@ static int run_forward(glow_model *m, const float *x, const int32_t *labels,
                       "out of range)",
                       fn);
   for (int32_t i = 0; i < n; i++)
-    if (!isfinite(ws->ld[i]))
+    if (!isfinite(ld[i]))
       return glow__fail(GLOW_ERR_NUMERIC,
                         "%s: the log-determinant of image %d is not finite",
                         fn, i);
@@ -85,12 +136,14 @@ int glow_forward(glow_model *m, const float *x, const int32_t *labels,
   int rc = check_call(m, x, eps, labels, n, "glow_forward");
   if (rc)
     return rc;
-  glow__ws ws;
-  rc = run_forward(m, x, labels, n, eps, &ws, "glow_forward");
+  double *ld = malloc(sizeof(double) * (size_t)n);
+  if (!ld)
+    return glow__fail(GLOW_ERR_NOMEM, "glow_forward: out of memory");
+  rc = run_forward(m, x, labels, n, eps, ld, NULL, "glow_forward");
   if (!rc && logdet)
     for (int32_t i = 0; i < n; i++)
-      logdet[i] = (float)ws.ld[i];
-  glow__ws_free(&ws);
+      logdet[i] = (float)ld[i];
+  free(ld);
   return rc;
 }
 
@@ -99,14 +152,15 @@ static int log_prob64(glow_model *m, const float *x, const int32_t *labels,
                       int32_t n, double *out, const char *fn) {
   int rc;
   float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
-  if (!eps)
-    return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
-  glow__ws ws;
-  rc = run_forward(m, x, labels, n, eps, &ws, fn);
+  double *ld = malloc(sizeof(double) * (size_t)n);
+  if (!eps || !ld)
+    rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
+  else
+    rc = run_forward(m, x, labels, n, eps, ld, NULL, fn);
   for (int32_t i = 0; !rc && i < n; i++)
-    out[i] = glow__log_prob(eps + (int64_t)i * m->dim, m->dim, ws.ld[i]);
-  glow__ws_free(&ws);
+    out[i] = glow__log_prob(eps + (int64_t)i * m->dim, m->dim, ld[i]);
   free(eps);
+  free(ld);
   return rc;
 }
 
@@ -150,16 +204,28 @@ int glow_logdet(glow_model *m, const float *x, const int32_t *labels,
   return rc;
 }
 
+static void inverse_shard(void *arg, int32_t s) {
+  pass_job *j = arg;
+  const glow_model *m = j->m;
+  const glow__shard *sh = &j->sh[s];
+  const int64_t d = m->dim, at = sh->first;
+  glow__ws ws;
+  int rc = glow__ws_alloc(m, sh->count, &ws);
+  if (!rc)
+    rc = glow__flow_inverse(m, &ws, j->in + at * d, j->scale,
+                            j->labels ? j->labels + at : NULL,
+                            j->out + at * d);
+  glow__ws_free(&ws);
+  glow__shard_done(&j->sh[s], rc);
+}
+
 /* Inverse of eps scaled by `scale`, with the output checked. */
 static int run_inverse(glow_model *m, const float *eps, float scale,
                        const int32_t *labels, int32_t n, float *x,
                        const char *fn) {
-  glow__ws ws;
-  int rc = glow__ws_alloc(m, n, &ws);
-  if (rc)
-    return rc;
-  rc = glow__flow_inverse(m, &ws, eps, scale, labels, x);
-  glow__ws_free(&ws);
+  pass_job j = {.m = m, .in = eps, .labels = labels, .out = x,
+                .scale = scale};
+  int rc = run_shards(&j, n, inverse_shard);
   if (!rc && !glow__all_finite(x, n * m->dim))
     rc = glow__fail(GLOW_ERR_NUMERIC,
                     "%s: the output is not finite (latent or parameters out "
@@ -190,13 +256,16 @@ static void draw_noise(uint64_t seed, int32_t attempt, int64_t image,
 
 /* Far in the tails, at high temperature, the inverse of a trained flow can
  * overflow float range for a few images.  Those are redrawn (up to
- * GLOW__SAMPLE_TRIES times) rather than failing the whole batch. */
-static int sample_batch(glow_model *m, glow__ws *ws, int32_t n, float t,
-                        uint64_t seed, const int32_t *labels, float *x,
-                        float *eps, float *xb, int32_t *idx, int32_t *lab) {
+ * GLOW__SAMPLE_TRIES times) rather than failing the whole batch.  The n
+ * images are those of the batch from index `first` on, which the noise and
+ * the messages use; labels and x point at the first one's. */
+static int sample_batch(const glow_model *m, glow__ws *ws, int32_t first,
+                        int32_t n, float t, uint64_t seed,
+                        const int32_t *labels, float *x, float *eps,
+                        float *xb, int32_t *idx, int32_t *lab) {
   const int64_t d = m->dim;
   for (int32_t i = 0; i < n; i++)
-    draw_noise(seed, 0, i, d, eps + i * d);
+    draw_noise(seed, 0, (int64_t)first + i, d, eps + i * d);
   int rc = glow__flow_inverse(m, ws, eps, t, labels, x);
   for (int32_t attempt = 1; !rc; attempt++) {
     int32_t nb = 0;
@@ -209,9 +278,9 @@ static int sample_batch(glow_model *m, glow__ws *ws, int32_t n, float t,
       return glow__fail(GLOW_ERR_NUMERIC,
                         "glow_sample: image %d is not finite after %d draws "
                         "(parameters out of range, or temperature too high)",
-                        idx[0], GLOW__SAMPLE_TRIES);
+                        first + idx[0], GLOW__SAMPLE_TRIES);
     for (int32_t b = 0; b < nb; b++) {
-      draw_noise(seed, attempt, idx[b], d, eps + b * d);
+      draw_noise(seed, attempt, (int64_t)first + idx[b], d, eps + b * d);
       lab[b] = labels ? labels[idx[b]] : 0;
     }
     ws->n = nb; /* a smaller batch in the same workspace */
@@ -220,6 +289,43 @@ static int sample_batch(glow_model *m, glow__ws *ws, int32_t n, float t,
       memcpy(x + idx[b] * d, xb + b * d, sizeof(float) * (size_t)d);
   }
   return rc;
+}
+
+typedef struct {
+  const glow_model *m;
+  float temperature;
+  uint64_t seed;
+  const int32_t *labels;
+  float *x;
+  glow__shard *sh;
+} sample_job;
+
+static void sample_shard(void *arg, int32_t s) {
+  sample_job *j = arg;
+  const glow_model *m = j->m;
+  const int32_t first = j->sh[s].first, n = j->sh[s].count;
+  const size_t count = (size_t)(n * m->dim);
+  float *eps = malloc(sizeof(float) * count);
+  float *xb = malloc(sizeof(float) * count);
+  int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
+  int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+  glow__ws ws;
+  memset(&ws, 0, sizeof ws);
+  int rc = GLOW_OK;
+  if (!eps || !xb || !idx || !lab)
+    rc = glow__fail(GLOW_ERR_NOMEM, "glow_sample: out of memory");
+  if (!rc)
+    rc = glow__ws_alloc(m, n, &ws);
+  if (!rc)
+    rc = sample_batch(m, &ws, first, n, j->temperature, j->seed,
+                      j->labels ? j->labels + first : NULL,
+                      j->x + (int64_t)first * m->dim, eps, xb, idx, lab);
+  glow__ws_free(&ws);
+  free(eps);
+  free(xb);
+  free(idx);
+  free(lab);
+  glow__shard_done(&j->sh[s], rc);
 }
 
 int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
@@ -237,25 +343,14 @@ int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
     return glow__fail(GLOW_ERR_ARG,
                       "%s: temperature %g must be finite and >= 0", fn,
                       (double)temperature);
-  const size_t count = (size_t)(n * m->dim);
-  float *eps = malloc(sizeof(float) * count);
-  float *xb = malloc(sizeof(float) * count);
-  int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
-  int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
-  glow__ws ws;
-  memset(&ws, 0, sizeof ws);
-  if (!eps || !xb || !idx || !lab)
-    rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
-  if (!rc)
-    rc = glow__ws_alloc(m, n, &ws);
-  if (!rc)
-    rc = sample_batch(m, &ws, n, temperature, seed, labels, x, eps, xb, idx,
-                      lab);
-  glow__ws_free(&ws);
-  free(eps);
-  free(xb);
-  free(idx);
-  free(lab);
+  sample_job j = {m, temperature, seed, labels, x, NULL};
+  int32_t shards;
+  j.sh = glow__shards_new(n, glow__threads(m), &shards);
+  if (!j.sh)
+    return GLOW_ERR_NOMEM;
+  glow__parallel(shards, sample_shard, &j);
+  rc = glow__shards_status(j.sh, shards);
+  free(j.sh);
   return rc;
 }
 
@@ -277,19 +372,19 @@ int glow_classify(glow_model *m, const float *x, int32_t n, float *logits,
   const int32_t nc = m->cfg.n_classes;
   /* The top latent z does not depend on the label; only its
    * standardisation does, so any valid label will do for the pass. */
+  const int64_t zsize = (int64_t)top->h * top->w * top->c;
   int32_t *labels = calloc((size_t)n, sizeof *labels);
   float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  float *z = malloc(sizeof(float) * (size_t)(n * zsize));
+  double *ld = malloc(sizeof(double) * (size_t)n);
   double *buf = malloc(sizeof(double) * (size_t)(top->c + nc));
-  glow__ws ws;
-  memset(&ws, 0, sizeof ws);
-  if (!labels || !eps || !buf)
+  if (!labels || !eps || !z || !ld || !buf)
     rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   if (!rc)
-    rc = run_forward(m, x, labels, n, eps, &ws, fn);
-  const int64_t zsize = (int64_t)top->h * top->w * top->c;
+    rc = run_forward(m, x, labels, n, eps, ld, z, fn);
   for (int32_t i = 0; !rc && i < n; i++) {
     double *lg = buf + top->c, mx = -HUGE_VAL, se = 0.0;
-    glow__classifier_logits(m, top, ws.z + i * zsize, buf, lg);
+    glow__classifier_logits(m, top, z + i * zsize, buf, lg);
     for (int32_t j = 0; j < nc; j++)
       mx = lg[j] > mx ? lg[j] : mx;
     for (int32_t j = 0; j < nc; j++)
@@ -301,9 +396,10 @@ int glow_classify(glow_model *m, const float *x, int32_t n, float *logits,
         probs[(int64_t)i * nc + j] = (float)(exp(lg[j] - mx) / se);
     }
   }
-  glow__ws_free(&ws);
   free(labels);
   free(eps);
+  free(z);
+  free(ld);
   free(buf);
   return rc;
 }

@@ -215,8 +215,9 @@ void glow__classifier_logits(const glow_model *m, const glow__level *lv,
 }
 
 /* CE = logsumexp(logits) - logits[label], in double.  dL/dlogits =
- * w (softmax - onehot) with w = class_weight / (n ln 2); the mean over
- * positions spreads dL/dmean evenly. */
+ * w (softmax - onehot) with w = class_weight / (n ln 2), n the whole
+ * batch's size (ws->n_total); the mean over positions spreads dL/dmean
+ * evenly.  Returns the mean over this workspace's ws->n images. */
 double glow__classifier_backward(const glow_model *m, const glow__level *lv,
                                  glow__ws *ws, const int32_t *labels,
                                  float *G) {
@@ -224,7 +225,7 @@ double glow__classifier_backward(const glow_model *m, const glow__level *lv,
   const int64_t hw = (int64_t)lv->h * lv->w;
   const float *W = m->params + m->cls_w;
   const double wt = (double)m->cfg.class_weight /
-                    ((double)ws->n * GLOW__LN_2);
+                    ((double)ws->n_total * GLOW__LN_2);
   double *hbar = ws->cls, *gh = ws->cls + c, *lg = ws->cls + 2 * c;
   double ce = 0.0;
   for (int32_t i = 0; i < ws->n; i++) {

@@ -63,38 +63,80 @@ done:
 }
 
 void glow__train_release(glow_model *m) {
-  if (m->train_ws) {
-    glow__ws_free(m->train_ws);
-    free(m->train_ws);
-    m->train_ws = NULL;
-  }
+  for (int32_t s = 0; s < m->train_shards; s++)
+    glow__ws_free(&m->train_ws[s]);
+  free(m->train_ws);
+  m->train_ws = NULL;
+  m->train_shards = 0;
 }
 
-/* The training workspace for this call: the kept one if it fits (room
- * for n images; glow_set_option frees it when the mode changes), else a
- * new one.  Reusing it saves the page faults of touching fresh memory,
- * which in store mode cost as much as the network evaluations the mode
- * saves.  Every buffer is written before it is read, and the convolution
- * chunks depend only on n, so a larger workspace gives the same bits. */
-static int train_ws(glow_model *m, int32_t n, glow__ws **out) {
+/* The training workspaces of this call, one per shard: the kept ones if
+ * they fit (as many, each with room for its shard, in this mode;
+ * glow_set_option frees them when the mode changes), else new ones.
+ * Reusing them saves the page faults of touching fresh memory, which in
+ * store mode cost as much as the network evaluations the mode saves.
+ * Every buffer is written before it is read, and the convolution chunks
+ * depend only on the shard's size, so kept workspaces give the same bits. */
+static int train_ws(glow_model *m, const glow__shard *sh, int32_t shards) {
   const int store = m->backward_mode == GLOW_BACKWARD_STORE;
-  glow__ws *ws = m->train_ws;
-  if (ws && ws->cap >= n && (ws->saved != NULL) == store) {
-    ws->n = n;
-    *out = ws;
+  int fits = m->train_shards == shards;
+  for (int32_t s = 0; fits && s < shards; s++)
+    fits = m->train_ws[s].cap >= sh[s].count &&
+           (m->train_ws[s].saved != NULL) == store;
+  if (fits)
     return GLOW_OK;
-  }
-  glow__train_release(m); /* the old one, before allocating anew */
-  ws = malloc(sizeof *ws);
-  if (!ws)
+  glow__train_release(m); /* the old ones, before allocating anew */
+  m->train_ws = calloc((size_t)shards, sizeof *m->train_ws);
+  if (!m->train_ws)
     return glow__fail(GLOW_ERR_NOMEM, "glow_backward: out of memory");
-  int rc = glow__ws_alloc_train(m, n, store, ws);
-  if (rc) {
-    free(ws);
-    return rc;
+  for (int32_t s = 0; s < shards; s++) {
+    int rc = glow__ws_alloc_train(m, sh[s].count, store, &m->train_ws[s]);
+    if (rc) {
+      glow__train_release(m);
+      return rc;
+    }
+    m->train_shards = s + 1;
   }
-  *out = ws;
   return GLOW_OK;
+}
+
+typedef struct {
+  const glow_model *m;
+  const float *x;
+  const int32_t *labels;
+  int32_t n;
+  glow__shard *sh;
+  double *loss; /* per shard */
+} train_job;
+
+/* One shard's forward and backward, its gradients into its own ws->G. */
+static void train_shard(void *arg, int32_t s) {
+  train_job *j = arg;
+  const glow_model *m = j->m;
+  glow__ws *ws = &m->train_ws[s];
+  const int32_t first = j->sh[s].first;
+  ws->n = j->sh[s].count;
+  ws->n_total = j->n;
+  memset(ws->G, 0, sizeof(float) * (size_t)m->n_params);
+  int rc = glow__flow_backward(m, ws, j->x + (int64_t)first * m->dim,
+                               j->labels ? j->labels + first : NULL,
+                               &j->loss[s]);
+  glow__shard_done(&j->sh[s], rc);
+}
+
+/* The shards' gradients summed into the first's, in shard order (so the
+ * result depends on the number of shards, never on timing), and their
+ * losses into *loss. */
+static void sum_shards(const glow_model *m, int32_t shards,
+                       const double *losses, double *loss) {
+  float *G = m->train_ws[0].G;
+  *loss = losses[0];
+  for (int32_t s = 1; s < shards; s++) {
+    const float *Gs = m->train_ws[s].G;
+    for (int64_t i = 0; i < m->n_params; i++)
+      G[i] += Gs[i];
+    *loss += losses[s];
+  }
 }
 
 /* G[i] += grads[i] for every i; 1 if every sum is finite.  Tests the
@@ -145,30 +187,36 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
                       "%s: the model's actnorms are not initialised: call "
                       "glow_data_init on a batch of data first",
                       fn);
-  glow__ws *ws = NULL;
-  rc = train_ws(m, n, &ws);
-  if (rc)
-    return rc;
-  memset(ws->G, 0, sizeof(float) * (size_t)m->n_params);
+  int32_t shards;
+  glow__shard *sh = glow__shards_new(n, glow__threads(m), &shards);
+  if (!sh)
+    return GLOW_ERR_NOMEM;
+  double *losses = malloc(sizeof(double) * (size_t)shards);
+  rc = losses ? train_ws(m, sh, shards)
+              : glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   double loss64 = 0.0;
-  rc = glow__flow_backward(m, ws, x, labels, &loss64);
+  if (!rc) {
+    train_job j = {m, x, labels, n, sh, losses};
+    glow__parallel(shards, train_shard, &j);
+    rc = glow__shards_status(sh, shards);
+  }
+  if (!rc)
+    sum_shards(m, shards, losses, &loss64);
   /* Commit only if every sum stays finite, so that a failed call leaves
    * the gradient buffer as it was: the sums go to the scratch buffer in
    * one pass that also tests them, and are copied over only if all are
    * finite. */
-  if (!rc && !add_finite(m->grads, ws->G, m->n_params))
-    rc = sum_failure(m->grads, ws->G, m->n_params, fn);
+  float *G = rc ? NULL : m->train_ws[0].G;
+  if (!rc && !add_finite(m->grads, G, m->n_params))
+    rc = sum_failure(m->grads, G, m->n_params, fn);
   if (!rc) {
-    memcpy(m->grads, ws->G, sizeof(float) * (size_t)m->n_params);
+    memcpy(m->grads, G, sizeof(float) * (size_t)m->n_params);
     *loss = (float)loss64;
   }
-  if (m->keep_workspace) {
-    m->train_ws = ws;
-  } else {
-    glow__ws_free(ws);
-    free(ws);
-    m->train_ws = NULL;
-  }
+  if (!m->keep_workspace)
+    glow__train_release(m);
+  free(sh);
+  free(losses);
   return rc;
 }
 
@@ -186,6 +234,10 @@ static int option_bounds(int32_t option, int64_t *lo, int64_t *hi) {
     *lo = 0;
     *hi = 1;
     return GLOW_OK;
+  case GLOW_OPT_THREADS:
+    *lo = 0;
+    *hi = GLOW__MAX_THREADS;
+    return GLOW_OK;
   default:
     return glow__fail(GLOW_ERR_ARG, "unknown option %d", option);
   }
@@ -195,7 +247,7 @@ int glow_option_bounds(int32_t option, int64_t *lower, int64_t *upper) {
   if (!lower || !upper)
     return glow__fail(GLOW_ERR_NULL, "glow_option_bounds: %s is NULL",
                       !lower ? "lower" : "upper");
-  int64_t lo, hi;
+  int64_t lo = 0, hi = 0;
   int rc = option_bounds(option, &lo, &hi);
   if (rc)
     return rc;
@@ -207,7 +259,7 @@ int glow_option_bounds(int32_t option, int64_t *lower, int64_t *upper) {
 int glow_set_option(glow_model *m, int32_t option, int64_t value) {
   if (!m)
     return glow__fail(GLOW_ERR_NULL, "glow_set_option: model is NULL");
-  int64_t lo, hi;
+  int64_t lo = 0, hi = 0;
   int rc = option_bounds(option, &lo, &hi);
   if (rc)
     return rc;
@@ -227,6 +279,9 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
     if (!value)
       glow__train_release(m);
     break;
+  case GLOW_OPT_THREADS:
+    m->threads = (int32_t)value; /* kept workspaces adapt on the next call */
+    break;
   }
   return GLOW_OK;
 }
@@ -235,7 +290,7 @@ int glow_get_option(const glow_model *m, int32_t option, int64_t *value) {
   if (!m || !value)
     return glow__fail(GLOW_ERR_NULL, "glow_get_option: %s is NULL",
                       !m ? "model" : "value");
-  int64_t lo, hi;
+  int64_t lo = 0, hi = 0;
   int rc = option_bounds(option, &lo, &hi);
   if (rc)
     return rc;
@@ -245,6 +300,9 @@ int glow_get_option(const glow_model *m, int32_t option, int64_t *value) {
     break;
   case GLOW_OPT_KEEP_WORKSPACE:
     *value = m->keep_workspace;
+    break;
+  case GLOW_OPT_THREADS:
+    *value = m->threads;
     break;
   }
   return GLOW_OK;

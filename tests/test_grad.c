@@ -586,6 +586,8 @@ static void test_keep_workspace(void **state) {
   float *x = tu_images(m, n, 4), *x2 = tu_images(m, n, 5);
   glow_model_free(m);
   m = tiny_model(cfg, x, labels, n, 8);
+  /* One shard, so one workspace to follow (sharding: test_threads). */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 1), GLOW_OK);
   const int64_t np = glow_param_count(m);
   const size_t bytes = sizeof(float) * (size_t)np;
   float *g0 = malloc(bytes), *g1 = malloc(bytes), *gs = malloc(bytes);

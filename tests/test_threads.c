@@ -1,0 +1,299 @@
+/*
+ * test_threads.c -- GLOW_OPT_THREADS: a batch split into shards on threads.
+ *
+ * ctest runs this with OPENBLAS_NUM_THREADS=1, the setting the option is
+ * made for: the BLAS single-threaded inside libglow's threads.  Every call
+ * must give the same results for every thread count up to float rounding,
+ * and the same bits for the same thread count.
+ */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <sched.h>
+
+#include "testutil.h"
+
+#include "glow_internal.h"
+
+enum { N = 7 }; /* odd, so shards differ in size */
+
+/* Thread counts to try: none of libglow's own, uneven and even splits,
+ * one image per shard, and more threads than images. */
+static const int32_t thread_counts[] = {1, 2, 3, 4, 7, 9};
+enum { N_COUNTS = sizeof thread_counts / sizeof thread_counts[0] };
+
+/* A conditional two-level model with every layer doing work. */
+static glow_model *make_model(int32_t coupling, int32_t perm,
+                              const float *x, const int32_t *labels) {
+  glow_config cfg = tu_config(8, 8, 3, 2, 2, 16, coupling, perm);
+  cfg.n_classes = 3;
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  tu_perturb(m, 0.05, 3);
+  assert_int_equal(glow_data_init(m, x, labels, N), GLOW_OK);
+  tu_perturb(m, 0.02, 4);
+  return m;
+}
+
+static void test_option(void **state) {
+  (void)state;
+  int64_t lo = -1, hi = -1, v = -1;
+  assert_int_equal(glow_option_bounds(GLOW_OPT_THREADS, &lo, &hi), GLOW_OK);
+  assert_int_equal(lo, 0);
+  assert_int_equal(hi, 256);
+  glow_config cfg = tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE,
+                              GLOW_PERMUTE_REVERSE);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_THREADS, &v), GLOW_OK);
+  assert_int_equal(v, 0); /* automatic by default */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 257), GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, -1), GLOW_ERR_ARG);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_THREADS, &v), GLOW_OK);
+  assert_int_equal(v, 3); /* a refused value leaves it */
+  assert_int_equal(glow__threads(m), 3);
+  /* Automatic, with OpenBLAS on one thread (this test's environment):
+   * one thread per CPU of the affinity mask. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 0), GLOW_OK);
+  cpu_set_t set;
+  assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+  const int32_t cpus = CPU_COUNT(&set);
+  assert_int_equal(glow__threads(m), cpus < 256 ? cpus : 256);
+  glow_model_free(m);
+}
+
+/* Shards: contiguous, covering the batch, sizes differing by at most 1. */
+static void test_shard_split(void **state) {
+  (void)state;
+  for (int32_t n = 1; n <= 12; n++)
+    for (int32_t t = 1; t <= 14; t++) {
+      int32_t count = 0;
+      glow__shard *sh = glow__shards_new(n, t, &count);
+      assert_non_null(sh);
+      assert_int_equal(count, t < n ? t : n);
+      int32_t next = 0, lo = n, hi = 0;
+      for (int32_t s = 0; s < count; s++) {
+        assert_int_equal(sh[s].first, next);
+        next += sh[s].count;
+        lo = sh[s].count < lo ? sh[s].count : lo;
+        hi = sh[s].count > hi ? sh[s].count : hi;
+      }
+      assert_int_equal(next, n);
+      assert_true(lo >= 1 && hi - lo <= 1);
+      free(sh);
+    }
+}
+
+/* Every inference call's outputs for one thread count. */
+typedef struct {
+  float *eps, *ld, *x, *samples, *bpd, *logp, *probs;
+} outputs;
+
+static outputs infer_all(glow_model *m, int32_t threads, const float *x,
+                         const int32_t *labels) {
+  const int64_t d = glow_model_dim(m);
+  outputs o;
+  o.eps = malloc(sizeof(float) * (size_t)(N * d));
+  o.x = malloc(sizeof(float) * (size_t)(N * d));
+  o.samples = malloc(sizeof(float) * (size_t)(N * d));
+  o.ld = malloc(sizeof(float) * N);
+  o.bpd = malloc(sizeof(float) * N);
+  o.logp = malloc(sizeof(float) * N);
+  o.probs = malloc(sizeof(float) * N * 3);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, threads), GLOW_OK);
+  assert_int_equal(glow_forward(m, x, labels, N, o.eps, o.ld), GLOW_OK);
+  assert_int_equal(glow_inverse(m, o.eps, labels, N, o.x), GLOW_OK);
+  assert_int_equal(glow_sample(m, N, 0.7f, 99, labels, o.samples), GLOW_OK);
+  assert_int_equal(glow_bits_per_dim(m, x, labels, N, o.bpd), GLOW_OK);
+  assert_int_equal(glow_log_prob(m, x, labels, N, o.logp), GLOW_OK);
+  assert_int_equal(glow_classify(m, x, N, NULL, o.probs), GLOW_OK);
+  return o;
+}
+
+static void outputs_free(outputs *o) {
+  free(o->eps);
+  free(o->ld);
+  free(o->x);
+  free(o->samples);
+  free(o->bpd);
+  free(o->logp);
+  free(o->probs);
+}
+
+/* Largest |a - b| over the largest |b|. */
+static double rel_diff(const float *a, const float *b, int64_t n) {
+  double top = 0.0;
+  for (int64_t i = 0; i < n; i++)
+    top = fmax(top, fabs((double)b[i]));
+  return tu_max_abs_diff(a, b, n) / top;
+}
+
+/* OpenBLAS's sgemm rounds a row differently with the number of rows in
+ * the product, even on one thread, so shards of other sizes change the
+ * last bits: outputs agree to float rounding across thread counts, and
+ * bit for bit for the same count. */
+static void test_inference_across_threads(void **state) {
+  (void)state;
+  const int32_t labels[N] = {0, 2, 1, 1, 0, 2, 2};
+  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
+                                GLOW_PERMUTE_CONV1X1);
+  glow_model *shape = NULL;
+  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
+  float *x = tu_images(shape, N, 21);
+  const int64_t d = glow_model_dim(shape);
+  glow_model_free(shape);
+  const size_t big = sizeof(float) * (size_t)(N * d), small = sizeof(float) * N;
+  for (int32_t lu = 0; lu < 2; lu++) {
+    glow_model *m = make_model(GLOW_COUPLING_AFFINE,
+                               lu ? GLOW_PERMUTE_CONV1X1_LU
+                                  : GLOW_PERMUTE_CONV1X1,
+                               x, labels);
+    outputs ref = infer_all(m, 1, x, labels);
+    /* Not a trivial round trip: the inverse gives the images back. */
+    assert_true(tu_max_abs_diff(ref.x, x, N * d) < 1e-4);
+    for (int32_t k = 1; k < N_COUNTS; k++) {
+      outputs o = infer_all(m, thread_counts[k], x, labels);
+      assert_true(rel_diff(o.eps, ref.eps, N * d) < 1e-5);
+      assert_true(rel_diff(o.ld, ref.ld, N) < 1e-5);
+      assert_true(rel_diff(o.x, ref.x, N * d) < 1e-5);
+      assert_true(rel_diff(o.samples, ref.samples, N * d) < 1e-5);
+      assert_true(rel_diff(o.bpd, ref.bpd, N) < 1e-6);
+      assert_true(rel_diff(o.logp, ref.logp, N) < 1e-6);
+      assert_true(tu_max_abs_diff(o.probs, ref.probs, N * 3) < 1e-5);
+      outputs again = infer_all(m, thread_counts[k], x, labels);
+      assert_memory_equal(again.eps, o.eps, big);
+      assert_memory_equal(again.ld, o.ld, small);
+      assert_memory_equal(again.x, o.x, big);
+      assert_memory_equal(again.samples, o.samples, big);
+      assert_memory_equal(again.bpd, o.bpd, small);
+      assert_memory_equal(again.logp, o.logp, small);
+      assert_memory_equal(again.probs, o.probs, small * 3);
+      outputs_free(&again);
+      outputs_free(&o);
+    }
+    outputs_free(&ref);
+    glow_model_free(m);
+  }
+  free(x);
+}
+
+/* glow_backward for one thread count on zeroed gradients. */
+static float backward(glow_model *m, int32_t threads, const float *x,
+                      const int32_t *labels, int32_t n, float *g) {
+  float loss = 0.0f;
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, threads), GLOW_OK);
+  assert_int_equal(glow_zero_grad(m), GLOW_OK);
+  int rc = glow_backward(m, x, labels, n, &loss);
+  if (rc)
+    fail_msg("glow_backward: %s", glow_last_error());
+  memcpy(g, glow_grads(m), sizeof(float) * (size_t)glow_param_count(m));
+  return loss;
+}
+
+static void test_backward_shards(void **state) {
+  (void)state;
+  const int32_t labels[N] = {1, 0, 2, 2, 1, 0, 1};
+  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
+                                GLOW_PERMUTE_CONV1X1_LU);
+  glow_model *shape = NULL;
+  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
+  float *x = tu_images(shape, N, 31);
+  glow_model_free(shape);
+  for (int32_t mode = 0; mode < 2; mode++) {
+    glow_model *m = make_model(GLOW_COUPLING_AFFINE,
+                               GLOW_PERMUTE_CONV1X1_LU, x, labels);
+    assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode),
+                     GLOW_OK);
+    const int64_t np = glow_param_count(m);
+    const size_t bytes = sizeof(float) * (size_t)np;
+    float *g1 = malloc(bytes), *g = malloc(bytes), *again = malloc(bytes);
+    const float l1 = backward(m, 1, x, labels, N, g1);
+    double gmax = 0.0;
+    for (int64_t i = 0; i < np; i++)
+      gmax = fmax(gmax, fabs((double)g1[i]));
+    assert_true(gmax > 0.0);
+    for (int32_t k = 1; k < N_COUNTS; k++) {
+      const int32_t t = thread_counts[k];
+      const float l = backward(m, t, x, labels, N, g);
+      /* Sums in another order: equal up to rounding. */
+      assert_true(fabs((double)l - l1) <= 1e-6 * fabs((double)l1));
+      assert_true(tu_max_abs_diff(g, g1, np) <= 1e-5 * gmax);
+      /* The same thread count again: the same bits, with the workspaces
+       * kept from the last call or fresh. */
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1),
+                       GLOW_OK);
+      float la = backward(m, t, x, labels, N, again);
+      assert_true(la == l);
+      assert_memory_equal(again, g, bytes);
+      assert_int_equal(m->train_shards, t < N ? t : N);
+      la = backward(m, t, x, labels, N, again);
+      assert_true(la == l);
+      assert_memory_equal(again, g, bytes);
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0),
+                       GLOW_OK);
+      assert_null(m->train_ws);
+    }
+    /* Kept workspaces serve a smaller batch with as many shards, and give
+     * what fresh ones give. */
+    assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+    (void)backward(m, 3, x, labels, N, g);
+    const glow__ws *kept = m->train_ws;
+    const float lk = backward(m, 3, x, labels, N - 2, again);
+    assert_ptr_equal(m->train_ws, kept);
+    assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+    const float lf = backward(m, 3, x, labels, N - 2, g);
+    assert_true(lk == lf);
+    assert_memory_equal(again, g, bytes);
+    free(g1);
+    free(g);
+    free(again);
+    glow_model_free(m);
+  }
+  free(x);
+}
+
+/* A failure in a shard that another thread ran: the calling thread gets
+ * its status and message, and the gradients stay as they were. */
+static void test_shard_failure(void **state) {
+  (void)state;
+  const int32_t labels[N] = {1, 0, 2, 2, 1, 0, 1};
+  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
+                                GLOW_PERMUTE_CONV1X1);
+  glow_model *shape = NULL;
+  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
+  float *x = tu_images(shape, N, 41);
+  const int64_t d = glow_model_dim(shape);
+  glow_model_free(shape);
+  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, x,
+                             labels);
+  const int64_t np = glow_param_count(m);
+  const size_t bytes = sizeof(float) * (size_t)np;
+  float *before = malloc(bytes);
+  float *eps = malloc(sizeof(float) * (size_t)(N * d));
+  float loss = 0.0f;
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
+  assert_int_equal(glow_backward(m, x, labels, N, &loss), GLOW_OK);
+  memcpy(before, glow_grads(m), bytes);
+  /* Image 5 is in the third shard, [4, 7), which thread 2 runs. */
+  x[5 * d + 17] = NAN;
+  assert_int_equal(glow_backward(m, x, labels, N, &loss), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "level 0 step 0"));
+  assert_memory_equal(glow_grads(m), before, bytes);
+  assert_int_equal(glow_forward(m, x, labels, N, eps, NULL),
+                   GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "glow_forward"));
+  free(before);
+  free(eps);
+  free(x);
+  glow_model_free(m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_option),
+      cmocka_unit_test(test_shard_split),
+      cmocka_unit_test(test_inference_across_threads),
+      cmocka_unit_test(test_backward_shards),
+      cmocka_unit_test(test_shard_failure),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
