@@ -347,7 +347,7 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   ws->ld = ws_buf(ws, n, sizeof(double));
   ws->w64 = ws_buf(ws, 2 * mc * mc + mc, sizeof(double));
   ws->w32 = ws_buf(ws, mc * mc, sizeof(float));
-  ws->fscr = ws_buf(ws, ch, sizeof(float));
+  ws->fscr = ws_buf(ws, 3 * ch, sizeof(float));
   ws->dscr = ws_buf(ws, 2 * ch, sizeof(double));
   if (!ws->z || !ws->t || !ws->a || !ws->b || !ws->h || !ws->col.buf ||
       !ws->col.wbuf ||

@@ -231,7 +231,8 @@ typedef struct {
   glow__col col;
   double *ld;       /* n: per-image log-determinant accumulator */
   double *w64;      /* 3*maxc*maxc doubles for 1x1 weights */
-  float *fscr;      /* max(maxc, hidden) floats: per-channel factors */
+  float *fscr;      /* 3*max(maxc, hidden) floats: per-channel factors
+                       and partial sums */
   double *dscr;     /* 2*max(maxc, hidden) doubles: channel statistics */
   float *w32;       /* maxc*maxc floats: a 1x1 weight or its inverse */
   float *init_params; /* data-dependent init: the parameters (the same

@@ -15,10 +15,16 @@ int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin) {
   return (int64_t)h * w * 9 * cin;
 }
 
+#if defined(__GNUC__)
+#define GLOW__INLINE static inline __attribute__((always_inline))
+#else
+#define GLOW__INLINE static inline
+#endif
+
 /* Patch matrix of one image: row (y, x) holds the 3x3 neighbourhood, tap
  * (ky, kx) at columns [(ky*3 + kx)*cin, +cin), zeros outside the image. */
-static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
-                   int32_t cin, float *col) {
+GLOW__INLINE void im2col_image(const float *x, int64_t ldx, int32_t h,
+                               int32_t w, int32_t cin, float *col) {
   const int64_t k = 9 * (int64_t)cin;
   for (int32_t y = 0; y < h; y++) {
     for (int32_t xx = 0; xx < w; xx++) {
@@ -39,6 +45,70 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
   }
 }
 
+/* A coupling's first convolution reads few channels (c/2), where a call
+ * to memcpy per tap costs more than the copy: with cin a constant, the
+ * compiler inlines the copies. */
+static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
+                   int32_t cin, float *col) {
+  switch (cin) {
+  case 1: im2col_image(x, ldx, h, w, 1, col); break;
+  case 2: im2col_image(x, ldx, h, w, 2, col); break;
+  case 3: im2col_image(x, ldx, h, w, 3, col); break;
+  case 4: im2col_image(x, ldx, h, w, 4, col); break;
+  case 6: im2col_image(x, ldx, h, w, 6, col); break;
+  case 8: im2col_image(x, ldx, h, w, 8, col); break;
+  case 12: im2col_image(x, ldx, h, w, 12, col); break;
+  case 16: im2col_image(x, ldx, h, w, 16, col); break;
+  default: im2col_image(x, ldx, h, w, cin, col); break;
+  }
+}
+
+
+/* y (h x w x cout) of one image = the sum of the nine taps' outputs z (h x
+ * w x 9*cout, tap t at columns [t*cout, +cout)), each shifted by its
+ * offset, zero outside the image. */
+GLOW__INLINE void sum_taps_image(const float *z, int32_t h, int32_t w,
+                                 int32_t cout, float *y) {
+  const int32_t nt = 9 * cout;
+  for (int32_t yy = 0; yy < h; yy++)
+    for (int32_t xx = 0; xx < w; xx++) {
+      float *out = y + ((int64_t)yy * w + xx) * cout;
+      for (int32_t co = 0; co < cout; co++)
+        out[co] = 0.0f;
+      for (int32_t ky = 0; ky < 3; ky++) {
+        int32_t sy = yy + ky - 1;
+        if (sy < 0 || sy >= h)
+          continue;
+        for (int32_t kx = 0; kx < 3; kx++) {
+          int32_t sx = xx + kx - 1;
+          if (sx < 0 || sx >= w)
+            continue;
+          const float *src =
+              z + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
+          for (int32_t co = 0; co < cout; co++)
+            out[co] += src[co];
+        }
+      }
+    }
+}
+
+/* With cout a constant the compiler unrolls the few channels of the
+ * couplings' usual shapes; a loop of cout = 2..12 iterations would not
+ * vectorise. */
+static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
+                     float *y) {
+  switch (cout) {
+  case 2: sum_taps_image(z, h, w, 2, y); break;
+  case 3: sum_taps_image(z, h, w, 3, y); break;
+  case 4: sum_taps_image(z, h, w, 4, y); break;
+  case 6: sum_taps_image(z, h, w, 6, y); break;
+  case 8: sum_taps_image(z, h, w, 8, y); break;
+  case 12: sum_taps_image(z, h, w, 12, y); break;
+  case 16: sum_taps_image(z, h, w, 16, y); break;
+  default: sum_taps_image(z, h, w, cout, y); break;
+  }
+}
+
 /* Few output channels (the coupling's last conv, hidden -> c, and its
  * first when hidden < c/2): the patch matrix would be 9*cin wide for a GEMM
  * only cout wide.  Instead one GEMM computes every tap's contribution,
@@ -53,29 +123,8 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   float *z = col->buf;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw), nt,
               cin, 1.0f, x, (int)ldx, wr, nt, 0.0f, z, nt);
-  for (int32_t i = 0; i < nb; i++) {
-    const float *zi = z + (int64_t)i * hw * nt;
-    for (int32_t yy = 0; yy < h; yy++)
-      for (int32_t xx = 0; xx < w; xx++) {
-        float *out = y + ((int64_t)i * hw + (int64_t)yy * w + xx) * cout;
-        for (int32_t co = 0; co < cout; co++)
-          out[co] = 0.0f;
-        for (int32_t ky = 0; ky < 3; ky++) {
-          int32_t sy = yy + ky - 1;
-          if (sy < 0 || sy >= h)
-            continue;
-          for (int32_t kx = 0; kx < 3; kx++) {
-            int32_t sx = xx + kx - 1;
-            if (sx < 0 || sx >= w)
-              continue;
-            const float *src =
-                zi + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
-            for (int32_t co = 0; co < cout; co++)
-              out[co] += src[co];
-          }
-        }
-      }
-  }
+  for (int32_t i = 0; i < nb; i++)
+    sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
 }
 
 /* The convolution, given the weight in the layout its path reads: HWIO
