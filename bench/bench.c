@@ -2,8 +2,8 @@
  * bench -- throughput and memory of libglow on two reference configs.
  *
  *   bench [fashion|cifar|memory|all] [--seconds S] [--json] [--only OP]
- *         [--min-calls N] [--keep-workspace] [--model FILE]
- *         [--save-model FILE]
+ *         [--min-calls N] [--keep-workspace] [--blas] [--threads N]
+ *         [--model FILE] [--save-model FILE]
  *
  * fashion: 28x28x1, L=2, K=8, hidden 128, batch 64
  * cifar:   32x32x3, L=3, K=32, hidden 512, batch 16 (the paper's CIFAR-10)
@@ -28,6 +28,9 @@
  *   --min-calls N     at least N timed calls per op (default 3), after one
  *                     warm-up call, even beyond --seconds.
  *   --keep-workspace  training ops run with GLOW_OPT_KEEP_WORKSPACE = 1.
+ *   --blas            GLOW_OPT_GEMM = GLOW_GEMM_BLAS: the CBLAS computes
+ *                     the products (default: automatic).
+ *   --threads N       GLOW_OPT_THREADS = N (default 0, automatic).
  *   --model FILE      load the model from FILE (it must have the config's
  *                     shape) instead of creating and data-initialising one.
  *   --save-model FILE create the config's model as the benchmark does
@@ -53,6 +56,7 @@ typedef struct {
 } bench_config;
 
 static int g_json = 0, g_keep_ws = 0, g_min_calls = 3;
+static int g_gemm = GLOW_GEMM_AUTO, g_threads = 0;
 static const char *g_only = NULL, *g_model_path = NULL, *g_save_path = NULL;
 
 static const bench_config configs[] = {
@@ -208,6 +212,8 @@ static void run_speed(const bench_config *b, double seconds) {
       {"train step (store)", "train-store", op_train, GLOW_BACKWARD_STORE}};
   if (g_keep_ws)
     check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), "set_option");
+  check(glow_set_option(m, GLOW_OPT_GEMM, g_gemm), "set_option");
+  check(glow_set_option(m, GLOW_OPT_THREADS, g_threads), "set_option");
   if (!g_json)
     printf("%s: %dx%dx%d, L=%d, K=%d, hidden %d, batch %d, %lld "
            "parameters\n",
@@ -320,6 +326,10 @@ int main(int argc, char **argv) {
       g_min_calls = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--keep-workspace"))
       g_keep_ws = 1;
+    else if (!strcmp(argv[i], "--blas"))
+      g_gemm = GLOW_GEMM_BLAS;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      g_threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--model") && i + 1 < argc)
       g_model_path = argv[++i];
     else if (!strcmp(argv[i], "--save-model") && i + 1 < argc)

@@ -423,6 +423,7 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 #define GLOW_OPT_BACKWARD_MODE 1
 #define GLOW_OPT_KEEP_WORKSPACE 2
 #define GLOW_OPT_THREADS 3
+#define GLOW_OPT_GEMM 4
 
 /** Values of GLOW_OPT_BACKWARD_MODE, bounds [0, 1], default RECOMPUTE.
  *
@@ -488,6 +489,18 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  * Memory: the shards' workspaces together hold about what one for the
  * whole batch would; glow_backward adds one parameter-sized gradient
  * buffer per shard beyond the first. */
+
+/** Values of GLOW_OPT_GEMM, bounds [0, 1], default AUTO: what computes the
+ * matrix products (the convolutions and the 1x1 convs).
+ * AUTO: libglow's own single-threaded kernel on CPUs with AVX-512F
+ *   (x86-64), else the CBLAS.  Its sums run in a fixed order, so each
+ *   image's results do not depend on the batch it is in or on the number
+ *   of threads (GLOW_OPT_THREADS).  Products run single-threaded inside
+ *   libglow's threads, so GLOW_OPT_THREADS = 0 then uses every CPU.
+ * BLAS: the CBLAS libglow was linked with, always.
+ * The two agree up to float rounding. */
+#define GLOW_GEMM_AUTO 0
+#define GLOW_GEMM_BLAS 1
 
 /**
  * Set option `option` of model m to `value`.  Takes effect from the next

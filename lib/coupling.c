@@ -42,7 +42,7 @@ static const float *network(const glow__coupling *cp, const float *P,
   float *out = ws->keep ? ws->keep->nn : ws->h;
   glow__conv3x3(ws->z, c, n, h, w, c / 2, P + cp->w1, hid, a, &ws->col);
   glow__actnorm_forward(&cp->an1, P, a, rows, 1, ws);
-  glow__matmul(a, hid, rows, hid, P + cp->w2, hid, b);
+  glow__matmul(a, hid, rows, hid, P + cp->w2, hid, b, &ws->col);
   glow__actnorm_forward(&cp->an2, P, b, rows, 1, ws);
   glow__zconv_apply(&cp->out, P, b, hid, h, w, out, ws);
   return out;
@@ -196,7 +196,7 @@ void glow__coupling_backward(const glow__coupling *cp, const float *P,
   glow__zconv_backward(&cp->out, P, G, r2, hid, nn, gnn, ws->ga, h, w, ws);
   glow__actnorm_backward(&cp->an2, P, G, r2, ws->ga, rows, 1, 0.0, ws);
   glow__matmul_grad(r1, hid, rows, hid, P + cp->w2, hid, ws->ga, G + cp->w2,
-                    ws->gb);
+                    ws->gb, &ws->col);
   glow__actnorm_backward(&cp->an1, P, G, r1, ws->gb, rows, 1, 0.0, ws);
   glow__conv3x3_grad_weight(x, c, n, h, w, half, ws->gb, hid, G + cp->w1,
                             &ws->col);

@@ -344,13 +344,16 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   ws->h = ws_buf(ws, nhw * mc, sizeof(float));
   ws->col.buf = ws_buf(ws, ws->col.cap, sizeof(float));
   ws->col.wbuf = ws_buf(ws, 9 * ch * mc, sizeof(float));
+  const int own = glow__gemm_own(m);
+  if (own)
+    ws->col.pack = ws_buf(ws, GLOW__GEMM_PACK, sizeof(float));
   ws->ld = ws_buf(ws, n, sizeof(double));
   ws->w64 = ws_buf(ws, 2 * mc * mc + mc, sizeof(double));
   ws->w32 = ws_buf(ws, mc * mc, sizeof(float));
   ws->fscr = ws_buf(ws, 3 * ch, sizeof(float));
   ws->dscr = ws_buf(ws, 2 * ch, sizeof(double));
   if (!ws->z || !ws->t || !ws->a || !ws->b || !ws->h || !ws->col.buf ||
-      !ws->col.wbuf ||
+      !ws->col.wbuf || (own && !ws->col.pack) ||
       !ws->ld || !ws->w64 || !ws->w32 || !ws->fscr || !ws->dscr) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
@@ -430,6 +433,7 @@ void glow__ws_free(glow__ws *ws) {
   free(ws->h);
   free(ws->col.buf);
   free(ws->col.wbuf);
+  free(ws->col.pack);
   free(ws->ld);
   free(ws->w64);
   free(ws->w32);

@@ -86,14 +86,40 @@ int glow__config_read(const glow_config *cfg, glow_config *out);
 /* Validate a complete config. */
 int glow__config_check(const glow_config *cfg);
 
+/* ---- Matrix products (gemm.c) --------------------------------------------
+ * Blocking of libglow's own kernel: MR x NR register tiles, op(A) packed
+ * in MC x KC blocks and op(B) in KC x NC blocks. */
+#define GLOW__GEMM_MR 12
+#define GLOW__GEMM_NR 32
+#define GLOW__GEMM_KC 256
+#define GLOW__GEMM_MC 192
+#define GLOW__GEMM_NC 2048
+/* Floats of packing scratch the own kernel needs. */
+#define GLOW__GEMM_PACK                                                        \
+  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC + (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC)
+/* 1 if this CPU runs the own kernel (AVX-512F on x86-64). */
+int glow__gemm_own_available(void);
+/* 1 if calls on m use it: GLOW_OPT_GEMM allows it and the CPU has it. */
+int glow__gemm_own(const glow_model *m);
+/* C (m x n, row stride ldc) = op(A) op(B), or C += op(A) op(B) when
+ * accumulate != 0, where op(A) is m x k (A^T if ta; row stride lda of A as
+ * stored), op(B) k x n likewise.  With pack (GLOW__GEMM_PACK floats) the
+ * own kernel computes it, else the CBLAS. */
+void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                 const float *a, int64_t lda, const float *b, int64_t ldb,
+                 int accumulate, float *c, int64_t ldc, float *pack);
+
 /* ---- Kernels (kernels.c) ------------------------------------------------- */
 
-/* Scratch for convolutions: `cap` floats of patches or tap outputs, and
- * room for one rearranged weight (9 * max cin * max cout floats). */
+/* Scratch for convolutions and products: `cap` floats of patches or tap
+ * outputs, room for one rearranged weight (9 * max cin * max cout floats)
+ * and the GEMM kernel's packing buffer. */
 typedef struct {
   float *buf;
   int64_t cap;
   float *wbuf;
+  float *pack; /* GLOW__GEMM_PACK floats for the own GEMM kernel, or NULL:
+                  the CBLAS computes the products */
 } glow__col;
 
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
@@ -106,7 +132,7 @@ int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
 
 /* y (rows x cout) = x (rows x cin, stride ldx) * w (cin x cout). */
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
-                  const float *wt, int32_t cout, float *y);
+                  const float *wt, int32_t cout, float *y, glow__col *col);
 
 /* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
  * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *
@@ -124,7 +150,8 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
  * NULL, gx (rows x cin, overwritten) = gy W^T. */
 void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
                        int32_t cin, const float *wt, int32_t cout,
-                       const float *gy, float *gw, float *gx);
+                       const float *gy, float *gw, float *gx,
+                       glow__col *col);
 
 /* ---- Parameters (model.c) ------------------------------------------------ */
 
@@ -284,6 +311,7 @@ struct glow_model {
   int32_t backward_mode;  /* GLOW_OPT_BACKWARD_MODE */
   int32_t keep_workspace; /* GLOW_OPT_KEEP_WORKSPACE */
   int32_t threads;        /* GLOW_OPT_THREADS, 0 = automatic */
+  int32_t gemm;           /* GLOW_OPT_GEMM */
   glow__ws *train_ws;     /* kept training workspaces, one per shard */
   int32_t train_shards;   /* how many train_ws holds (0: none) */
 };

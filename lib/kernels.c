@@ -2,12 +2,11 @@
  * kernels.c -- the numeric kernels: convolutions as large GEMMs.
  *
  * A 3x3 "same" convolution over NHWC data is im2col followed by one
- * cblas_sgemm per chunk of images: rows are pixels of the chunk, columns
- * the 9*cin taps, so the GEMM is as large as the scratch buffer allows.
+ * matrix product (glow__sgemm) per chunk of images: rows are pixels of the
+ * chunk, columns the 9*cin taps, so the GEMM is as large as the scratch
+ * buffer allows.
  */
 #include <string.h>
-
-#include <cblas.h>
 
 #include "glow_internal.h"
 
@@ -121,8 +120,7 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
   float *z = col->buf;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw), nt,
-              cin, 1.0f, x, (int)ldx, wr, nt, 0.0f, z, nt);
+  glow__sgemm(0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt, col->pack);
   for (int32_t i = 0; i < nb; i++)
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
 }
@@ -152,9 +150,8 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
     for (int32_t i = 0; i < nb; i++)
       im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
              col->buf + (int64_t)i * per);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * hw),
-                cout, 9 * cin, 1.0f, col->buf, 9 * cin, wt, cout, 0.0f, yb,
-                cout);
+    glow__sgemm(0, 0, nb * hw, cout, 9 * cin, col->buf, 9 * cin, wt, cout, 0,
+                yb, cout, col->pack);
   }
 }
 
@@ -175,9 +172,8 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
 }
 
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
-                  const float *wt, int32_t cout, float *y) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, cout, cin,
-              1.0f, x, (int)ldx, wt, cout, 0.0f, y, cout);
+                  const float *wt, int32_t cout, float *y, glow__col *col) {
+  glow__sgemm(0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout, col->pack);
 }
 
 /* ---- Backward ------------------------------------------------------------
@@ -235,16 +231,14 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
       for (int32_t i = 0; i < nb; i++)
         im2col(gb + (int64_t)i * hw * cout, cout, h, w, cout,
                col->buf + (int64_t)i * per);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, nt,
-                  (int)(nb * hw), 1.0f, xb, (int)ldx, col->buf, nt,
-                  i0 ? 1.0f : 0.0f, col->wbuf, nt);
+      glow__sgemm(1, 0, cin, nt, nb * hw, xb, ldx, col->buf, nt, i0 > 0,
+                  col->wbuf, nt, col->pack);
     } else {
       for (int32_t i = 0; i < nb; i++)
         im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
                col->buf + (int64_t)i * per);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 9 * cin, cout,
-                  (int)(nb * hw), 1.0f, col->buf, 9 * cin, gb, cout, 1.0f,
-                  gw, cout);
+      glow__sgemm(1, 0, 9 * cin, cout, nb * hw, col->buf, 9 * cin, gb, cout,
+                  1, gw, cout, col->pack);
     }
   }
   if (taps) /* [ci][t][co] -> gw[8-t][ci][co] */
@@ -259,11 +253,12 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
 
 void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
                        int32_t cin, const float *wt, int32_t cout,
-                       const float *gy, float *gw, float *gx) {
+                       const float *gy, float *gw, float *gx,
+                       glow__col *col) {
   /* dL/dW += x^T gy, dL/dx = gy W^T. */
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, cout, (int)rows,
-              1.0f, x, (int)ldx, gy, cout, 1.0f, gw, cout);
+  glow__sgemm(1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout,
+              col->pack);
   if (gx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, cin, cout,
-                1.0f, gy, cout, wt, cout, 0.0f, gx, cin);
+    glow__sgemm(0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin,
+                col->pack);
 }

@@ -41,9 +41,11 @@ static int32_t cpu_count(void) {
 int32_t glow__threads(const glow_model *m) {
   if (m->threads > 0)
     return m->threads;
-  /* Automatic: shard only over a BLAS known to run single-threaded.  A
-   * multi-threaded or unknown BLAS keeps the cores to itself. */
-  if (!openblas_get_num_threads || openblas_get_num_threads() != 1)
+  /* Automatic: shard when the products run single-threaded, with the own
+   * kernel or a BLAS known to run one thread.  A multi-threaded or unknown
+   * BLAS keeps the cores to itself. */
+  if (!glow__gemm_own(m) &&
+      (!openblas_get_num_threads || openblas_get_num_threads() != 1))
     return 1;
   int32_t c = cpu_count();
   return c < GLOW__MAX_THREADS ? c : GLOW__MAX_THREADS;

@@ -186,7 +186,7 @@ int glow__permute_forward(const glow__permute *p, const float *P,
       if (rc)
         return rc;
     }
-    glow__matmul(ws->z, c, rows, c, P + p->weight, c, ws->t);
+    glow__matmul(ws->z, c, rows, c, P + p->weight, c, ws->t, &ws->col);
     break;
   default: { /* LU */
     if (logdet) {
@@ -198,7 +198,7 @@ int glow__permute_forward(const glow__permute *p, const float *P,
     lu_weight(p, P, ws->w64);
     for (int64_t i = 0; i < (int64_t)c * c; i++)
       ws->w32[i] = (float)ws->w64[i];
-    glow__matmul(ws->z, c, rows, c, ws->w32, c, ws->t);
+    glow__matmul(ws->z, c, rows, c, ws->w32, c, ws->t, &ws->col);
   }
   }
   glow__ws_swap(ws);
@@ -230,7 +230,7 @@ int glow__permute_inverse(const glow__permute *p, const float *P,
     int rc = weight_inverse(p, P, ws);
     if (rc)
       return rc;
-    glow__matmul(ws->z, c, rows, c, ws->w32, c, ws->t);
+    glow__matmul(ws->z, c, rows, c, ws->w32, c, ws->t, &ws->col);
   }
   glow__ws_swap(ws);
   return GLOW_OK;
@@ -294,7 +294,7 @@ int glow__permute_backward(const glow__permute *p, const float *P, float *G,
     for (int32_t i = 0; i < c; i++)
       for (int32_t j = 0; j < c; j++)
         gw[(int64_t)i * c + j] += (float)(ld_weight * a[(int64_t)j * c + i]);
-    glow__matmul_grad(x, c, rows, c, P + p->weight, c, g, gw, gx);
+    glow__matmul_grad(x, c, rows, c, P + p->weight, c, g, gw, gx, &ws->col);
     return GLOW_OK;
   }
   /* LU: the data term through the composed weight, then the chain rule. */
@@ -303,7 +303,8 @@ int glow__permute_backward(const glow__permute *p, const float *P, float *G,
     ws->w32[i] = (float)ws->w64[i];
     ws->wg32[i] = 0.0f;
   }
-  glow__matmul_grad(x, c, rows, c, ws->w32, c, g, ws->wg32, gx);
+  glow__matmul_grad(x, c, rows, c, ws->w32, c, g, ws->wg32, gx,
+                    &ws->col);
   lu_backward(p, P, G, ws->wg32, ld_weight, ws->w64, ws->w64 + (size_t)c * c);
   return GLOW_OK;
 }

@@ -238,6 +238,10 @@ static int option_bounds(int32_t option, int64_t *lo, int64_t *hi) {
     *lo = 0;
     *hi = GLOW__MAX_THREADS;
     return GLOW_OK;
+  case GLOW_OPT_GEMM:
+    *lo = GLOW_GEMM_AUTO;
+    *hi = GLOW_GEMM_BLAS;
+    return GLOW_OK;
   default:
     return glow__fail(GLOW_ERR_ARG, "unknown option %d", option);
   }
@@ -282,6 +286,11 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
   case GLOW_OPT_THREADS:
     m->threads = (int32_t)value; /* kept workspaces adapt on the next call */
     break;
+  case GLOW_OPT_GEMM:
+    if (m->gemm != value) /* the kept workspaces' packing buffers */
+      glow__train_release(m);
+    m->gemm = (int32_t)value;
+    break;
   }
   return GLOW_OK;
 }
@@ -303,6 +312,9 @@ int glow_get_option(const glow_model *m, int32_t option, int64_t *value) {
     break;
   case GLOW_OPT_THREADS:
     *value = m->threads;
+    break;
+  case GLOW_OPT_GEMM:
+    *value = m->gemm;
     break;
   }
   return GLOW_OK;

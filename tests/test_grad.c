@@ -133,7 +133,7 @@ static void walk(glow_model *m, const float *x, int32_t n, visit_fn visit,
       visit(ctx, ws.a, rows, hid, 1, "coupling actnorm1", l, k);
       for (int64_t i = 0; i < rows * hid; i++)
         ws.a[i] = ws.a[i] > 0.0f ? ws.a[i] : 0.0f;
-      glow__matmul(ws.a, hid, rows, hid, P + cp->w2, hid, ws.b);
+      glow__matmul(ws.a, hid, rows, hid, P + cp->w2, hid, ws.b, &ws.col);
       glow__actnorm_forward(&cp->an2, P, ws.b, rows, 0, &ws);
       visit(ctx, ws.b, rows, hid, 1, "coupling actnorm2", l, k);
       glow__coupling_forward(cp, P, &ws, lv->h, lv->w);
@@ -232,11 +232,17 @@ static void test_conv_kernels(void **state) {
                 rgw[wi] += (double)x[q * ldx + ci] * gy[p * cout + co];
               }
           }
-    for (int chunked = 0; chunked < 2; chunked++) {
+    /* Chunked or not, through the CBLAS and (where the CPU has it) the
+     * own GEMM kernel. */
+    for (int variant = 0; variant < 4; variant++) {
+      const int chunked = variant & 1, own = variant >> 1;
+      if (own && !glow__gemm_own_available())
+        continue;
       glow__col col;
       col.cap = chunked ? per : n * per;
       col.buf = malloc(sizeof(float) * (size_t)col.cap);
       col.wbuf = malloc(sizeof(float) * (size_t)nw);
+      col.pack = own ? malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK) : NULL;
       glow__conv3x3(x, ldx, n, h, w, cin, wt, cout, y, &col);
       glow__conv3x3_grad_input(gy, n, h, w, cin, wt, cout, gx, wflip, &col);
       memcpy(gw, gw0, sizeof(float) * (size_t)nw);
@@ -257,11 +263,12 @@ static void test_conv_kernels(void **state) {
       /* Sums of at most 9 cin (or 9 cout, or n h w) unit-variance
        * products, in float. */
       if (!(ey < 1e-4 && egx < 1e-4 && egw < 1e-3))
-        fail_msg("conv %d -> %d (%s): errors %g (y), %g (dx), %g (dW)", cin,
-                 cout, chunked ? "one image per chunk" : "one chunk", ey,
-                 egx, egw);
+        fail_msg("conv %d -> %d (%s, %s): errors %g (y), %g (dx), %g (dW)",
+                 cin, cout, chunked ? "one image per chunk" : "one chunk",
+                 own ? "own GEMM" : "CBLAS", ey, egx, egw);
       free(col.buf);
       free(col.wbuf);
+      free(col.pack);
     }
     free(x);
     free(wt);

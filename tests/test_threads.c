@@ -45,18 +45,28 @@ static void test_option(void **state) {
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   assert_int_equal(glow_get_option(m, GLOW_OPT_THREADS, &v), GLOW_OK);
   assert_int_equal(v, 0); /* automatic by default */
+  assert_int_equal(glow_option_bounds(GLOW_OPT_GEMM, &lo, &hi), GLOW_OK);
+  assert_int_equal(lo, GLOW_GEMM_AUTO);
+  assert_int_equal(hi, GLOW_GEMM_BLAS);
+  assert_int_equal(glow_get_option(m, GLOW_OPT_GEMM, &v), GLOW_OK);
+  assert_int_equal(v, GLOW_GEMM_AUTO);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM, 2), GLOW_ERR_ARG);
+  assert_int_equal(glow__gemm_own(m), glow__gemm_own_available());
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 257), GLOW_ERR_ARG);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, -1), GLOW_ERR_ARG);
   assert_int_equal(glow_get_option(m, GLOW_OPT_THREADS, &v), GLOW_OK);
   assert_int_equal(v, 3); /* a refused value leaves it */
   assert_int_equal(glow__threads(m), 3);
-  /* Automatic, with OpenBLAS on one thread (this test's environment):
-   * one thread per CPU of the affinity mask. */
+  /* Automatic, with OpenBLAS on one thread (this test's environment), on
+   * either kernel: one thread per CPU of the affinity mask. */
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 0), GLOW_OK);
   cpu_set_t set;
   assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
   const int32_t cpus = CPU_COUNT(&set);
+  assert_int_equal(glow__threads(m), cpus < 256 ? cpus : 256);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM, GLOW_GEMM_BLAS), GLOW_OK);
+  assert_int_equal(glow__gemm_own(m), 0);
   assert_int_equal(glow__threads(m), cpus < 256 ? cpus : 256);
   glow_model_free(m);
 }
@@ -127,10 +137,12 @@ static double rel_diff(const float *a, const float *b, int64_t n) {
   return tu_max_abs_diff(a, b, n) / top;
 }
 
-/* OpenBLAS's sgemm rounds a row differently with the number of rows in
- * the product, even on one thread, so shards of other sizes change the
- * last bits: outputs agree to float rounding across thread counts, and
- * bit for bit for the same count. */
+/* With the own GEMM kernel every image's arithmetic is the same in any
+ * shard: the same bits for every thread count.  OpenBLAS's sgemm rounds a
+ * row differently with the number of rows in the product, even on one
+ * thread, so through the CBLAS shards of other sizes change the last bits:
+ * outputs agree to float rounding across thread counts, and bit for bit
+ * for the same count. */
 static void test_inference_across_threads(void **state) {
   (void)state;
   const int32_t labels[N] = {0, 2, 1, 1, 0, 2, 2};
@@ -142,16 +154,30 @@ static void test_inference_across_threads(void **state) {
   const int64_t d = glow_model_dim(shape);
   glow_model_free(shape);
   const size_t big = sizeof(float) * (size_t)(N * d), small = sizeof(float) * N;
-  for (int32_t lu = 0; lu < 2; lu++) {
+  for (int32_t variant = 0; variant < 4; variant++) {
+    const int lu = variant & 1, blas = variant >> 1;
     glow_model *m = make_model(GLOW_COUPLING_AFFINE,
                                lu ? GLOW_PERMUTE_CONV1X1_LU
                                   : GLOW_PERMUTE_CONV1X1,
                                x, labels);
+    assert_int_equal(
+        glow_set_option(m, GLOW_OPT_GEMM, blas ? GLOW_GEMM_BLAS : GLOW_GEMM_AUTO),
+        GLOW_OK);
+    const int same_bits = glow__gemm_own(m);
     outputs ref = infer_all(m, 1, x, labels);
     /* Not a trivial round trip: the inverse gives the images back. */
     assert_true(tu_max_abs_diff(ref.x, x, N * d) < 1e-4);
     for (int32_t k = 1; k < N_COUNTS; k++) {
       outputs o = infer_all(m, thread_counts[k], x, labels);
+      if (same_bits) {
+        assert_memory_equal(o.eps, ref.eps, big);
+        assert_memory_equal(o.ld, ref.ld, small);
+        assert_memory_equal(o.x, ref.x, big);
+        assert_memory_equal(o.samples, ref.samples, big);
+        assert_memory_equal(o.bpd, ref.bpd, small);
+        assert_memory_equal(o.logp, ref.logp, small);
+        assert_memory_equal(o.probs, ref.probs, small * 3);
+      }
       assert_true(rel_diff(o.eps, ref.eps, N * d) < 1e-5);
       assert_true(rel_diff(o.ld, ref.ld, N) < 1e-5);
       assert_true(rel_diff(o.x, ref.x, N * d) < 1e-5);

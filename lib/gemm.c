@@ -1,0 +1,189 @@
+/*
+ * gemm.c -- single-precision matrix products: libglow's own AVX-512
+ * kernel, or the CBLAS.
+ *
+ * The kernel follows the usual blocked scheme (as in BLIS and OpenBLAS):
+ * op(B) is packed in blocks of KC x NC into panels NR columns wide, op(A)
+ * in blocks of MC x KC into panels MR rows high, and a register-blocked
+ * micro-kernel multiplies one A panel by one B panel into an MR x NR tile
+ * of C, held in 24 of the 32 vector registers.  It exists because libglow
+ * runs its products single-threaded inside its own threads, where the
+ * CBLAS may be held to older instructions (an OpenBLAS forced to its AVX2
+ * kernels by OPENBLAS_CORETYPE runs at half the rate of AVX-512 on such a
+ * CPU), and because its sums are in a fixed order: each element of C adds
+ * its K products in KC blocks, in order, whatever M, N or the tile it is
+ * in, so that a row of the result does not depend on how many rows the
+ * product has.  Machines without AVX-512F use the CBLAS.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "glow_internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GLOW__HAVE_AVX512_KERNEL 1
+#include <immintrin.h>
+#endif
+
+#define MR GLOW__GEMM_MR
+#define NR GLOW__GEMM_NR
+#define KC GLOW__GEMM_KC
+#define MC GLOW__GEMM_MC
+#define NC GLOW__GEMM_NC
+
+/* Whole panels per block: the packing buffers hold MC x KC and KC x NC. */
+_Static_assert(MC % MR == 0 && NC % NR == 0, "blocks of whole panels");
+
+int glow__gemm_own_available(void) {
+#ifdef GLOW__HAVE_AVX512_KERNEL
+  return __builtin_cpu_supports("avx512f") != 0;
+#else
+  return 0;
+#endif
+}
+
+int glow__gemm_own(const glow_model *m) {
+  return m->gemm == GLOW_GEMM_AUTO && glow__gemm_own_available();
+}
+
+#ifdef GLOW__HAVE_AVX512_KERNEL
+
+/* Rows [i0, i0 + mc) x columns [p0, p0 + kc) of op(A), element (i, k) at
+ * a[i*rs + k*cs], into panels of MR rows: panel r holds, for each k, its
+ * MR values; rows past mc are zero. */
+static void pack_a(const float *a, int64_t rs, int64_t cs, int64_t mc,
+                   int64_t kc, float *pa) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int64_t mr = mc - ir < MR ? mc - ir : MR;
+    const float *src = a + ir * rs;
+    if (rs == 1) { /* op(A) = A^T: the panel's values lie side by side */
+      for (int64_t k = 0; k < kc; k++, pa += MR) {
+        memcpy(pa, src + k * cs, sizeof(float) * (size_t)mr);
+        for (int64_t i = mr; i < MR; i++)
+          pa[i] = 0.0f;
+      }
+      continue;
+    }
+    if (mr == MR) { /* a whole panel: MR loads and stores a step, no tests */
+      for (int64_t k = 0; k < kc; k++, pa += MR)
+        for (int64_t i = 0; i < MR; i++)
+          pa[i] = src[i * rs + k * cs];
+      continue;
+    }
+    for (int64_t k = 0; k < kc; k++, pa += MR) {
+      for (int64_t i = 0; i < mr; i++)
+        pa[i] = src[i * rs + k * cs];
+      for (int64_t i = mr; i < MR; i++)
+        pa[i] = 0.0f;
+    }
+  }
+}
+
+/* Rows [p0, p0 + kc) x columns [j0, j0 + nc) of op(B), element (k, j) at
+ * b[k*rs + j*cs], into panels NR columns wide, zero past nc. */
+static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
+                   int64_t nc, float *pb) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t nr = nc - jr < NR ? nc - jr : NR;
+    const float *src = b + jr * cs;
+    if (cs == 1 && nr == NR) { /* fixed-size copies, inlined */
+      for (int64_t k = 0; k < kc; k++, pb += NR)
+        memcpy(pb, src + k * rs, sizeof(float) * NR);
+      continue;
+    }
+    for (int64_t k = 0; k < kc; k++, pb += NR) {
+      if (cs == 1) {
+        memcpy(pb, src + k * rs, sizeof(float) * (size_t)nr);
+      } else {
+        for (int64_t j = 0; j < nr; j++)
+          pb[j] = src[k * rs + j * cs];
+      }
+      for (int64_t j = nr; j < NR; j++)
+        pb[j] = 0.0f;
+    }
+  }
+}
+
+/* The m x n (<= MR x NR) tile at c = the product of an A panel and a B
+ * panel over kc, added to what c holds when accumulate != 0: tile + c,
+ * in that order, whatever the tile's size. */
+__attribute__((target("avx512f"))) static void
+micro_kernel(int64_t kc, const float *pa, const float *pb, float *c,
+             int64_t ldc, int64_t m, int64_t n, int accumulate) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++, pa += MR, pb += NR) {
+    const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(pa[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+  const __mmask16 m1 =
+      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  for (int64_t i = 0; i < m; i++) {
+    float *ci = c + i * ldc;
+    __m512 v0 = acc[i][0], v1 = acc[i][1];
+    if (accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+    }
+    _mm512_mask_storeu_ps(ci, m0, v0);
+    _mm512_mask_storeu_ps(ci + 16, m1, v1);
+  }
+}
+
+static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda, const float *b,
+                      int64_t ldb, int accumulate, float *c, int64_t ldc,
+                      float *pack) {
+  /* Element strides of op(A) (m x k) and op(B) (k x n). */
+  const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+  const int64_t brs = tb ? 1 : ldb, bcs = tb ? ldb : 1;
+  float *pa = pack, *pb = pack + (int64_t)MC * KC;
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = n - jc < NC ? n - jc : NC;
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = k - pc < KC ? k - pc : KC;
+      const int acc = accumulate || pc > 0;
+      pack_b(b + pc * brs + jc * bcs, brs, bcs, kc, nc, pb);
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = m - ic < MC ? m - ic : MC;
+        pack_a(a + ic * ars + pc * acs, ars, acs, mc, kc, pa);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t nr = nc - jr < NR ? nc - jr : NR;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = mc - ir < MR ? mc - ir : MR;
+            micro_kernel(kc, pa + ir * kc, pb + jr * kc,
+                         c + (ic + ir) * ldc + jc + jr, ldc, mr, nr, acc);
+          }
+        }
+      }
+    }
+  }
+  if (k == 0 && !accumulate) /* an empty sum */
+    for (int64_t i = 0; i < m; i++)
+      memset(c + i * ldc, 0, sizeof(float) * (size_t)n);
+}
+
+#endif /* GLOW__HAVE_AVX512_KERNEL */
+
+void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                 const float *a, int64_t lda, const float *b, int64_t ldb,
+                 int accumulate, float *c, int64_t ldc, float *pack) {
+#ifdef GLOW__HAVE_AVX512_KERNEL
+  if (pack) {
+    own_sgemm(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc, pack);
+    return;
+  }
+#endif
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+              tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
+              a, (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c,
+              (int)ldc);
+}
