@@ -45,7 +45,9 @@
  *           change a model (glow_data_init, glow_backward, glow_zero_grad,
  *           glow_set_option, writes through glow_params or glow_grads) need
  *           exclusive access to it.  Different models are independent; the
- *           glow_latent_* functions touch no model.
+ *           glow_latent_* functions touch no model.  A call may split its
+ *           batch over threads of its own (GLOW_OPT_THREADS); they end
+ *           before it returns.
  *
  * Memory.   Each call allocates the scratch memory it needs and frees it
  *           before returning.  A model owns its parameters and gradients
@@ -245,9 +247,11 @@ GLOW_API int glow_bits_per_dim(glow_model *m, const float *x,
  * Draw n images at temperature T: glow_inverse(T * eps) with eps ~ N(0, I)
  * from a generator seeded by `seed`.  Image i's noise depends only on
  * (seed, i): not on n, not on threads.  The same seed gives bit-identical
- * images on every run with the same BLAS thread count; across thread counts
- * they agree to float rounding (relative 1e-5), because the BLAS orders
- * its sums by thread.  T = 0 gives the mode.  x: n x D output.
+ * images on every run with the same thread counts.  With libglow's own
+ * GEMM kernel (GLOW_OPT_GEMM) image i is the same bits whatever n and the
+ * number of threads; through a CBLAS, whose rounding depends on its threads
+ * and on the size of each product, images agree to float rounding
+ * (relative 1e-5).  T = 0 gives the mode.  x: n x D output.
  * Far in the tails, at high temperature, the inverse of a trained model can
  * overflow float range; such an image is redrawn with fresh noise (still a
  * function of seed and i), up to 16 times, so a batch does not fail for a
@@ -466,26 +470,33 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  * by at most one, and runs each shard with its own workspace on a thread
  * of its own; the calling thread runs the first.  glow_backward then adds
  * the shards' gradients in shard order.  The call starts its threads and
- * joins them before returning; a thread that cannot be started leaves its
- * shard to the calling thread.  glow_data_init always runs on the calling
- * thread alone: its statistics are those of the whole batch.
+ * joins them before returning (an idle model holds no threads); a thread
+ * that cannot be started leaves its shard to the calling thread.
+ * glow_data_init always runs on the calling thread alone: its statistics
+ * are those of the whole batch.
  *
- * This pays only when the BLAS runs single-threaded inside those threads:
- * two multi-threaded matrix products at once fight for the same cores.
- * With OpenBLAS set OPENBLAS_NUM_THREADS=1 in the environment (or call
- * openblas_set_num_threads(1)); libglow then uses every core itself, and
- * on 2 cores runs about twice as fast as OpenBLAS's own threads do on
- * Glow's matrix shapes (docs/performance.md).
+ * The matrix products then run single-threaded inside each shard.  With
+ * libglow's own kernel (GLOW_OPT_GEMM) that is always so.  Through the
+ * CBLAS it pays only if the BLAS runs single-threaded there: two
+ * multi-threaded products at once fight for the same cores.  With
+ * OpenBLAS set OPENBLAS_NUM_THREADS=1 in the environment (or call
+ * openblas_set_num_threads(1)).
  *   0: automatic: one thread per CPU the process may run on (its affinity
- *      mask) when the BLAS is OpenBLAS running one thread
- *      (openblas_get_num_threads() == 1); otherwise 1.
+ *      mask) when the products run single-threaded: on the own kernel, or
+ *      on OpenBLAS running one thread (openblas_get_num_threads() == 1).
+ *      Otherwise 1, leaving the cores to the BLAS's threads.
  *   1: no threads of libglow's own; the BLAS may thread each product.
  *   t: t threads, whatever the BLAS does.
- * Results: with a single-threaded BLAS, the inference calls give the same
- * bits for every number of threads (each image's arithmetic does not
- * depend on its shard).  glow_backward's loss and gradients are sums over
- * shards: the same bits for the same number of shards, and equal up to
- * float rounding across numbers of shards.
+ * On 2 cores the shards run Glow about twice as fast as OpenBLAS's own
+ * threads do on the same products (docs/performance.md).
+ *
+ * Results: the same bits for the same number of threads.  On the own
+ * kernel the inference calls give the same bits for every number of
+ * threads (each image's arithmetic does not depend on its shard); through
+ * OpenBLAS, whose rounding of a row depends on the number of rows in the
+ * product, they agree up to float rounding.  glow_backward's loss and
+ * gradients are sums over shards: equal up to float rounding across
+ * numbers of shards.
  * Memory: the shards' workspaces together hold about what one for the
  * whole batch would; glow_backward adds one parameter-sized gradient
  * buffer per shard beyond the first. */
@@ -493,12 +504,15 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 /** Values of GLOW_OPT_GEMM, bounds [0, 1], default AUTO: what computes the
  * matrix products (the convolutions and the 1x1 convs).
  * AUTO: libglow's own single-threaded kernel on CPUs with AVX-512F
- *   (x86-64), else the CBLAS.  Its sums run in a fixed order, so each
- *   image's results do not depend on the batch it is in or on the number
- *   of threads (GLOW_OPT_THREADS).  Products run single-threaded inside
- *   libglow's threads, so GLOW_OPT_THREADS = 0 then uses every CPU.
+ *   (x86-64), else the CBLAS.  It sums each product's terms in a fixed
+ *   order, so an image's results do not depend on the batch it is in or on
+ *   the number of threads.  It needs about 2.2 MiB of packing scratch per
+ *   thread, part of each call's workspace.
  * BLAS: the CBLAS libglow was linked with, always.
- * The two agree up to float rounding. */
+ * The two agree up to float rounding.  Which is faster depends on the
+ * CBLAS: OpenBLAS with its AVX-512 kernels runs the products about 10%
+ * faster than the own kernel, OpenBLAS held to AVX2 (OPENBLAS_CORETYPE)
+ * about 40% slower (docs/performance.md). */
 #define GLOW_GEMM_AUTO 0
 #define GLOW_GEMM_BLAS 1
 

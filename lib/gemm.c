@@ -58,6 +58,11 @@ static void pack_a(const float *a, int64_t rs, int64_t cs, int64_t mc,
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int64_t mr = mc - ir < MR ? mc - ir : MR;
     const float *src = a + ir * rs;
+    if (rs == 1 && mr == MR) { /* A^T, a whole panel: fixed-size copies */
+      for (int64_t k = 0; k < kc; k++, pa += MR)
+        memcpy(pa, src + k * cs, sizeof(float) * MR);
+      continue;
+    }
     if (rs == 1) { /* op(A) = A^T: the panel's values lie side by side */
       for (int64_t k = 0; k < kc; k++, pa += MR) {
         memcpy(pa, src + k * cs, sizeof(float) * (size_t)mr);
@@ -106,23 +111,14 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
   }
 }
 
-/* The m x n (<= MR x NR) tile at c = the product of an A panel and a B
- * panel over kc, added to what c holds when accumulate != 0: tile + c,
- * in that order, whatever the tile's size. */
-__attribute__((target("avx512f"))) static void
-micro_kernel(int64_t kc, const float *pa, const float *pb, float *c,
-             int64_t ldc, int64_t m, int64_t n, int accumulate) {
-  __m512 acc[MR][2];
-  for (int i = 0; i < MR; i++)
-    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k++, pa += MR, pb += NR) {
-    const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
-    for (int i = 0; i < MR; i++) {
-      const __m512 ai = _mm512_set1_ps(pa[i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
+#define GLOW__KERNEL __attribute__((target("avx512f"))) static
+
+/* Store the m x n (<= MR x NR) tile held in acc at c, added to what c
+ * holds when accumulate != 0: tile + c, in that order, whatever the tile's
+ * size. */
+GLOW__KERNEL inline __attribute__((always_inline)) void
+store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
+           int accumulate) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
   const __mmask16 m1 =
       n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
@@ -138,6 +134,74 @@ micro_kernel(int64_t kc, const float *pa, const float *pb, float *c,
   }
 }
 
+/* The m x n tile at c = the product of a packed A panel and a B panel over
+ * kc (see store_tile). */
+GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
+                               float *c, int64_t ldc, int64_t m, int64_t n,
+                               int accumulate) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++, pa += MR, pb += NR) {
+    const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(pa[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_tile(acc, c, ldc, m, n, accumulate);
+}
+
+/* The same with B read where it lies, row-major with row stride ldb (its
+ * n columns, masked): for products of few rows, whose B panels serve too
+ * few A panels to repay packing them. */
+GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
+                                    const float *b, int64_t ldb, float *c,
+                                    int64_t ldc, int64_t m, int64_t n,
+                                    int accumulate) {
+  const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+  const __mmask16 m1 =
+      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++, pa += MR, b += ldb) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(pa[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_tile(acc, c, ldc, m, n, accumulate);
+}
+
+/* The same with A read where it lies, row-major with row stride lda (its
+ * m rows; the panel's other rows repeat the first and are not stored):
+ * packing a row-major A costs a strided load per element, as much as the
+ * products themselves when B is narrow. */
+GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
+                                    const float *pb, float *c, int64_t ldc,
+                                    int64_t m, int64_t n, int accumulate) {
+  __m512 acc[MR][2];
+  const float *row[MR];
+  for (int i = 0; i < MR; i++) {
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    row[i] = a + (i < m ? i : 0) * lda;
+  }
+  for (int64_t k = 0; k < kc; k++, pb += NR) {
+    const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(row[i][k]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_tile(acc, c, ldc, m, n, accumulate);
+}
+
 static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda, const float *b,
                       int64_t ldb, int accumulate, float *c, int64_t ldc,
@@ -151,16 +215,28 @@ static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int acc = accumulate || pc > 0;
-      pack_b(b + pc * brs + jc * bcs, brs, bcs, kc, nc, pb);
+      /* A row-major op(B) serving at most two A panels is read in place. */
+      const int b_direct = ta && !tb && m <= 2 * MR;
+      if (!b_direct)
+        pack_b(b + pc * brs + jc * bcs, brs, bcs, kc, nc, pb);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
-        pack_a(a + ic * ars + pc * acs, ars, acs, mc, kc, pa);
+        if (ta)
+          pack_a(a + ic * ars + pc * acs, ars, acs, mc, kc, pa);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t nr = nc - jr < NR ? nc - jr : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = mc - ir < MR ? mc - ir : MR;
-            micro_kernel(kc, pa + ir * kc, pb + jr * kc,
-                         c + (ic + ir) * ldc + jc + jr, ldc, mr, nr, acc);
+            float *ct = c + (ic + ir) * ldc + jc + jr;
+            if (b_direct)
+              micro_kernel_cols(kc, pa + ir * kc, b + pc * ldb + jc + jr, ldb,
+                                ct, ldc, mr, nr, acc);
+            else if (ta)
+              micro_kernel(kc, pa + ir * kc, pb + jr * kc, ct, ldc, mr, nr,
+                           acc);
+            else /* row-major A, read in place */
+              micro_kernel_rows(kc, a + (ic + ir) * lda + pc, lda,
+                                pb + jr * kc, ct, ldc, mr, nr, acc);
           }
         }
       }

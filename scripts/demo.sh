@@ -9,6 +9,10 @@ bash scripts/install-deps.sh demo
 cmake -S . -B build -DGLOW_BUILD_TESTS=OFF >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 out=out
+# libglow runs one thread per core itself (GLOW_OPT_THREADS); where its
+# products go to OpenBLAS (CPUs without AVX-512F), OpenBLAS must then run
+# one thread inside each of them.
+export OPENBLAS_NUM_THREADS=1
 ./build/examples/train --out "$out" "$@"
 ./build/examples/sample "$out/model.safetensors" "$out"
 ./build/examples/manipulate "$out/model.safetensors" "$out"

@@ -21,12 +21,13 @@ from ._errors import GlowError, Status, last_error, status_string
 from ._config import Config, Coupling, Permutation
 from ._latent import latent_direction, latent_lerp, latent_shift, latent_slerp
 from ._model import LatentLevel, Model, Tensor
-from ._options import BackwardMode, Option, option_bounds
+from ._options import BackwardMode, Gemm, Option, option_bounds
 
 __all__ = [
     "ABI_MAJOR",
     "LIBRARY_ENV",
     "BackwardMode",
+    "Gemm",
     "Config",
     "Coupling",
     "GlowError",

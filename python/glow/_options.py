@@ -15,6 +15,8 @@ class Option(enum.IntEnum):
 
     BACKWARD_MODE = 1
     KEEP_WORKSPACE = 2
+    THREADS = 3
+    GEMM = 4
 
 
 class BackwardMode(enum.IntEnum):
@@ -22,6 +24,14 @@ class BackwardMode(enum.IntEnum):
 
     RECOMPUTE = 0
     STORE = 1
+
+
+class Gemm(enum.IntEnum):
+    """Values of :attr:`Option.GEMM` (``GLOW_GEMM_*``): what computes the
+    matrix products."""
+
+    AUTO = 0
+    BLAS = 1
 
 
 def option_bounds(option: int) -> tuple[int, int]:

@@ -100,6 +100,8 @@ def test_option_constants_match_header(driver):
         assert int(info[f"GLOW_OPT_{member.name}"]) == member.value
     for member in glow.BackwardMode:
         assert int(info[f"GLOW_BACKWARD_{member.name}"]) == member.value
+    for member in glow.Gemm:
+        assert int(info[f"GLOW_GEMM_{member.name}"]) == member.value
     assert {k for k in info if k.startswith("GLOW_OPT_")} == {
         f"GLOW_OPT_{m.name}" for m in glow.Option
     }

@@ -83,6 +83,10 @@ def test_option_defaults_and_bounds():
     assert model.get_option(glow.Option.KEEP_WORKSPACE) == 0
     assert glow.option_bounds(glow.Option.BACKWARD_MODE) == (0, 1)
     assert glow.option_bounds(glow.Option.KEEP_WORKSPACE) == (0, 1)
+    assert model.get_option(glow.Option.THREADS) == 0
+    assert model.get_option(glow.Option.GEMM) == glow.Gemm.AUTO
+    assert glow.option_bounds(glow.Option.THREADS) == (0, 256)
+    assert glow.option_bounds(glow.Option.GEMM) == (glow.Gemm.AUTO, glow.Gemm.BLAS)
     model.set_option(glow.Option.BACKWARD_MODE, glow.BackwardMode.STORE)
     assert model.get_option(glow.Option.BACKWARD_MODE) == glow.BackwardMode.STORE
     assert tiny().get_option(glow.Option.BACKWARD_MODE) == glow.BackwardMode.RECOMPUTE
