@@ -262,21 +262,30 @@ static void run_memory(const bench_config *b, int32_t depth, int mode) {
   float *x;
   glow_model *m = make(b, depth, &x);
   check(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode), "set_option");
+  /* The shards, so that their gradient buffers can be told apart: --threads
+   * or one per CPU, as the automatic setting picks on this machine. */
+  long threads = g_threads > 0 ? g_threads : sysconf(_SC_NPROCESSORS_ONLN);
+  if (threads < 1)
+    threads = 1;
+  if (threads > b->batch)
+    threads = b->batch;
+  check(glow_set_option(m, GLOW_OPT_THREADS, threads), "set_option");
   float loss;
   check(glow_zero_grad(m), "zero_grad"); /* the gradients' pages, now */
   double base = proc_status_mib("VmRSS");
   reset_peak();
   check(glow_backward(m, x, NULL, b->batch, &loss), "backward");
   double peak = proc_status_mib("VmHWM") - base;
-  /* glow_backward sums gradients in a scratch buffer the size of the
-   * parameters and adds them to glow_grads() only if all are finite; the
-   * rest of the growth is the activation workspace. */
-  double scratch = (double)glow_param_count(m) * 4 / (1 << 20);
-  printf("  K=%-3d %-10s growth during the step %7.1f MiB = gradient "
-         "scratch %6.1f + activations %6.1f; model: parameters %6.1f, "
-         "gradients %6.1f\n",
-         depth, mode == GLOW_BACKWARD_STORE ? "store" : "recompute", peak,
-         scratch, peak - scratch, scratch, scratch);
+  /* glow_backward sums each shard's gradients in a scratch buffer the size
+   * of the parameters and adds them to glow_grads() only if all are
+   * finite; the rest of the growth is the activation workspace. */
+  double params = (double)glow_param_count(m) * 4 / (1 << 20);
+  double scratch = (double)threads * params;
+  printf("  K=%-3d %-10s %ld shards: growth during the step %7.1f MiB = "
+         "gradient scratch %6.1f + activations %6.1f; model: parameters "
+         "%6.1f, gradients %6.1f\n",
+         depth, mode == GLOW_BACKWARD_STORE ? "store" : "recompute", threads,
+         peak, scratch, peak - scratch, params, params);
   free(x);
   glow_model_free(m);
 }
