@@ -510,9 +510,9 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  *   thread, part of each call's workspace.
  * BLAS: the CBLAS libglow was linked with, always.
  * The two agree up to float rounding.  Which is faster depends on the
- * CBLAS: OpenBLAS with its AVX-512 kernels runs the products about 10%
- * faster than the own kernel, OpenBLAS held to AVX2 (OPENBLAS_CORETYPE)
- * about 40% slower (docs/performance.md). */
+ * CBLAS: OpenBLAS with its AVX-512 kernels runs Glow up to 10% faster
+ * than the own kernel, OpenBLAS held to AVX2 (OPENBLAS_CORETYPE) about 40%
+ * slower (docs/performance.md). */
 #define GLOW_GEMM_AUTO 0
 #define GLOW_GEMM_BLAS 1
 
