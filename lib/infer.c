@@ -69,6 +69,7 @@ typedef struct {
   double *ld;             /* forward: per-image log-determinants */
   float *ztop;            /* forward, optional: the top latent z */
   float scale;            /* inverse: temperature of eps */
+  int inverse;            /* 1: the inverse pass, 0: the forward */
   glow__shard *sh;
 } pass_job;
 
@@ -85,18 +86,23 @@ static int run_shards(pass_job *j, int32_t n,
   return rc;
 }
 
-static void forward_shard(void *arg, int32_t s) {
+/* One shard of a forward (eps, logdets and optionally the top latent out)
+ * or of an inverse pass. */
+static void pass_shard(void *arg, int32_t s) {
   pass_job *j = arg;
   const glow_model *m = j->m;
   const glow__shard *sh = &j->sh[s];
   const int64_t d = m->dim, at = sh->first;
+  const int32_t *labels = j->labels ? j->labels + at : NULL;
   glow__ws ws;
   int rc = glow__ws_alloc(m, sh->count, &ws);
-  if (!rc)
-    rc = glow__flow_forward(m, m->params, &ws, j->in + at * d,
-                            j->labels ? j->labels + at : NULL,
+  if (!rc && j->inverse)
+    rc = glow__flow_inverse(m, &ws, j->in + at * d, j->scale, labels,
                             j->out + at * d);
-  if (!rc) {
+  else if (!rc)
+    rc = glow__flow_forward(m, m->params, &ws, j->in + at * d, labels,
+                            j->out + at * d);
+  if (!rc && !j->inverse) {
     memcpy(j->ld + at, ws.ld, sizeof(double) * (size_t)sh->count);
     if (j->ztop) { /* the forward leaves the top latent in ws.z */
       const glow__level *top = &m->levels[m->cfg.levels - 1];
@@ -115,7 +121,7 @@ static int run_forward(const glow_model *m, const float *x,
                        double *ld, float *ztop, const char *fn) {
   pass_job j = {.m = m, .in = x, .labels = labels, .out = eps, .ld = ld,
                 .ztop = ztop};
-  int rc = run_shards(&j, n, forward_shard);
+  int rc = run_shards(&j, n, pass_shard);
   if (rc)
     return rc;
   if (!glow__all_finite(eps, n * m->dim))
@@ -204,28 +210,13 @@ int glow_logdet(glow_model *m, const float *x, const int32_t *labels,
   return rc;
 }
 
-static void inverse_shard(void *arg, int32_t s) {
-  pass_job *j = arg;
-  const glow_model *m = j->m;
-  const glow__shard *sh = &j->sh[s];
-  const int64_t d = m->dim, at = sh->first;
-  glow__ws ws;
-  int rc = glow__ws_alloc(m, sh->count, &ws);
-  if (!rc)
-    rc = glow__flow_inverse(m, &ws, j->in + at * d, j->scale,
-                            j->labels ? j->labels + at : NULL,
-                            j->out + at * d);
-  glow__ws_free(&ws);
-  glow__shard_done(&j->sh[s], rc);
-}
-
 /* Inverse of eps scaled by `scale`, with the output checked. */
 static int run_inverse(glow_model *m, const float *eps, float scale,
                        const int32_t *labels, int32_t n, float *x,
                        const char *fn) {
   pass_job j = {.m = m, .in = eps, .labels = labels, .out = x,
-                .scale = scale};
-  int rc = run_shards(&j, n, inverse_shard);
+                .scale = scale, .inverse = 1};
+  int rc = run_shards(&j, n, pass_shard);
   if (!rc && !glow__all_finite(x, n * m->dim))
     rc = glow__fail(GLOW_ERR_NUMERIC,
                     "%s: the output is not finite (latent or parameters out "

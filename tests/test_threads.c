@@ -33,6 +33,18 @@ static glow_model *make_model(int32_t coupling, int32_t perm,
   return m;
 }
 
+/* n = N images of the shape make_model's models take; *d: values each. */
+static float *probe_images(uint64_t seed, int64_t *d) {
+  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
+                                GLOW_PERMUTE_CONV1X1);
+  glow_model *shape = NULL;
+  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
+  float *x = tu_images(shape, N, seed);
+  *d = glow_model_dim(shape);
+  glow_model_free(shape);
+  return x;
+}
+
 static void test_option(void **state) {
   (void)state;
   int64_t lo = -1, hi = -1, v = -1;
@@ -129,6 +141,18 @@ static void outputs_free(outputs *o) {
   free(o->probs);
 }
 
+/* Every output of a and b the same, bit for bit (images of d values). */
+static void assert_same_bits(const outputs *a, const outputs *b, int64_t d) {
+  const size_t big = sizeof(float) * (size_t)(N * d), small = sizeof(float) * N;
+  assert_memory_equal(a->eps, b->eps, big);
+  assert_memory_equal(a->ld, b->ld, small);
+  assert_memory_equal(a->x, b->x, big);
+  assert_memory_equal(a->samples, b->samples, big);
+  assert_memory_equal(a->bpd, b->bpd, small);
+  assert_memory_equal(a->logp, b->logp, small);
+  assert_memory_equal(a->probs, b->probs, small * 3);
+}
+
 /* Largest |a - b| over the largest |b|. */
 static double rel_diff(const float *a, const float *b, int64_t n) {
   double top = 0.0;
@@ -146,14 +170,8 @@ static double rel_diff(const float *a, const float *b, int64_t n) {
 static void test_inference_across_threads(void **state) {
   (void)state;
   const int32_t labels[N] = {0, 2, 1, 1, 0, 2, 2};
-  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                                GLOW_PERMUTE_CONV1X1);
-  glow_model *shape = NULL;
-  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
-  float *x = tu_images(shape, N, 21);
-  const int64_t d = glow_model_dim(shape);
-  glow_model_free(shape);
-  const size_t big = sizeof(float) * (size_t)(N * d), small = sizeof(float) * N;
+  int64_t d = 0;
+  float *x = probe_images(21, &d);
   for (int32_t variant = 0; variant < 4; variant++) {
     const int lu = variant & 1, blas = variant >> 1;
     glow_model *m = make_model(GLOW_COUPLING_AFFINE,
@@ -169,15 +187,8 @@ static void test_inference_across_threads(void **state) {
     assert_true(tu_max_abs_diff(ref.x, x, N * d) < 1e-4);
     for (int32_t k = 1; k < N_COUNTS; k++) {
       outputs o = infer_all(m, thread_counts[k], x, labels);
-      if (same_bits) {
-        assert_memory_equal(o.eps, ref.eps, big);
-        assert_memory_equal(o.ld, ref.ld, small);
-        assert_memory_equal(o.x, ref.x, big);
-        assert_memory_equal(o.samples, ref.samples, big);
-        assert_memory_equal(o.bpd, ref.bpd, small);
-        assert_memory_equal(o.logp, ref.logp, small);
-        assert_memory_equal(o.probs, ref.probs, small * 3);
-      }
+      if (same_bits)
+        assert_same_bits(&o, &ref, d);
       assert_true(rel_diff(o.eps, ref.eps, N * d) < 1e-5);
       assert_true(rel_diff(o.ld, ref.ld, N) < 1e-5);
       assert_true(rel_diff(o.x, ref.x, N * d) < 1e-5);
@@ -186,13 +197,7 @@ static void test_inference_across_threads(void **state) {
       assert_true(rel_diff(o.logp, ref.logp, N) < 1e-6);
       assert_true(tu_max_abs_diff(o.probs, ref.probs, N * 3) < 1e-5);
       outputs again = infer_all(m, thread_counts[k], x, labels);
-      assert_memory_equal(again.eps, o.eps, big);
-      assert_memory_equal(again.ld, o.ld, small);
-      assert_memory_equal(again.x, o.x, big);
-      assert_memory_equal(again.samples, o.samples, big);
-      assert_memory_equal(again.bpd, o.bpd, small);
-      assert_memory_equal(again.logp, o.logp, small);
-      assert_memory_equal(again.probs, o.probs, small * 3);
+      assert_same_bits(&again, &o, d);
       outputs_free(&again);
       outputs_free(&o);
     }
@@ -218,12 +223,8 @@ static float backward(glow_model *m, int32_t threads, const float *x,
 static void test_backward_shards(void **state) {
   (void)state;
   const int32_t labels[N] = {1, 0, 2, 2, 1, 0, 1};
-  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                                GLOW_PERMUTE_CONV1X1_LU);
-  glow_model *shape = NULL;
-  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
-  float *x = tu_images(shape, N, 31);
-  glow_model_free(shape);
+  int64_t d = 0;
+  float *x = probe_images(31, &d);
   for (int32_t mode = 0; mode < 2; mode++) {
     glow_model *m = make_model(GLOW_COUPLING_AFFINE,
                                GLOW_PERMUTE_CONV1X1_LU, x, labels);
@@ -282,13 +283,8 @@ static void test_backward_shards(void **state) {
 static void test_shard_failure(void **state) {
   (void)state;
   const int32_t labels[N] = {1, 0, 2, 2, 1, 0, 1};
-  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                                GLOW_PERMUTE_CONV1X1);
-  glow_model *shape = NULL;
-  assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
-  float *x = tu_images(shape, N, 41);
-  const int64_t d = glow_model_dim(shape);
-  glow_model_free(shape);
+  int64_t d = 0;
+  float *x = probe_images(41, &d);
   glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, x,
                              labels);
   const int64_t np = glow_param_count(m);
