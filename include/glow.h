@@ -52,7 +52,7 @@
  * Memory.   Each call allocates the scratch memory it needs and frees it
  *           before returning.  A model owns its parameters and gradients
  *           (glow_params, glow_grads), and, while GLOW_OPT_KEEP_WORKSPACE
- *           is set, the training workspace of its last glow_backward call;
+ *           is set, the training workspaces of its last glow_backward call;
  *           glow_model_free frees all of it.
  */
 #ifndef GLOW_H
@@ -453,10 +453,11 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 
 /* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 0.
  * 0: glow_backward allocates its workspace and frees it before returning.
- * 1: the model keeps the workspace of its last glow_backward call and
- *    reuses it for every call whose batch size is at most the one it was
- *    allocated for (a larger batch replaces it with one of that size).  It
- *    is freed when GLOW_OPT_BACKWARD_MODE is set to another value, when
+ * 1: the model keeps the workspace of its last glow_backward call (one
+ *    per shard, see GLOW_OPT_THREADS) and reuses it for every call with as
+ *    many shards, none larger than the one it was allocated for (a larger
+ *    batch, or another number of shards, replaces it).  It is freed when
+ *    GLOW_OPT_BACKWARD_MODE or GLOW_OPT_GEMM is set to another value, when
  *    this option is set back to 0, and with the model.  Results do not
  *    depend on whether or which workspace was kept.  This saves the cost of
  *    first touching fresh memory on every call, about 5% of a training step
