@@ -124,21 +124,6 @@ static void train_shard(void *arg, int32_t s) {
   glow__shard_done(&j->sh[s], rc);
 }
 
-/* The shards' gradients summed into the first's, in shard order (so the
- * result depends on the number of shards, never on timing), and their
- * losses into *loss. */
-static void sum_shards(const glow_model *m, int32_t shards,
-                       const double *losses, double *loss) {
-  float *G = m->train_ws[0].G;
-  *loss = losses[0];
-  for (int32_t s = 1; s < shards; s++) {
-    const float *Gs = m->train_ws[s].G;
-    for (int64_t i = 0; i < m->n_params; i++)
-      G[i] += Gs[i];
-    *loss += losses[s];
-  }
-}
-
 /* G[i] += grads[i] for every i; 1 if every sum is finite.  Tests the
  * exponent bits, as glow__all_finite does, so that the loop vectorises. */
 static int add_finite(const float *grads, float *G, int64_t count) {
@@ -151,6 +136,35 @@ static int add_finite(const float *grads, float *G, int64_t count) {
     G[i] = v;
   }
   return !bad;
+}
+
+/* The commit of glow_backward, on as many threads as it had shards, each
+ * taking a slice of the parameters.  Phase 0: the shards' gradients summed
+ * into the first shard's buffer in shard order, then grads added (so the
+ * result depends on the number of shards, never on the slicing), each sum
+ * tested; phase 1, once all are finite: the sums copied to grads. */
+typedef struct {
+  const glow_model *m;
+  int32_t shards;
+  int phase;
+  int *bad; /* phase 0: per slice, 1 if a sum is not finite */
+} commit_job;
+
+static void commit_slice(void *arg, int32_t t) {
+  commit_job *j = arg;
+  const int64_t np = j->m->n_params;
+  const int64_t lo = np * t / j->shards, hi = np * (t + 1) / j->shards;
+  float *G = j->m->train_ws[0].G;
+  if (j->phase == 1) {
+    memcpy(j->m->grads + lo, G + lo, sizeof(float) * (size_t)(hi - lo));
+    return;
+  }
+  for (int32_t s = 1; s < j->shards; s++) {
+    const float *Gs = j->m->train_ws[s].G;
+    for (int64_t i = lo; i < hi; i++)
+      G[i] += Gs[i];
+  }
+  j->bad[t] = !add_finite(j->m->grads + lo, G + lo, hi - lo);
 }
 
 /* After add_finite failed (sum = grads + this batch's finite gradients):
@@ -200,19 +214,28 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     glow__parallel(shards, train_shard, &j);
     rc = glow__shards_status(sh, shards);
   }
-  if (!rc)
-    sum_shards(m, shards, losses, &loss64);
   /* Commit only if every sum stays finite, so that a failed call leaves
    * the gradient buffer as it was: the sums go to the scratch buffer in
    * one pass that also tests them, and are copied over only if all are
    * finite. */
-  float *G = rc ? NULL : m->train_ws[0].G;
-  if (!rc && !add_finite(m->grads, G, m->n_params))
-    rc = sum_failure(m->grads, G, m->n_params, fn);
+  int *bad = rc ? NULL : calloc((size_t)shards, sizeof *bad);
+  if (!rc && !bad)
+    rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   if (!rc) {
-    memcpy(m->grads, G, sizeof(float) * (size_t)m->n_params);
-    *loss = (float)loss64;
+    commit_job c = {m, shards, 0, bad};
+    glow__parallel(shards, commit_slice, &c);
+    for (int32_t t = 0; t < shards && !rc; t++)
+      if (bad[t])
+        rc = sum_failure(m->grads, m->train_ws[0].G, m->n_params, fn);
+    c.phase = 1;
+    if (!rc)
+      glow__parallel(shards, commit_slice, &c);
   }
+  for (int32_t s = 0; !rc && s < shards; s++)
+    loss64 += losses[s];
+  if (!rc)
+    *loss = (float)loss64;
+  free(bad);
   if (!m->keep_workspace)
     glow__train_release(m);
   free(sh);
