@@ -13,7 +13,9 @@
  * CPU), and because its sums are in a fixed order: each element of C adds
  * its K products in KC blocks, in order, whatever M, N or the tile it is
  * in, so that a row of the result does not depend on how many rows the
- * product has.  Machines without AVX-512F use the CBLAS.
+ * product has.  Machines without AVX-512F use the CBLAS, as do builds
+ * configured with -DGLOW_GEMM_KERNEL=OFF (which CI uses to test that path
+ * on machines that have it).
  */
 #include <stdint.h>
 #include <string.h>
@@ -22,7 +24,8 @@
 
 #include "glow_internal.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&     \
+    !defined(GLOW_NO_GEMM_KERNEL)
 #define GLOW__HAVE_AVX512_KERNEL 1
 #include <immintrin.h>
 #endif
@@ -257,6 +260,8 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
     own_sgemm(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc, pack);
     return;
   }
+#else
+  (void)pack; /* never set: glow__gemm_own_available() is 0 */
 #endif
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
               tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
