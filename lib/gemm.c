@@ -157,8 +157,7 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
 }
 
 /* The same with B read where it lies, row-major with row stride ldb (its
- * n columns, masked): for products of few rows, whose B panels serve too
- * few A panels to repay packing them. */
+ * n columns, masked): the last, partial A^T panel of a weight gradient. */
 GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
                                     const float *b, int64_t ldb, float *c,
                                     int64_t ldc, int64_t m, int64_t n,
@@ -174,6 +173,34 @@ GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
     const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(pa[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_tile(acc, c, ldc, m, n, accumulate);
+}
+
+/* The same for op(A) = A^T and B both read where they lie: A^T's panel is
+ * MR adjacent values of each of the kc rows of A (stride lda), B's the
+ * n <= NR leading values of each of its kc rows (stride ldb, masked).  The
+ * weight gradients' products, whose inner dimension is every pixel of a
+ * shard, would otherwise pack both operands for as few flops per value as
+ * they have output columns. */
+GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
+                                  const float *b, int64_t ldb, float *c,
+                                  int64_t ldc, int64_t m, int64_t n,
+                                  int accumulate) {
+  const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+  const __mmask16 m1 =
+      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; k++, a += lda, b += ldb) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
@@ -205,6 +232,10 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
   store_tile(acc, c, ldc, m, n, accumulate);
 }
 
+/* Which operands are packed: op(B) unless it is B itself with op(A) = A^T
+ * (the weight gradients: both read in place); op(A) only when it is A^T,
+ * and then, with B in place, only a last partial panel.  A row-major A is
+ * read in place. */
 static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda, const float *b,
                       int64_t ldb, int accumulate, float *c, int64_t ldc,
@@ -212,32 +243,37 @@ static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
   /* Element strides of op(A) (m x k) and op(B) (k x n). */
   const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
   const int64_t brs = tb ? 1 : ldb, bcs = tb ? ldb : 1;
+  const int tn = ta && !tb;
   float *pa = pack, *pb = pack + (int64_t)MC * KC;
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = n - jc < NC ? n - jc : NC;
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int acc = accumulate || pc > 0;
-      /* A row-major op(B) serving at most two A panels is read in place. */
-      const int b_direct = ta && !tb && m <= 2 * MR;
-      if (!b_direct)
+      if (!tn)
         pack_b(b + pc * brs + jc * bcs, brs, bcs, kc, nc, pb);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
-        if (ta)
-          pack_a(a + ic * ars + pc * acs, ars, acs, mc, kc, pa);
+        const int64_t full = tn ? mc - mc % MR : 0; /* panels in place */
+        if (ta && full < mc)
+          pack_a(a + (ic + full) * ars + pc * acs, ars, acs, mc - full, kc,
+                 pa + full * kc);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t nr = nc - jr < NR ? nc - jr : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = mc - ir < MR ? mc - ir : MR;
             float *ct = c + (ic + ir) * ldc + jc + jr;
-            if (b_direct)
+            if (tn && ir < full)
+              micro_kernel_tn(kc, a + pc * lda + ic + ir, lda,
+                              b + pc * ldb + jc + jr, ldb, ct, ldc, mr, nr,
+                              acc);
+            else if (tn)
               micro_kernel_cols(kc, pa + ir * kc, b + pc * ldb + jc + jr, ldb,
                                 ct, ldc, mr, nr, acc);
             else if (ta)
               micro_kernel(kc, pa + ir * kc, pb + jr * kc, ct, ldc, mr, nr,
                            acc);
-            else /* row-major A, read in place */
+            else
               micro_kernel_rows(kc, a + (ic + ir) * lda + pc, lda,
                                 pb + jr * kc, ct, ldc, mr, nr, acc);
           }
