@@ -3,10 +3,15 @@
  * kernel, or the CBLAS.
  *
  * The kernel follows the usual blocked scheme (as in BLIS and OpenBLAS):
- * op(B) is packed in blocks of KC x NC into panels NR columns wide, op(A)
- * in blocks of MC x KC into panels MR rows high, and a register-blocked
- * micro-kernel multiplies one A panel by one B panel into an MR x NR tile
- * of C, held in 24 of the 32 vector registers.  It exists because libglow
+ * op(B) in blocks of KC x NC, as panels NR columns wide, op(A) in blocks of
+ * MC x KC, as panels MR rows high, and a register-blocked micro-kernel
+ * multiplies one A panel by one B panel into an MR x NR tile of C, held in
+ * 24 of the 32 vector registers.  Glow's products are tall and narrow
+ * (rows are pixels, columns a few to a few hundred channels), where packing
+ * costs as much as the arithmetic, so operands are packed only where the
+ * layout demands it: a row-major A is read in place (a broadcast per row
+ * and step), and the weight gradients A^T B, whose inner dimension is the
+ * pixels, read both A and B in place.  It exists because libglow
  * runs its products single-threaded inside its own threads, where the
  * CBLAS may be held to older instructions (an OpenBLAS forced to its AVX2
  * kernels by OPENBLAS_CORETYPE runs at half the rate of AVX-512 on such a
@@ -24,7 +29,7 @@
 
 #include "glow_internal.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&     \
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&        \
     !defined(GLOW_NO_GEMM_KERNEL)
 #define GLOW__HAVE_AVX512_KERNEL 1
 #include <immintrin.h>
@@ -121,27 +126,43 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
  * size. */
 GLOW__KERNEL inline __attribute__((always_inline)) void
 store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
-           int accumulate) {
+           int accumulate, const int w) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-  const __mmask16 m1 =
-      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  const __mmask16 m1 = n >= 32  ? 0xffff
+                       : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
+                                : 0;
   for (int64_t i = 0; i < m; i++) {
     float *ci = c + i * ldc;
-    __m512 v0 = acc[i][0], v1 = acc[i][1];
-    if (accumulate) {
+    __m512 v0 = acc[i][0];
+    if (accumulate)
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
-    }
     _mm512_mask_storeu_ps(ci, m0, v0);
-    _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    if (w > 1) {
+      __m512 v1 = acc[i][1];
+      if (accumulate)
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+      _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    }
   }
 }
 
+/* Each kernel below is a body for w 16-wide vectors of columns, a constant
+ * where inlined: 2, or 1 where the tile has n <= 16 columns (the last of a
+ * product 36 wide, or one 18 wide), which halves its work. */
+#define GLOW__WIDTHS(body, ...)                                                \
+  do {                                                                         \
+    if (n > 16)                                                                \
+      body(__VA_ARGS__, 2);                                                    \
+    else                                                                       \
+      body(__VA_ARGS__, 1);                                                    \
+  } while (0)
+
 /* The m x n tile at c = the product of a packed A panel and a B panel over
  * kc (see store_tile). */
-GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
-                               float *c, int64_t ldc, int64_t m, int64_t n,
-                               int accumulate) {
+GLOW__KERNEL inline __attribute__((always_inline)) void
+micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
+                  int64_t ldc, int64_t m, int64_t n, int accumulate,
+                  const int w) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -150,21 +171,29 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(pa[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if (w > 1)
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate);
+  store_tile(acc, c, ldc, m, n, accumulate, w);
+}
+
+GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
+                               float *c, int64_t ldc, int64_t m, int64_t n,
+                               int accumulate) {
+  GLOW__WIDTHS(micro_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate);
 }
 
 /* The same with B read where it lies, row-major with row stride ldb (its
  * n columns, masked): the last, partial A^T panel of a weight gradient. */
-GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
-                                    const float *b, int64_t ldb, float *c,
-                                    int64_t ldc, int64_t m, int64_t n,
-                                    int accumulate) {
+GLOW__KERNEL inline __attribute__((always_inline)) void
+micro_kernel_cols_body(int64_t kc, const float *pa, const float *b, int64_t ldb,
+                       float *c, int64_t ldc, int64_t m, int64_t n,
+                       int accumulate, const int w) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-  const __mmask16 m1 =
-      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  const __mmask16 m1 = n >= 32  ? 0xffff
+                       : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
+                                : 0;
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -174,10 +203,18 @@ GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(pa[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if (w > 1)
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate);
+  store_tile(acc, c, ldc, m, n, accumulate, w);
+}
+
+GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa, const float *b,
+                                    int64_t ldb, float *c, int64_t ldc,
+                                    int64_t m, int64_t n, int accumulate) {
+  GLOW__WIDTHS(micro_kernel_cols_body, kc, pa, b, ldb, c, ldc, m, n,
+               accumulate);
 }
 
 /* The same for op(A) = A^T and B both read where they lie: A^T's panel is
@@ -186,13 +223,14 @@ GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa,
  * weight gradients' products, whose inner dimension is every pixel of a
  * shard, would otherwise pack both operands for as few flops per value as
  * they have output columns. */
-GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
-                                  const float *b, int64_t ldb, float *c,
-                                  int64_t ldc, int64_t m, int64_t n,
-                                  int accumulate) {
+GLOW__KERNEL inline __attribute__((always_inline)) void
+micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
+                     int accumulate, const int w) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-  const __mmask16 m1 =
-      n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+  const __mmask16 m1 = n >= 32  ? 0xffff
+                       : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
+                                : 0;
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -202,19 +240,29 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if (w > 1)
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate);
+  store_tile(acc, c, ldc, m, n, accumulate, w);
+}
+
+GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
+                                  const float *b, int64_t ldb, float *c,
+                                  int64_t ldc, int64_t m, int64_t n,
+                                  int accumulate) {
+  GLOW__WIDTHS(micro_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
+               accumulate);
 }
 
 /* The same with A read where it lies, row-major with row stride lda (its
  * m rows; the panel's other rows repeat the first and are not stored):
  * packing a row-major A costs a strided load per element, as much as the
  * products themselves when B is narrow. */
-GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
-                                    const float *pb, float *c, int64_t ldc,
-                                    int64_t m, int64_t n, int accumulate) {
+GLOW__KERNEL inline __attribute__((always_inline)) void
+micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
+                       float *c, int64_t ldc, int64_t m, int64_t n,
+                       int accumulate, const int w) {
   __m512 acc[MR][2];
   const float *row[MR];
   for (int i = 0; i < MR; i++) {
@@ -226,10 +274,18 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(row[i][k]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if (w > 1)
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate);
+  store_tile(acc, c, ldc, m, n, accumulate, w);
+}
+
+GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
+                                    const float *pb, float *c, int64_t ldc,
+                                    int64_t m, int64_t n, int accumulate) {
+  GLOW__WIDTHS(micro_kernel_rows_body, kc, a, lda, pb, c, ldc, m, n,
+               accumulate);
 }
 
 /* Which operands are packed: op(B) unless it is B itself with op(A) = A^T
@@ -237,9 +293,8 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
  * and then, with B in place, only a last partial panel.  A row-major A is
  * read in place. */
 static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
-                      const float *a, int64_t lda, const float *b,
-                      int64_t ldb, int accumulate, float *c, int64_t ldc,
-                      float *pack) {
+                      const float *a, int64_t lda, const float *b, int64_t ldb,
+                      int accumulate, float *c, int64_t ldc, float *pack) {
   /* Element strides of op(A) (m x k) and op(B) (k x n). */
   const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
   const int64_t brs = tb ? 1 : ldb, bcs = tb ? ldb : 1;
@@ -274,8 +329,8 @@ static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
               micro_kernel(kc, pa + ir * kc, pb + jr * kc, ct, ldc, mr, nr,
                            acc);
             else
-              micro_kernel_rows(kc, a + (ic + ir) * lda + pc, lda,
-                                pb + jr * kc, ct, ldc, mr, nr, acc);
+              micro_kernel_rows(kc, a + (ic + ir) * lda + pc, lda, pb + jr * kc,
+                                ct, ldc, mr, nr, acc);
           }
         }
       }
@@ -300,7 +355,6 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
   (void)pack; /* never set: glow__gemm_own_available() is 0 */
 #endif
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-              tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
-              a, (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c,
-              (int)ldc);
+              tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
+              (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
 }
