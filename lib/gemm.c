@@ -184,45 +184,12 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
   GLOW__WIDTHS(micro_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate);
 }
 
-/* The same with B read where it lies, row-major with row stride ldb (its
- * n columns, masked): the last, partial A^T panel of a weight gradient. */
-GLOW__KERNEL inline __attribute__((always_inline)) void
-micro_kernel_cols_body(int64_t kc, const float *pa, const float *b, int64_t ldb,
-                       float *c, int64_t ldc, int64_t m, int64_t n,
-                       int accumulate, const int w) {
-  const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-  const __mmask16 m1 = n >= 32  ? 0xffff
-                       : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
-                                : 0;
-  __m512 acc[MR][2];
-  for (int i = 0; i < MR; i++)
-    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k++, pa += MR, b += ldb) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-    for (int i = 0; i < MR; i++) {
-      const __m512 ai = _mm512_set1_ps(pa[i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      if (w > 1)
-        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
-  store_tile(acc, c, ldc, m, n, accumulate, w);
-}
-
-GLOW__KERNEL void micro_kernel_cols(int64_t kc, const float *pa, const float *b,
-                                    int64_t ldb, float *c, int64_t ldc,
-                                    int64_t m, int64_t n, int accumulate) {
-  GLOW__WIDTHS(micro_kernel_cols_body, kc, pa, b, ldb, c, ldc, m, n,
-               accumulate);
-}
-
 /* The same for op(A) = A^T and B both read where they lie: A^T's panel is
- * MR adjacent values of each of the kc rows of A (stride lda), B's the
- * n <= NR leading values of each of its kc rows (stride ldb, masked).  The
- * weight gradients' products, whose inner dimension is every pixel of a
- * shard, would otherwise pack both operands for as few flops per value as
- * they have output columns. */
+ * MR adjacent values of each of the kc rows of A (stride lda; a packed
+ * panel is the case lda = MR), B's the n <= NR leading values of each of
+ * its kc rows (stride ldb, masked).  The weight gradients' products, whose
+ * inner dimension is every pixel of a shard, would otherwise pack both
+ * operands for as few flops per value as they have output columns. */
 GLOW__KERNEL inline __attribute__((always_inline)) void
 micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                      int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
@@ -323,8 +290,8 @@ static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                               b + pc * ldb + jc + jr, ldb, ct, ldc, mr, nr,
                               acc);
             else if (tn)
-              micro_kernel_cols(kc, pa + ir * kc, b + pc * ldb + jc + jr, ldb,
-                                ct, ldc, mr, nr, acc);
+              micro_kernel_tn(kc, pa + ir * kc, MR, b + pc * ldb + jc + jr, ldb,
+                              ct, ldc, mr, nr, acc); /* packed A^T */
             else if (ta)
               micro_kernel(kc, pa + ir * kc, pb + jr * kc, ct, ldc, mr, nr,
                            acc);
