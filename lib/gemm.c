@@ -58,36 +58,22 @@ int glow__gemm_own(const glow_model *m) {
 
 #ifdef GLOW__HAVE_AVX512_KERNEL
 
-/* Rows [i0, i0 + mc) x columns [p0, p0 + kc) of op(A), element (i, k) at
- * a[i*rs + k*cs], into panels of MR rows: panel r holds, for each k, its
- * MR values; rows past mc are zero. */
-static void pack_a(const float *a, int64_t rs, int64_t cs, int64_t mc,
-                   int64_t kc, float *pa) {
+/* mc columns x kc rows of a row-major A (row stride lda), as mc rows of
+ * A^T in panels of MR rows: panel r holds, for each k, its MR values, which
+ * lie side by side in A; rows past mc are zero.  (A row-major op(A) = A is
+ * never packed: the kernel reads its rows in place.) */
+static void pack_at(const float *a, int64_t lda, int64_t mc, int64_t kc,
+                    float *pa) {
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int64_t mr = mc - ir < MR ? mc - ir : MR;
-    const float *src = a + ir * rs;
-    if (rs == 1 && mr == MR) { /* A^T, a whole panel: fixed-size copies */
+    const float *src = a + ir;
+    if (mr == MR) { /* a whole panel: fixed-size copies */
       for (int64_t k = 0; k < kc; k++, pa += MR)
-        memcpy(pa, src + k * cs, sizeof(float) * MR);
-      continue;
-    }
-    if (rs == 1) { /* op(A) = A^T: the panel's values lie side by side */
-      for (int64_t k = 0; k < kc; k++, pa += MR) {
-        memcpy(pa, src + k * cs, sizeof(float) * (size_t)mr);
-        for (int64_t i = mr; i < MR; i++)
-          pa[i] = 0.0f;
-      }
-      continue;
-    }
-    if (mr == MR) { /* a whole panel: MR loads and stores a step, no tests */
-      for (int64_t k = 0; k < kc; k++, pa += MR)
-        for (int64_t i = 0; i < MR; i++)
-          pa[i] = src[i * rs + k * cs];
+        memcpy(pa, src + k * lda, sizeof(float) * MR);
       continue;
     }
     for (int64_t k = 0; k < kc; k++, pa += MR) {
-      for (int64_t i = 0; i < mr; i++)
-        pa[i] = src[i * rs + k * cs];
+      memcpy(pa, src + k * lda, sizeof(float) * (size_t)mr);
       for (int64_t i = mr; i < MR; i++)
         pa[i] = 0.0f;
     }
@@ -124,7 +110,7 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
 /* Store the m x n (<= MR x NR) tile held in acc at c, added to what c
  * holds when accumulate != 0: tile + c, in that order, whatever the tile's
  * size. */
-GLOW__KERNEL inline __attribute__((always_inline)) void
+GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
            int accumulate, const int w) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
@@ -159,7 +145,7 @@ store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
 
 /* The m x n tile at c = the product of a packed A panel and a B panel over
  * kc (see store_tile). */
-GLOW__KERNEL inline __attribute__((always_inline)) void
+GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
                   int64_t ldc, int64_t m, int64_t n, int accumulate,
                   const int w) {
@@ -190,7 +176,7 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
  * its kc rows (stride ldb, masked).  The weight gradients' products, whose
  * inner dimension is every pixel of a shard, would otherwise pack both
  * operands for as few flops per value as they have output columns. */
-GLOW__KERNEL inline __attribute__((always_inline)) void
+GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                      int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
                      int accumulate, const int w) {
@@ -226,7 +212,7 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
  * m rows; the panel's other rows repeat the first and are not stored):
  * packing a row-major A costs a strided load per element, as much as the
  * products themselves when B is narrow. */
-GLOW__KERNEL inline __attribute__((always_inline)) void
+GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
                        float *c, int64_t ldc, int64_t m, int64_t n,
                        int accumulate, const int w) {
@@ -262,8 +248,7 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
 static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda, const float *b, int64_t ldb,
                       int accumulate, float *c, int64_t ldc, float *pack) {
-  /* Element strides of op(A) (m x k) and op(B) (k x n). */
-  const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+  /* Element strides of op(B) (k x n). */
   const int64_t brs = tb ? 1 : ldb, bcs = tb ? ldb : 1;
   const int tn = ta && !tb;
   float *pa = pack, *pb = pack + (int64_t)MC * KC;
@@ -278,8 +263,7 @@ static void own_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
         const int64_t mc = m - ic < MC ? m - ic : MC;
         const int64_t full = tn ? mc - mc % MR : 0; /* panels in place */
         if (ta && full < mc)
-          pack_a(a + (ic + full) * ars + pc * acs, ars, acs, mc - full, kc,
-                 pa + full * kc);
+          pack_at(a + pc * lda + ic + full, lda, mc - full, kc, pa + full * kc);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t nr = nc - jr < NR ? nc - jr : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {

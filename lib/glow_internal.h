@@ -19,6 +19,14 @@ int glow__fail(int status, const char *fmt, ...)
 #endif
     ;
 
+/* Inlined even where the compiler would not: bodies specialised on a
+ * constant argument (a channel count, a tile width). */
+#if defined(__GNUC__)
+#define GLOW__ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define GLOW__ALWAYS_INLINE
+#endif
+
 /* ---- Threads (parallel.c) -------------------------------------------------
  * A call's batch splits into at most GLOW__MAX_THREADS shards of whole
  * images, one per thread; see parallel.c. */
@@ -44,6 +52,11 @@ int glow__shards_status(const glow__shard *sh, int32_t count);
  * that cannot be started leaves its shard to the calling thread. */
 void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
                     void *ctx);
+/* A batch of n images on m's threads: the shards into *sh (where fn finds
+ * them through ctx), fn run on each, *sh freed; the first failed shard's
+ * status. */
+int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
+                     void (*fn)(void *ctx, int32_t shard), void *ctx);
 
 /* ---- Random numbers (rng.c) ----------------------------------------------
  * Counter-based: the value at index i depends only on (seed, stream, i), so

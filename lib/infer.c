@@ -73,19 +73,6 @@ typedef struct {
   glow__shard *sh;
 } pass_job;
 
-/* Run a pass over shards of the batch; the first failed shard's status. */
-static int run_shards(pass_job *j, int32_t n,
-                      void (*fn)(void *ctx, int32_t shard)) {
-  int32_t shards;
-  j->sh = glow__shards_new(n, glow__threads(j->m), &shards);
-  if (!j->sh)
-    return GLOW_ERR_NOMEM;
-  glow__parallel(shards, fn, j);
-  int rc = glow__shards_status(j->sh, shards);
-  free(j->sh);
-  return rc;
-}
-
 /* One shard of a forward (eps, logdets and optionally the top latent out)
  * or of an inverse pass. */
 static void pass_shard(void *arg, int32_t s) {
@@ -121,7 +108,7 @@ static int run_forward(const glow_model *m, const float *x,
                        double *ld, float *ztop, const char *fn) {
   pass_job j = {.m = m, .in = x, .labels = labels, .out = eps, .ld = ld,
                 .ztop = ztop};
-  int rc = run_shards(&j, n, pass_shard);
+  int rc = glow__run_shards(m, n, &j.sh, pass_shard, &j);
   if (rc)
     return rc;
   if (!glow__all_finite(eps, n * m->dim))
@@ -216,7 +203,7 @@ static int run_inverse(glow_model *m, const float *eps, float scale,
                        const char *fn) {
   pass_job j = {.m = m, .in = eps, .labels = labels, .out = x,
                 .scale = scale, .inverse = 1};
-  int rc = run_shards(&j, n, pass_shard);
+  int rc = glow__run_shards(m, n, &j.sh, pass_shard, &j);
   if (!rc && !glow__all_finite(x, n * m->dim))
     rc = glow__fail(GLOW_ERR_NUMERIC,
                     "%s: the output is not finite (latent or parameters out "
@@ -335,14 +322,7 @@ int glow_sample(glow_model *m, int32_t n, float temperature, uint64_t seed,
                       "%s: temperature %g must be finite and >= 0", fn,
                       (double)temperature);
   sample_job j = {m, temperature, seed, labels, x, NULL};
-  int32_t shards;
-  j.sh = glow__shards_new(n, glow__threads(m), &shards);
-  if (!j.sh)
-    return GLOW_ERR_NOMEM;
-  glow__parallel(shards, sample_shard, &j);
-  rc = glow__shards_status(j.sh, shards);
-  free(j.sh);
-  return rc;
+  return glow__run_shards(m, n, &j.sh, sample_shard, &j);
 }
 
 int glow_classify(glow_model *m, const float *x, int32_t n, float *logits,

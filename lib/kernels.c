@@ -14,16 +14,11 @@ int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin) {
   return (int64_t)h * w * 9 * cin;
 }
 
-#if defined(__GNUC__)
-#define GLOW__INLINE static inline __attribute__((always_inline))
-#else
-#define GLOW__INLINE static inline
-#endif
-
 /* Patch matrix of one image: row (y, x) holds the 3x3 neighbourhood, tap
  * (ky, kx) at columns [(ky*3 + kx)*cin, +cin), zeros outside the image. */
-GLOW__INLINE void im2col_image(const float *x, int64_t ldx, int32_t h,
-                               int32_t w, int32_t cin, float *col) {
+static inline GLOW__ALWAYS_INLINE void
+im2col_image(const float *x, int64_t ldx, int32_t h, int32_t w, int32_t cin,
+             float *col) {
   const int64_t k = 9 * (int64_t)cin;
   for (int32_t y = 0; y < h; y++) {
     for (int32_t xx = 0; xx < w; xx++) {
@@ -66,8 +61,8 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
 /* y (h x w x cout) of one image = the sum of the nine taps' outputs z (h x
  * w x 9*cout, tap t at columns [t*cout, +cout)), each shifted by its
  * offset, zero outside the image. */
-GLOW__INLINE void sum_taps_image(const float *z, int32_t h, int32_t w,
-                                 int32_t cout, float *y) {
+static inline GLOW__ALWAYS_INLINE void
+sum_taps_image(const float *z, int32_t h, int32_t w, int32_t cout, float *y) {
   const int32_t nt = 9 * cout;
   for (int32_t yy = 0; yy < h; yy++)
     for (int32_t xx = 0; xx < w; xx++) {

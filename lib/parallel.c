@@ -127,3 +127,16 @@ void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
   free(w);
   free(tid);
 }
+
+int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
+                     void (*fn)(void *ctx, int32_t shard), void *ctx) {
+  int32_t shards;
+  *sh = glow__shards_new(n, glow__threads(m), &shards);
+  if (!*sh)
+    return GLOW_ERR_NOMEM;
+  glow__parallel(shards, fn, ctx);
+  int rc = glow__shards_status(*sh, shards);
+  free(*sh);
+  *sh = NULL;
+  return rc;
+}
