@@ -1,0 +1,64 @@
+/*
+ * core.h -- what every part of the library shares: error reporting, the
+ * finite test, counter-based random numbers and a few constants.  Nothing
+ * here knows about models; nothing here is public.
+ */
+#ifndef GLOW_CORE_H
+#define GLOW_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "glow.h"
+
+/* ---- Errors (error.c) ---------------------------------------------------- */
+
+/* Record a detailed message for the calling thread and return `status`. */
+int glow__fail(int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* The system's text for errno value err, in buf (thread-safe). */
+const char *glow__os_error(int err, char *buf, size_t n);
+
+/* ---- Compiler help ------------------------------------------------------- */
+
+/* Inlined even where the compiler would not: bodies specialised on a
+ * constant argument (a channel count, a tile width). */
+#if defined(__GNUC__)
+#define GLOW__ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define GLOW__ALWAYS_INLINE
+#endif
+
+/* ---- Finite values --------------------------------------------------------- */
+
+/* 1 if none of the count floats at v is Inf or NaN.  Tests the exponent
+ * bits, an integer OR that vectorises, so that the training pass can
+ * afford it after every layer. */
+static inline int glow__all_finite(const float *v, int64_t count) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < count; i++) {
+    uint32_t b;
+    memcpy(&b, &v[i], sizeof b);
+    bad |= (b & 0x7f800000u) == 0x7f800000u;
+  }
+  return !bad;
+}
+
+/* ---- Random numbers (rng.c) ------------------------------------------------
+ * Counter-based: the value at index i depends only on (seed, stream, i), so
+ * results do not depend on how work is split across threads. */
+uint64_t glow__hash64(uint64_t seed, uint64_t stream, uint64_t i);
+double glow__uniform(uint64_t seed, uint64_t stream, uint64_t i); /* [0,1) */
+/* Standard normal at index i (pairs of indices share one Box-Muller draw). */
+double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
+
+/* ---- Constants ------------------------------------------------------------- */
+
+#define GLOW__LN_2 0.69314718055994530941723212145818
+#define GLOW__LOG_2PI 1.8378770664093454835606594728112
+
+#endif /* GLOW_CORE_H */

@@ -1,0 +1,84 @@
+/*
+ * kernels.h -- the numeric kernels: matrix products (gemm.c) and the
+ * convolutions built on them (conv.c).  They know shapes and buffers, not
+ * models or layers.
+ */
+#ifndef GLOW_KERNELS_H
+#define GLOW_KERNELS_H
+
+#include <stdint.h>
+
+#include "core.h"
+
+/* ---- Matrix products (gemm.c) ----------------------------------------------
+ * Blocking of libglow's own kernel: MR x NR register tiles, op(A) packed
+ * in MC x KC blocks and op(B) in KC x NC blocks. */
+#define GLOW__GEMM_MR 12
+#define GLOW__GEMM_NR 32
+#define GLOW__GEMM_KC 256
+#define GLOW__GEMM_MC 192
+#define GLOW__GEMM_NC 2048
+/* Floats of packing scratch the own kernel needs. */
+#define GLOW__GEMM_PACK                                                        \
+  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC + (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC)
+/* 1 if this CPU runs the own kernel (AVX-512F on x86-64). */
+int glow__gemm_own_available(void);
+/* C (m x n, row stride ldc) = op(A) op(B), or C += op(A) op(B) when
+ * accumulate != 0, where op(A) is m x k (A^T if ta; row stride lda of A as
+ * stored), op(B) k x n likewise.  With pack (GLOW__GEMM_PACK floats) the
+ * own kernel computes it, else the CBLAS. */
+void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                 const float *a, int64_t lda, const float *b, int64_t ldb,
+                 int accumulate, float *c, int64_t ldc, float *pack);
+
+/* ---- Convolutions (conv.c) ------------------------------------------------- */
+
+/* Scratch for convolutions and products: `cap` floats of patches or tap
+ * outputs (room for at least one image), room for one rearranged weight
+ * and the GEMM kernel's packing buffer. */
+typedef struct {
+  float *patches;
+  int64_t cap;
+  float *weight; /* a rearranged 3x3 weight, or a weight gradient's taps */
+  float *pack;   /* GLOW__GEMM_PACK floats for the own GEMM kernel, or NULL:
+                    the CBLAS computes the products */
+} glow__conv_scratch;
+
+/* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
+ * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO). */
+void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
+                   int32_t w, int32_t cin, const float *wt, int32_t cout,
+                   float *y, glow__conv_scratch *cs);
+/* Floats of patch scratch the conv above needs for one image. */
+int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
+/* Floats of rearranged weight the conv and its gradients need. */
+static inline int64_t glow__conv3x3_weight_floats(int32_t cin,
+                                                  int32_t cout) {
+  return (int64_t)9 * cin * cout;
+}
+
+/* y (rows x cout) = x (rows x cin, stride ldx) * w (cin x cout). */
+void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
+                  const float *wt, int32_t cout, float *y,
+                  glow__conv_scratch *cs);
+
+/* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
+ * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *
+ * cout floats, not cs->weight) for the flipped weight. */
+void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
+                              int32_t w, int32_t cin, const float *wt,
+                              int32_t cout, float *gx, float *wflip,
+                              glow__conv_scratch *cs);
+/* gw ([3][3][cin][cout]) += dL/dW, x with row stride ldx. */
+void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
+                               int32_t h, int32_t w, int32_t cin,
+                               const float *gy, int32_t cout, float *gw,
+                               glow__conv_scratch *cs);
+/* Backward of glow__matmul: gw (cin x cout) += x^T gy and, when gx is not
+ * NULL, gx (rows x cin, overwritten) = gy W^T. */
+void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
+                       int32_t cin, const float *wt, int32_t cout,
+                       const float *gy, float *gw, float *gx,
+                       glow__conv_scratch *cs);
+
+#endif /* GLOW_KERNELS_H */

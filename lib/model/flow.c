@@ -1,0 +1,114 @@
+/*
+ * flow.c -- the data path of the whole model: every layer in turn.
+ *
+ * Forward, layer by layer from the image: for each level, a squeeze, K
+ * flow steps (actnorm -> permutation -> coupling), then a split that
+ * factors out half of the channels as that level's latent, or, at the top,
+ * the top prior that standardises what is left.  The inverse runs the
+ * same list backwards.  Each layer reads one buffer and writes the other;
+ * this file alone decides which is which.
+ */
+#include <math.h>
+
+#include "model.h"
+
+/* The pass context of workspace ws for the layers. */
+static glow__pass pass_of(const glow_model *m, glow__ws *ws,
+                          const int32_t *labels, float *eps,
+                          glow__logdet *ld) {
+  glow__pass p = {0};
+  p.P = m->params;
+  p.n = ws->n;
+  p.labels = labels;
+  p.eps = eps;
+  p.dim = m->dim;
+  p.scale = 1.0f;
+  p.ld = ld;
+  p.s = &ws->s;
+  p.n_total = ws->n_total;
+  return p;
+}
+
+static int lds_finite(const glow__pass *p) {
+  for (int32_t i = 0; i < p->n; i++)
+    if (!isfinite(p->ld->image[i]))
+      return 0;
+  return isfinite(p->ld->shared);
+}
+
+/* After a checked forward layer: its output, the log-determinants so far
+ * and its latent block must be finite; the message names the layer. */
+static int check_forward(const glow_model *m, const glow__layer *ly,
+                         const glow__pass *p, const float *y) {
+  int ok = lds_finite(p);
+  if (ok && ly->out.c > 0)
+    ok = glow__all_finite(y, glow__rows(&ly->out, p->n) * ly->out.c);
+  const int64_t block = (int64_t)ly->in.h * ly->in.w * (ly->in.c - ly->out.c);
+  for (int32_t i = 0; ok && block > 0 && i < p->n; i++)
+    ok = glow__all_finite(p->eps + (int64_t)i * m->dim + ly->eps_off, block);
+  if (ok)
+    return GLOW_OK;
+  if (ly->step < 0)
+    return glow__fail(GLOW_ERR_NUMERIC,
+                      "the forward pass is not finite: first at level %d %s",
+                      ly->level, ly->ops->name);
+  return glow__fail(GLOW_ERR_NUMERIC,
+                    "the forward pass is not finite: first at level %d step "
+                    "%d %s",
+                    ly->level, ly->step, ly->ops->name);
+}
+
+int glow__flow_forward(const glow_model *m, glow__ws *ws,
+                       const glow__mode *mode, const float *x,
+                       const int32_t *labels, float *eps) {
+  glow__logdet ld = {0.0, ws->ld};
+  glow__pass p = pass_of(m, ws, labels, eps, &ld);
+  p.init = mode->init;
+  for (int32_t i = 0; i < ws->n; i++)
+    ws->ld[i] = 0.0;
+  const float *in = x;
+  for (int32_t i = 0; i < m->n_layers; i++) {
+    const glow__layer *ly = &m->layers[i];
+    float *out, *keep;
+    glow__handoff *left = NULL;
+    if (mode->keep) { /* store mode: straight onto the tape */
+      out = i + 1 < m->n_layers ? ws->tape_in[i + 1] : NULL;
+      keep = ws->tape_act[i];
+      left = &ws->tape[i];
+    } else {
+      out = in == ws->tensor[0] ? ws->tensor[1] : ws->tensor[0];
+      keep = ws->s.act;
+    }
+    int rc = ly->ops->forward(ly, &p, in, ly->out.c ? out : NULL, keep, left);
+    if (!rc && mode->check)
+      rc = check_forward(m, ly, &p, out);
+    if (rc)
+      return rc;
+    if (ly->out.c > 0)
+      in = out;
+  }
+  ws->top = in;
+  for (int32_t i = 0; i < ws->n; i++)
+    ws->ld[i] += ld.shared;
+  return GLOW_OK;
+}
+
+int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
+                       float scale, const int32_t *labels, float *x) {
+  glow__logdet unused = {0.0, ws->ld};
+  glow__pass p = pass_of(m, ws, labels, (float *)eps, &unused);
+  p.scale = scale;
+  const float *y = NULL; /* the top prior starts from the latents alone */
+  for (int32_t i = m->n_layers - 1; i >= 0; i--) {
+    const glow__layer *ly = &m->layers[i];
+    /* The first layer writes the caller's buffer directly. */
+    float *out = i == 0                ? x
+                 : y == ws->tensor[0] ? ws->tensor[1]
+                                      : ws->tensor[0];
+    int rc = ly->ops->inverse(ly, &p, y, out, ws->s.act, NULL);
+    if (rc)
+      return rc;
+    y = out;
+  }
+  return GLOW_OK;
+}

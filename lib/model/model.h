@@ -1,0 +1,187 @@
+/*
+ * model.h -- a model as the library holds it: its configuration, its list
+ * of layers with their parameters, the workspaces that passes run in, the
+ * passes themselves (forward, inverse, the training pass) and the threads
+ * that run a batch in shards.
+ */
+#ifndef GLOW_MODEL_H
+#define GLOW_MODEL_H
+
+#include <stdint.h>
+
+#include "core.h"
+#include "layer.h"
+
+/* ---- Configuration (config.c) ------------------------------------------------ */
+
+/* The defaults of every field (glow_config_init's). */
+void glow__config_defaults(glow_config *cfg);
+/* Copy a caller's config (read up to cfg->size) into *out, validating it. */
+int glow__config_read(const glow_config *cfg, glow_config *out);
+/* Validate a complete config. */
+int glow__config_check(const glow_config *cfg);
+
+/* ---- The model (build.c) ------------------------------------------------------- */
+
+/* Options (glow_set_option); zero, the defaults, after creation. */
+typedef struct {
+  int32_t backward_mode;  /* GLOW_OPT_BACKWARD_MODE */
+  int32_t keep_workspace; /* GLOW_OPT_KEEP_WORKSPACE */
+  int32_t threads;        /* GLOW_OPT_THREADS, 0 = automatic */
+  int32_t gemm;           /* GLOW_OPT_GEMM */
+} glow__options;
+
+typedef struct glow__ws glow__ws;
+
+struct glow_model {
+  glow_config cfg;
+  int64_t dim;          /* D = H*W*C */
+  glow__layer *layers;  /* in forward order; the last is the top prior */
+  int32_t n_layers;
+  void *layer_state;    /* one block holding every layer's own state */
+  glow__classifier cls; /* conditional models: the class head */
+  glow__needs needs;    /* the largest of the layers' scratch needs */
+  glow__registry reg;   /* the tensor table and the fixed buffers */
+  float *params, *grads; /* reg.n_params floats each */
+  int initialized;      /* actnorms set from data */
+  glow__options opts;
+  glow__ws *kept;       /* kept training workspaces, one per shard */
+  int32_t n_kept;       /* how many `kept` holds (0: none) */
+};
+
+/* A model for a complete, validated config: layers, the tensor table and a
+ * zeroed parameter buffer, fixed buffers zero, so the caller must set the
+ * initial weights (glow__model_init) or fill them from a file.  Fails with
+ * GLOW_ERR_FORMAT, before allocating the parameters, when the model would
+ * hold more than max_params floats: a loader passes a bound from its
+ * input's size, so that a forged config cannot make it allocate much more
+ * than the file.  On failure *out is NULL. */
+int glow__model_new(const glow_config *cfg, int64_t max_params,
+                    glow_model **out);
+/* Initial weights from cfg.seed: each layer's own, by layer. */
+int glow__model_init(glow_model *m);
+void glow__model_free(glow_model *m);
+/* The prior layer whose latent block is level l's, or NULL. */
+const glow__layer *glow__model_prior(const glow_model *m, int32_t level);
+/* The top prior, the flow's last layer. */
+static inline const glow__layer *glow__model_top(const glow_model *m) {
+  return &m->layers[m->n_layers - 1];
+}
+
+/* ---- Workspaces (workspace.c) ------------------------------------------------- */
+
+/* Scratch of one pass over n images, allocated once per call (or kept,
+ * for training), so that no pass allocates inside its loops. */
+struct glow__ws {
+  int32_t n;        /* images of this call (of this shard, if sharded) */
+  int32_t n_total;  /* images of the whole batch, which the training loss
+                       averages over (n when the call is not sharded) */
+  int32_t cap;      /* images the buffers hold (n <= cap): a kept
+                       training workspace serves any smaller batch */
+  float *tensor[2]; /* n*D each: a layer's input and its output, taking
+                       turns */
+  const float *top; /* after a forward: the top latent z (in tensor[] or
+                       the tape) */
+  double *ld;       /* n: per-image log-determinant */
+  glow__scratch s;  /* what layers borrow */
+  /* Training only (glow__ws_alloc_train); NULL otherwise. */
+  float *eps;        /* n*D: the latents of the training forward */
+  float *grad[2];    /* n*D each: dL/d(a layer's output) and dL/d(its
+                        input), taking turns */
+  double *head;      /* the classifier head's scratch */
+  float *G;          /* n_params: this call's parameter gradients */
+  /* Store mode: every layer's hand-off, kept by the forward. */
+  glow__handoff *tape; /* n_layers entries, or NULL (recompute mode) */
+  float **tape_in;     /* layer i's input (i >= 1; the caller's x for 0) */
+  float **tape_act;    /* layer i's activations, or NULL */
+  float *tape_buf;
+  int64_t bytes;     /* activation memory: all but the n_params buffer G */
+};
+
+/* 1 if passes on m use libglow's own GEMM kernel: GLOW_OPT_GEMM allows it
+ * and the CPU has it. */
+int glow__model_gemm_own(const glow_model *m);
+int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws);
+/* A workspace for glow__flow_backward: glow__ws_alloc's buffers plus the
+ * gradients', and in store mode (store != 0) the tape. */
+int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
+                         glow__ws *ws);
+void glow__ws_free(glow__ws *ws);
+/* Free the model's kept training workspaces. */
+void glow__kept_release(glow_model *m);
+
+/* ---- Passes (flow.c, backward.c) ---------------------------------------------- */
+
+/* How a forward pass runs. */
+typedef struct {
+  int check;   /* fail naming the first layer whose output is not finite */
+  float *init; /* data-dependent init: the parameters, which the layers
+                  that have such an init set from their input */
+  int keep;    /* store mode: every hand-off into the workspace's tape */
+} glow__mode;
+
+/* x -> eps (n x D) and ws->ld, on a prepared workspace; ws->top is then
+ * the top latent.  Reads m->params only (but through mode->init), so
+ * inference may run concurrently. */
+int glow__flow_forward(const glow_model *m, glow__ws *ws,
+                       const glow__mode *mode, const float *x,
+                       const int32_t *labels, float *eps);
+/* eps * scale -> x. */
+int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
+                       float scale, const int32_t *labels, float *x);
+/* The training pass on a glow__ws_alloc_train workspace: the forward, the
+ * loss (mean bits/dim + class_weight * mean cross-entropy / ln 2) into
+ * *loss, and its gradient into ws->G (added; the caller zeroes it).  For
+ * a shard (ws->n < ws->n_total) both are its share of the whole batch's,
+ * whose means are over n_total images: the shards' sum is the batch's.
+ * NUMERIC, naming the layer, where a value or gradient is not finite. */
+int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
+                        const int32_t *labels, double *loss);
+
+/* ---- Densities (density.c) --------------------------------------------------------
+ * The one definition of the reported densities and of the training loss. */
+
+/* log p(x) in nats of one image from its latent eps (dim floats) and its
+ * log-determinant: sum_j log N(eps_j; 0, 1) + logdet, in double. */
+double glow__log_prob(const float *eps, int64_t dim, double logdet);
+
+/* Bits per dimension of an image of log-density logp (nats) under the
+ * discretised model of n_bits data: (-logp + D n_bits ln 2) / (D ln 2). */
+static inline double glow__bits_per_dim(double logp, int64_t dim,
+                                        int32_t n_bits) {
+  const double d = (double)dim;
+  return (-logp + d * n_bits * GLOW__LN_2) / (d * GLOW__LN_2);
+}
+
+/* ---- Threads (shards.c) ---------------------------------------------------------
+ * A call's batch splits into at most GLOW__MAX_THREADS shards of whole
+ * images, one per thread. */
+#define GLOW__MAX_THREADS 256
+typedef struct {
+  int32_t first, count; /* images [first, first + count) of the batch */
+  int rc;               /* the shard's status */
+  char msg[512];        /* its glow_last_error() when rc != 0 */
+} glow__shard;
+/* Threads for a call on m: GLOW_OPT_THREADS, or the automatic choice. */
+int32_t glow__threads(const glow_model *m);
+/* n images split into *count = min(threads, n) shards, in a new array
+ * (free() it); NULL after recording NOMEM. */
+glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count);
+/* Record a shard's status and, on failure, the message of the thread that
+ * ran it (messages are per thread). */
+void glow__shard_done(glow__shard *sh, int rc);
+/* The first failed shard's status and message, raised again in the calling
+ * thread; GLOW_OK if none failed. */
+int glow__shards_status(const glow__shard *sh, int32_t count);
+/* fn(ctx, s) for every shard s in [0, shards), one thread per shard, the
+ * calling thread taking shard 0; returns when all are done.  A thread
+ * that cannot be started leaves its shard to the calling thread. */
+void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
+                    void *ctx);
+/* A batch of n images on m's threads: the shards into *sh (where fn finds
+ * them through ctx), fn run on each, *sh freed; the first failed shard's
+ * status. */
+int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
+                     void (*fn)(void *ctx, int32_t shard), void *ctx);
+
+#endif /* GLOW_MODEL_H */

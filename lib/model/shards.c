@@ -1,0 +1,142 @@
+/*
+ * shards.c -- a batch split into shards of whole images, run on threads.
+ *
+ * Every image goes through the flow on its own: actnorms and 1x1 convs
+ * act per pixel, a coupling's convolutions per image, and only the
+ * parameter gradients and the loss sum over the batch.  So a call splits
+ * its batch into contiguous shards, gives each a workspace of its own and
+ * runs them on threads; a training call then adds the shards' gradients in
+ * shard order.  Two multi-threaded GEMMs at once fight over the same
+ * cores, so this pays only when the BLAS runs single-threaded inside the
+ * shards: the automatic setting shards only then (see GLOW_OPT_THREADS).
+ *
+ * Threads are started per call and joined before it returns: an idle
+ * model holds no threads, and a call that cannot start one runs that
+ * thread's shards itself.
+ */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+
+/* OpenBLAS's own thread count, when the CBLAS is OpenBLAS.  Weak: with
+ * another CBLAS the symbol is absent and the pointer NULL. */
+extern int openblas_get_num_threads(void) __attribute__((weak));
+
+/* CPUs this process may run on (its affinity mask, which taskset and
+ * container CPU sets narrow), else the online count. */
+static int32_t cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return CPU_COUNT(&set);
+  long c = sysconf(_SC_NPROCESSORS_ONLN);
+  return c > 0 ? (int32_t)c : 1;
+}
+
+int32_t glow__threads(const glow_model *m) {
+  if (m->opts.threads > 0)
+    return m->opts.threads;
+  /* Automatic: shard when the products run single-threaded, with the own
+   * kernel or a BLAS known to run one thread.  A multi-threaded or unknown
+   * BLAS keeps the cores to itself. */
+  if (!glow__model_gemm_own(m) &&
+      (!openblas_get_num_threads || openblas_get_num_threads() != 1))
+    return 1;
+  int32_t c = cpu_count();
+  return c < GLOW__MAX_THREADS ? c : GLOW__MAX_THREADS;
+}
+
+glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count) {
+  const int32_t k = threads < n ? threads : n;
+  glow__shard *sh = malloc(sizeof *sh * (size_t)k);
+  if (!sh) {
+    glow__fail(GLOW_ERR_NOMEM, "out of memory for %d shards", k);
+    return NULL;
+  }
+  for (int32_t s = 0; s < k; s++) {
+    /* Sizes differ by at most one image. */
+    sh[s].first = (int32_t)((int64_t)n * s / k);
+    sh[s].count = (int32_t)((int64_t)n * (s + 1) / k) - sh[s].first;
+    sh[s].rc = GLOW_OK;
+    sh[s].msg[0] = '\0';
+  }
+  *count = k;
+  return sh;
+}
+
+void glow__shard_done(glow__shard *sh, int rc) {
+  sh->rc = rc;
+  if (rc)
+    snprintf(sh->msg, sizeof sh->msg, "%s", glow_last_error());
+}
+
+int glow__shards_status(const glow__shard *sh, int32_t count) {
+  for (int32_t s = 0; s < count; s++)
+    if (sh[s].rc) /* the message into the calling thread's slot */
+      return glow__fail(sh[s].rc, "%s", sh[s].msg);
+  return GLOW_OK;
+}
+
+typedef struct {
+  void (*fn)(void *ctx, int32_t shard);
+  void *ctx;
+  int32_t shards, stride, first;
+} worker;
+
+/* Shards first, first + stride, ... */
+static void *work(void *arg) {
+  const worker *w = arg;
+  for (int32_t s = w->first; s < w->shards; s += w->stride)
+    w->fn(w->ctx, s);
+  return NULL;
+}
+
+void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
+                    void *ctx) {
+  worker one = {fn, ctx, shards, 1, 0};
+  if (shards < 2) {
+    work(&one);
+    return;
+  }
+  worker *w = malloc(sizeof *w * (size_t)shards);
+  pthread_t *tid = malloc(sizeof *tid * (size_t)shards);
+  if (!w || !tid) { /* no room to start threads: the caller runs them all */
+    free(w);
+    free(tid);
+    work(&one);
+    return;
+  }
+  int32_t started = 1; /* threads 1 .. started-1 run */
+  for (; started < shards; started++) {
+    w[started] = (worker){fn, ctx, shards, shards, started};
+    if (pthread_create(&tid[started], NULL, work, &w[started]) != 0)
+      break;
+  }
+  /* Shard 0, and the shards of any thread that did not start. */
+  w[0] = (worker){fn, ctx, shards, shards, 0};
+  work(&w[0]);
+  for (int32_t s = started; s < shards; s++)
+    fn(ctx, s);
+  for (int32_t t = 1; t < started; t++)
+    pthread_join(tid[t], NULL);
+  free(w);
+  free(tid);
+}
+
+int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
+                     void (*fn)(void *ctx, int32_t shard), void *ctx) {
+  int32_t shards;
+  *sh = glow__shards_new(n, glow__threads(m), &shards);
+  if (!*sh)
+    return GLOW_ERR_NOMEM;
+  glow__parallel(shards, fn, ctx);
+  int rc = glow__shards_status(*sh, shards);
+  free(*sh);
+  *sh = NULL;
+  return rc;
+}

@@ -1,0 +1,169 @@
+/*
+ * workspace.c -- the scratch memory of one pass, sized from the layers'
+ * own statements of what they need (glow__needs), and the training
+ * workspaces a model keeps between calls.
+ */
+#include <stdlib.h>
+
+#include "model.h"
+
+int glow__model_gemm_own(const glow_model *m) {
+  return m->opts.gemm == GLOW_GEMM_AUTO && glow__gemm_own_available();
+}
+
+/* malloc of count elements (at least one), counted in ws->bytes. */
+static void *ws_buf(glow__ws *ws, int64_t count, size_t elem) {
+  if (count < 1)
+    count = 1;
+  ws->bytes += count * (int64_t)elem;
+  return malloc((size_t)count * elem);
+}
+
+int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
+  const glow__needs *nd = &m->needs;
+  memset(ws, 0, sizeof *ws);
+  ws->n = n;
+  ws->n_total = n;
+  ws->cap = n;
+  /* Every size in int64: n * per-image sizes overflow int32 long before
+   * the batch check's n * D <= INT32_MAX stops them. */
+  const int64_t nd_floats = (int64_t)n * m->dim;
+  /* Chunk images so the patch matrix stays near 16 MiB but never below
+   * one image: large enough for efficient GEMMs, small enough to cache. */
+  const int64_t per = nd->patches > 0 ? nd->patches : 1;
+  int64_t chunk = ((INT64_C(4) << 20) + per - 1) / per;
+  if (chunk > n)
+    chunk = n;
+  if (chunk < 1)
+    chunk = 1;
+  glow__scratch *s = &ws->s;
+  s->conv.cap = chunk * per;
+  ws->tensor[0] = ws_buf(ws, nd_floats, sizeof(float));
+  ws->tensor[1] = ws_buf(ws, nd_floats, sizeof(float));
+  ws->ld = ws_buf(ws, n, sizeof(double));
+  s->act = ws_buf(ws, n * nd->act, sizeof(float));
+  s->conv.patches = ws_buf(ws, s->conv.cap, sizeof(float));
+  s->conv.weight = ws_buf(ws, nd->conv_weight, sizeof(float));
+  const int own = glow__model_gemm_own(m);
+  if (own)
+    s->conv.pack = ws_buf(ws, GLOW__GEMM_PACK, sizeof(float));
+  s->chan_f = ws_buf(ws, 3 * nd->chan, sizeof(float));
+  s->chan_d = ws_buf(ws, 2 * nd->chan, sizeof(double));
+  s->mat64 = ws_buf(ws, 2 * nd->mat * nd->mat + nd->mat, sizeof(double));
+  s->mat32 = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
+  if (!ws->tensor[0] || !ws->tensor[1] || !ws->ld || !s->act ||
+      !s->conv.patches || !s->conv.weight || (own && !s->conv.pack) ||
+      !s->chan_f || !s->chan_d || !s->mat64 || !s->mat32) {
+    glow__ws_free(ws);
+    return glow__fail(GLOW_ERR_NOMEM,
+                      "out of memory for the workspace of a batch of %d", n);
+  }
+  return GLOW_OK;
+}
+
+/* Store mode: each layer's input (the first layer's is the caller's) and
+ * its activations, in one buffer: the memory that recompute mode does
+ * without, growing with levels * depth. */
+static int alloc_tape(const glow_model *m, int32_t n, glow__ws *ws) {
+  const int32_t nl = m->n_layers;
+  int64_t total = 0;
+  for (int32_t i = 0; i < nl; i++) {
+    const glow__layer *ly = &m->layers[i];
+    glow__needs nd = {0};
+    if (ly->ops->needs)
+      ly->ops->needs(ly, &nd);
+    if (i > 0)
+      total += glow__rows(&ly->in, n) * ly->in.c;
+    total += n * nd.act;
+  }
+  ws->tape = ws_buf(ws, nl, sizeof *ws->tape);
+  ws->tape_in = ws_buf(ws, nl, sizeof *ws->tape_in);
+  ws->tape_act = ws_buf(ws, nl, sizeof *ws->tape_act);
+  ws->tape_buf = ws_buf(ws, total, sizeof(float));
+  if (!ws->tape || !ws->tape_in || !ws->tape_act || !ws->tape_buf)
+    return GLOW_ERR_NOMEM;
+  float *next = ws->tape_buf;
+  for (int32_t i = 0; i < nl; i++) {
+    const glow__layer *ly = &m->layers[i];
+    glow__needs nd = {0};
+    if (ly->ops->needs)
+      ly->ops->needs(ly, &nd);
+    ws->tape_in[i] = NULL;
+    if (i > 0) {
+      ws->tape_in[i] = next;
+      next += glow__rows(&ly->in, n) * ly->in.c;
+    }
+    ws->tape_act[i] = nd.act > 0 ? next : NULL;
+    next += n * nd.act;
+  }
+  return GLOW_OK;
+}
+
+int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
+                         glow__ws *ws) {
+  int rc = glow__ws_alloc(m, n, ws);
+  if (rc)
+    return rc;
+  const glow__needs *nd = &m->needs;
+  const int64_t nd_floats = (int64_t)n * m->dim;
+  glow__scratch *s = &ws->s;
+  ws->eps = ws_buf(ws, nd_floats, sizeof(float));
+  ws->grad[0] = ws_buf(ws, nd_floats, sizeof(float));
+  ws->grad[1] = ws_buf(ws, nd_floats, sizeof(float));
+  s->grad_act = ws_buf(ws, n * nd->grad_act, sizeof(float));
+  s->wflip = ws_buf(ws, nd->conv_weight, sizeof(float));
+  s->mat_grad = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
+  ws->head = ws_buf(ws, glow__classifier_scratch(&m->cls), sizeof(double));
+  /* Parameter-sized, not activation memory: not in ws->bytes. */
+  const int64_t np = m->reg.n_params;
+  ws->G = malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
+  int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
+           s->wflip && s->mat_grad && ws->head && ws->G;
+  if (ok && store)
+    ok = alloc_tape(m, n, ws) == GLOW_OK;
+  if (!ok) {
+    glow__ws_free(ws);
+    return glow__fail(GLOW_ERR_NOMEM,
+                      "out of memory for the training workspace of a batch "
+                      "of %d%s",
+                      n, store ? " in store mode (recompute mode needs less)"
+                               : "");
+  }
+  return GLOW_OK;
+}
+
+void glow__ws_free(glow__ws *ws) {
+  glow__scratch *s = &ws->s;
+  free(ws->tensor[0]);
+  free(ws->tensor[1]);
+  free(ws->ld);
+  free(s->act);
+  free(s->conv.patches);
+  free(s->conv.weight);
+  free(s->conv.pack);
+  free(s->chan_f);
+  free(s->chan_d);
+  free(s->mat64);
+  free(s->mat32);
+  free(ws->eps);
+  free(ws->grad[0]);
+  free(ws->grad[1]);
+  free(s->grad_act);
+  free(s->wflip);
+  free(s->mat_grad);
+  free(ws->head);
+  free(ws->G);
+  free(ws->tape);
+  free(ws->tape_in);
+  free(ws->tape_act);
+  free(ws->tape_buf);
+  memset(ws, 0, sizeof *ws);
+}
+
+void glow__kept_release(glow_model *m) {
+  for (int32_t s = 0; s < m->n_kept; s++)
+    glow__ws_free(&m->kept[s]);
+  free(m->kept);
+  m->kept = NULL;
+  m->n_kept = 0;
+}
