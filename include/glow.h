@@ -214,7 +214,7 @@ GLOW_API int glow_latent_layout(const glow_model *m, int32_t level,
  * Errors: NULL, BATCH, LABEL, NUMERIC (singular 1x1 weight, non-finite
  * latent), NOMEM.
  */
-GLOW_API int glow_forward(glow_model *m, const float *x, const int32_t *labels,
+GLOW_API int glow_forward(const glow_model *m, const float *x, const int32_t *labels,
                           int32_t n, float *eps, float *logdet);
 
 /**
@@ -223,16 +223,16 @@ GLOW_API int glow_forward(glow_model *m, const float *x, const int32_t *labels,
  * Errors: NULL, BATCH, LABEL, NUMERIC (singular 1x1 weight, non-finite
  * output), NOMEM.
  */
-GLOW_API int glow_inverse(glow_model *m, const float *eps,
+GLOW_API int glow_inverse(const glow_model *m, const float *eps,
                           const int32_t *labels, int32_t n, float *x);
 
 /** log|det d eps / dx| per image (n outputs).  Errors as glow_forward. */
-GLOW_API int glow_logdet(glow_model *m, const float *x, const int32_t *labels,
+GLOW_API int glow_logdet(const glow_model *m, const float *x, const int32_t *labels,
                          int32_t n, float *logdet);
 
 /** Log density of each image in nats (n outputs):
  *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward. */
-GLOW_API int glow_log_prob(glow_model *m, const float *x,
+GLOW_API int glow_log_prob(const glow_model *m, const float *x,
                            const int32_t *labels, int32_t n, float *logp);
 
 /**
@@ -240,7 +240,7 @@ GLOW_API int glow_log_prob(glow_model *m, const float *x,
  * of n_bits data: (-log p(x) + D * n_bits * ln 2) / (D * ln 2).
  * Errors as glow_forward.
  */
-GLOW_API int glow_bits_per_dim(glow_model *m, const float *x,
+GLOW_API int glow_bits_per_dim(const glow_model *m, const float *x,
                                const int32_t *labels, int32_t n, float *bpd);
 
 /**
@@ -259,7 +259,7 @@ GLOW_API int glow_bits_per_dim(glow_model *m, const float *x,
  * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (an image
  * still not finite after 16 draws, e.g. at an extreme temperature), NOMEM.
  */
-GLOW_API int glow_sample(glow_model *m, int32_t n, float temperature,
+GLOW_API int glow_sample(const glow_model *m, int32_t n, float temperature,
                          uint64_t seed, const int32_t *labels, float *x);
 
 /**
@@ -288,7 +288,7 @@ GLOW_API int glow_postprocess(const glow_model *m, const float *x, int32_t n,
  * Errors: NULL, BATCH, STATE (an unconditional model has no classifier),
  * NUMERIC, NOMEM.
  */
-GLOW_API int glow_classify(glow_model *m, const float *x, int32_t n,
+GLOW_API int glow_classify(const glow_model *m, const float *x, int32_t n,
                            float *logits, float *probs);
 
 /* ---- Latent arithmetic ---------------------------------------------------

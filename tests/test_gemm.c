@@ -8,7 +8,7 @@
  */
 #include "testutil.h"
 
-#include "glow_internal.h"
+#include "kernels.h"
 
 /* C = op(A) op(B) (+ C0) in double, A and B as glow__sgemm reads them. */
 static void reference(int ta, int tb, int64_t m, int64_t n, int64_t k,

@@ -5,7 +5,7 @@
  */
 #include <stdio.h>
 
-#include "glow_internal.h"
+#include "model.h"
 #include "testutil.h"
 
 #define LN2 0.69314718055994530942
@@ -16,6 +16,19 @@ static const int32_t couplings[] = {GLOW_COUPLING_AFFINE,
 static const int32_t perms[] = {GLOW_PERMUTE_CONV1X1, GLOW_PERMUTE_CONV1X1_LU,
                                 GLOW_PERMUTE_REVERSE, GLOW_PERMUTE_SHUFFLE};
 
+/* The tensor `name`, and its offset in glow_params(). */
+static const glow__tensor *tensor_named(const glow_model *m,
+                                        const char *name) {
+  int32_t i = -1;
+  if (glow_tensor_find(m, name, &i) != GLOW_OK)
+    fail_msg("no tensor '%s'", name);
+  return &m->reg.tensors[i];
+}
+
+static int64_t tensor_offset(const glow_model *m, const char *name) {
+  return tensor_named(m, name)->offset;
+}
+
 /* ---- An independent loss, in double --------------------------------------
  * The flow's forward (the spec, tested elsewhere) gives eps and the
  * per-image log-determinant in double; the rest of the loss is written out
@@ -24,10 +37,11 @@ static const int32_t perms[] = {GLOW_PERMUTE_CONV1X1, GLOW_PERMUTE_CONV1X1_LU,
 static double loss64(glow_model *m, const float *x, const int32_t *labels,
                      int32_t n) {
   const int64_t d = m->dim;
+  const glow__mode plain = {0};
   glow__ws ws;
   float *eps = malloc(sizeof(float) * (size_t)(n * d));
   assert_int_equal(glow__ws_alloc(m, n, &ws), GLOW_OK);
-  assert_int_equal(glow__flow_forward(m, m->params, &ws, x, labels, eps),
+  assert_int_equal(glow__flow_forward(m, &ws, &plain, x, labels, eps),
                    GLOW_OK);
   double bpd = 0.0;
   for (int32_t i = 0; i < n; i++) {
@@ -40,10 +54,11 @@ static double loss64(glow_model *m, const float *x, const int32_t *labels,
   double loss = bpd / n;
   const int32_t nc = m->cfg.n_classes;
   if (nc > 0) { /* the classifier on the spatial mean of the top latent */
-    const glow__level *top = &m->levels[m->cfg.levels - 1];
+    const glow__shape *top = &glow__model_top(m)->in;
     const int32_t c = top->c;
     const int64_t hw = (int64_t)top->h * top->w;
-    const float *W = m->params + m->cls_w, *b = m->params + m->cls_b;
+    const float *W = m->params + tensor_offset(m, "classifier.weight");
+    const float *b = m->params + tensor_offset(m, "classifier.bias");
     double ce = 0.0;
     for (int32_t i = 0; i < n; i++) {
       double lse = 0.0, mx = -1e300, own = 0.0;
@@ -53,7 +68,7 @@ static double loss64(glow_model *m, const float *x, const int32_t *labels,
         for (int32_t k = 0; k < c; k++) {
           double mean = 0.0;
           for (int64_t p = 0; p < hw; p++)
-            mean += ws.z[((int64_t)i * hw + p) * c + k];
+            mean += ws.top[((int64_t)i * hw + p) * c + k];
           v += mean / (double)hw * W[k * nc + j];
         }
         lg[j] = v;
@@ -97,52 +112,76 @@ static void gradient(glow_model *m, const float *x, const int32_t *labels,
 }
 
 /* ---- Walking the data path ------------------------------------------------
- * glow__flow_forward's path through the levels' steps and splits, walked
- * with the internal layer functions so that a test can see inside each
- * coupling network: visit() receives every actnorm's output, before the
- * ReLU that follows it inside a network (relu = 1). */
+ * glow__flow_forward's path, layer by layer through the layer interface,
+ * with every coupling network evaluated again here from the kernels and
+ * the tensor table so that a test can see inside it: visit() receives
+ * every actnorm's output, before the ReLU that follows it inside a network
+ * (relu = 1). */
 typedef void (*visit_fn)(void *ctx, const float *v, int64_t rows, int32_t c,
                          int relu, const char *what, int32_t l, int32_t k);
 
+/* The network of the coupling ly up to its second actnorm, on x. */
+static void visit_network(glow_model *m, const glow__layer *ly, const float *x,
+                          glow__ws *ws, visit_fn visit, void *ctx) {
+  const float *P = m->params;
+  const int32_t n = ws->n, c = ly->in.c, hid = m->cfg.hidden;
+  const int64_t rows = glow__rows(&ly->in, n);
+  char name[GLOW__NAME_MAX + 32];
+  float *a = malloc(sizeof(float) * (size_t)(rows * hid));
+  float *b = malloc(sizeof(float) * (size_t)(rows * hid));
+  snprintf(name, sizeof name, "%s.coupling.conv1.weight", ly->prefix);
+  glow__conv3x3(x, c, n, ly->in.h, ly->in.w, c / 2, P + tensor_offset(m, name),
+                hid, a, &ws->s.conv);
+  glow__an an = {hid, 0, 0};
+  snprintf(name, sizeof name, "%s.coupling.actnorm1.bias", ly->prefix);
+  an.bias = tensor_offset(m, name);
+  snprintf(name, sizeof name, "%s.coupling.actnorm1.logs", ly->prefix);
+  an.logs = tensor_offset(m, name);
+  glow__an_forward(&an, P, NULL, a, a, rows, 0, &ws->s);
+  visit(ctx, a, rows, hid, 1, "coupling actnorm1", ly->level, ly->step);
+  for (int64_t i = 0; i < rows * hid; i++)
+    a[i] = a[i] > 0.0f ? a[i] : 0.0f;
+  snprintf(name, sizeof name, "%s.coupling.conv2.weight", ly->prefix);
+  glow__matmul(a, hid, rows, hid, P + tensor_offset(m, name), hid, b,
+               &ws->s.conv);
+  snprintf(name, sizeof name, "%s.coupling.actnorm2.bias", ly->prefix);
+  an.bias = tensor_offset(m, name);
+  snprintf(name, sizeof name, "%s.coupling.actnorm2.logs", ly->prefix);
+  an.logs = tensor_offset(m, name);
+  glow__an_forward(&an, P, NULL, b, b, rows, 0, &ws->s);
+  visit(ctx, b, rows, hid, 1, "coupling actnorm2", ly->level, ly->step);
+  free(a);
+  free(b);
+}
+
 static void walk(glow_model *m, const float *x, int32_t n, visit_fn visit,
                  void *ctx) {
-  const glow_config *cfg = &m->cfg;
-  float *P = m->params;
   float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
   glow__ws ws;
   assert_int_equal(glow__ws_alloc(m, n, &ws), GLOW_OK);
-  memcpy(ws.z, x, sizeof(float) * (size_t)(n * m->dim));
-  int32_t h = cfg->height, w = cfg->width, c = cfg->channels;
-  for (int32_t l = 0; l < cfg->levels; l++) {
-    const glow__level *lv = &m->levels[l];
-    const int64_t rows = n * (int64_t)lv->h * lv->w;
-    glow__squeeze(ws.z, n, h, w, c, ws.t);
-    glow__ws_swap(&ws);
-    for (int32_t k = 0; k < cfg->depth; k++) {
-      const glow__step *s = &lv->steps[k];
-      const glow__coupling *cp = &s->cpl;
-      const int32_t hid = cp->hidden;
-      double ld;
-      glow__actnorm_forward(&s->an, P, ws.z, rows, 0, &ws);
-      visit(ctx, ws.z, rows, lv->c, 0, "actnorm", l, k);
-      assert_int_equal(glow__permute_forward(&s->perm, P, &ws, rows, &ld),
-                       GLOW_OK);
-      glow__conv3x3(ws.z, lv->c, n, lv->h, lv->w, lv->c / 2, P + cp->w1, hid,
-                    ws.a, &ws.col);
-      glow__actnorm_forward(&cp->an1, P, ws.a, rows, 0, &ws);
-      visit(ctx, ws.a, rows, hid, 1, "coupling actnorm1", l, k);
-      for (int64_t i = 0; i < rows * hid; i++)
-        ws.a[i] = ws.a[i] > 0.0f ? ws.a[i] : 0.0f;
-      glow__matmul(ws.a, hid, rows, hid, P + cp->w2, hid, ws.b, &ws.col);
-      glow__actnorm_forward(&cp->an2, P, ws.b, rows, 0, &ws);
-      visit(ctx, ws.b, rows, hid, 1, "coupling actnorm2", l, k);
-      glow__coupling_forward(cp, P, &ws, lv->h, lv->w);
-    }
-    if (l < cfg->levels - 1)
-      glow__split_forward(m, lv, &ws, eps);
-    h = lv->h;
-    w = lv->w;
-    c = lv->c / 2;
+  glow__logdet ld = {0.0, ws.ld};
+  glow__pass p = {.P = m->params,
+                  .n = n,
+                  .eps = eps,
+                  .dim = m->dim,
+                  .scale = 1.0f,
+                  .ld = &ld,
+                  .s = &ws.s,
+                  .n_total = n};
+  const float *in = x;
+  for (int32_t i = 0; i < m->n_layers; i++) {
+    const glow__layer *ly = &m->layers[i];
+    if (ly->out.c == 0)
+      break; /* the top prior: nothing inside to see */
+    float *out = in == ws.tensor[0] ? ws.tensor[1] : ws.tensor[0];
+    if (ly->ops == &glow__coupling_layer)
+      visit_network(m, ly, in, &ws, visit, ctx);
+    assert_int_equal(ly->ops->forward(ly, &p, in, out, ws.s.act, NULL),
+                     GLOW_OK);
+    if (ly->ops == &glow__actnorm_layer)
+      visit(ctx, out, glow__rows(&ly->out, n), ly->out.c, 0, "actnorm",
+            ly->level, ly->step);
+    in = out;
   }
   glow__ws_free(&ws);
   free(eps);
@@ -238,10 +277,10 @@ static void test_conv_kernels(void **state) {
       const int chunked = variant & 1, own = variant >> 1;
       if (own && !glow__gemm_own_available())
         continue;
-      glow__col col;
+      glow__conv_scratch col;
       col.cap = chunked ? per : n * per;
-      col.buf = malloc(sizeof(float) * (size_t)col.cap);
-      col.wbuf = malloc(sizeof(float) * (size_t)nw);
+      col.patches = malloc(sizeof(float) * (size_t)col.cap);
+      col.weight = malloc(sizeof(float) * (size_t)nw);
       col.pack = own ? malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK) : NULL;
       glow__conv3x3(x, ldx, n, h, w, cin, wt, cout, y, &col);
       glow__conv3x3_grad_input(gy, n, h, w, cin, wt, cout, gx, wflip, &col);
@@ -266,8 +305,8 @@ static void test_conv_kernels(void **state) {
         fail_msg("conv %d -> %d (%s, %s): errors %g (y), %g (dx), %g (dW)",
                  cin, cout, chunked ? "one image per chunk" : "one chunk",
                  own ? "own GEMM" : "CBLAS", ey, egx, egw);
-      free(col.buf);
-      free(col.wbuf);
+      free(col.patches);
+      free(col.weight);
       free(col.pack);
     }
     free(x);
@@ -383,8 +422,8 @@ static int check_gradients(glow_config cfg, const char *what) {
   double worst = 0.0;
   int shrunk = 0;
   double maxtol = 0.0;
-  for (int32_t t = 0; t < m->n_tensors; t++) {
-    const glow__tensor *tn = &m->tensors[t];
+  for (int32_t t = 0; t < m->reg.n_tensors; t++) {
+    const glow__tensor *tn = &m->reg.tensors[t];
     const int64_t count = tensor_size(tn);
     const float *gt = g + tn->offset;
     double *v = malloc(sizeof(double) * (size_t)count);
@@ -423,8 +462,8 @@ static int check_gradients(glow_config cfg, const char *what) {
   }
   printf("  %-31s %2d tensors: worst error %.1e of |g|, widest tolerance "
          "%.3f of |g|, step shrunk %d times in %d checks\n",
-         what, m->n_tensors, worst, maxtol, shrunk, 3 * m->n_tensors);
-  int checked = m->n_tensors;
+         what, m->reg.n_tensors, worst, maxtol, shrunk, 3 * m->reg.n_tensors);
+  int checked = m->reg.n_tensors;
   free(g);
   free(x);
   glow_model_free(m);
@@ -464,7 +503,7 @@ static void test_gradients_narrow_hidden(void **state) {
     glow_model *m = NULL;
     assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
     for (int32_t l = 0; l < cfg.levels; l++)
-      assert_true(cfg.hidden < m->levels[l].c / 2);
+      assert_true(cfg.hidden < glow__model_prior(m, l)->in.c / 2);
     glow_model_free(m);
     check_gradients(cfg, what[c]);
   }
@@ -499,11 +538,17 @@ static void test_lu_masked_entries(void **state) {
   int nonzero = 0;
   for (int32_t l = 0; l < cfg.levels; l++)
     for (int32_t k = 0; k < cfg.depth; k++) {
-      const glow__permute *p = &m->levels[l].steps[k].perm;
-      for (int32_t i = 0; i < p->c; i++)
-        for (int32_t j = 0; j < p->c; j++) {
-          float gl = g[p->lower + i * p->c + j];
-          float gu = g[p->upper + i * p->c + j];
+      char name[64];
+      snprintf(name, sizeof name, "level.%d.step.%d.invconv.lower", l, k);
+      const glow__tensor *tl = tensor_named(m, name);
+      const int64_t lower = tl->offset;
+      const int32_t pc = tl->shape[0];
+      snprintf(name, sizeof name, "level.%d.step.%d.invconv.upper", l, k);
+      const int64_t upper = tensor_offset(m, name);
+      for (int32_t i = 0; i < pc; i++)
+        for (int32_t j = 0; j < pc; j++) {
+          float gl = g[lower + i * pc + j];
+          float gu = g[upper + i * pc + j];
           if (i <= j)
             assert_true(gl == 0.0f);
           else
@@ -551,8 +596,8 @@ static void test_modes_agree(void **state) {
     assert_true(lr == ls);
     /* Per tensor: difference relative to the tensor's gradient norm. */
     double worst = 0.0;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-      const glow__tensor *tn = &m->tensors[t];
+    for (int32_t t = 0; t < m->reg.n_tensors; t++) {
+      const glow__tensor *tn = &m->reg.tensors[t];
       const int64_t count = tensor_size(tn);
       double dn = 0.0, gn = 0.0;
       for (int64_t i = 0; i < count; i++) {
@@ -600,29 +645,29 @@ static void test_keep_workspace(void **state) {
   float *g0 = malloc(bytes), *g1 = malloc(bytes), *gs = malloc(bytes);
   float l0, l1, ls;
   gradient(m, x, labels, n, g0, &l0);
-  assert_null(m->train_ws);
+  assert_null(m->kept);
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
   gradient(m, x2, labels, n, g1, &l1); /* fills the kept workspace */
-  const glow__ws *kept = m->train_ws;
+  const glow__ws *kept = m->kept;
   assert_non_null(kept);
   gradient(m, x, labels, n, g1, &l1);
-  assert_ptr_equal(m->train_ws, kept);
+  assert_ptr_equal(m->kept, kept);
   assert_true(l1 == l0);
   assert_memory_equal(g0, g1, bytes);
   /* Setting the mode it already has keeps the workspace. */
   assert_int_equal(
       glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_RECOMPUTE),
       GLOW_OK);
-  assert_ptr_equal(m->train_ws, kept);
+  assert_ptr_equal(m->kept, kept);
   /* Another mode: the old workspace is freed at once, a new one comes with
    * the next call, and the same gradients up to rounding. */
   assert_int_equal(
       glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
       GLOW_OK);
-  assert_null(m->train_ws);
+  assert_null(m->kept);
   gradient(m, x, labels, n, gs, &ls);
-  assert_non_null(m->train_ws);
-  assert_non_null(m->train_ws->saved);
+  assert_non_null(m->kept);
+  assert_non_null(m->kept->tape);
   assert_true(ls == l0);
   double dmax = 0.0, gmax = 0.0;
   for (int64_t i = 0; i < np; i++) {
@@ -632,34 +677,34 @@ static void test_keep_workspace(void **state) {
   assert_true(dmax <= 1e-5 * gmax);
   /* A smaller batch: the same workspace, and the same bits as a fresh
    * one. */
-  const glow__ws *kept_store = m->train_ws;
+  const glow__ws *kept_store = m->kept;
   float *g2 = malloc(bytes), *g2f = malloc(bytes), l2, l2f;
   assert_int_equal(glow_zero_grad(m), GLOW_OK);
   assert_int_equal(glow_backward(m, x, labels, 2, &l2), GLOW_OK);
   memcpy(g2, glow_grads(m), bytes);
-  assert_ptr_equal(m->train_ws, kept_store);
-  assert_int_equal(m->train_ws->n, 2);
-  assert_int_equal(m->train_ws->cap, n);
+  assert_ptr_equal(m->kept, kept_store);
+  assert_int_equal(m->kept->n, 2);
+  assert_int_equal(m->kept->cap, n);
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
-  assert_null(m->train_ws);
+  assert_null(m->kept);
   gradient(m, x, labels, 2, g2f, &l2f);
   assert_true(l2 == l2f);
   assert_memory_equal(g2, g2f, bytes);
   /* A larger batch replaces it. */
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
   assert_int_equal(glow_backward(m, x, labels, 2, &ls), GLOW_OK);
-  assert_int_equal(m->train_ws->cap, 2);
+  assert_int_equal(m->kept->cap, 2);
   assert_int_equal(glow_backward(m, x, labels, n, &ls), GLOW_OK);
-  assert_int_equal(m->train_ws->n, n);
-  assert_int_equal(m->train_ws->cap, n);
+  assert_int_equal(m->kept->n, n);
+  assert_int_equal(m->kept->cap, n);
   free(g2);
   free(g2f);
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
-  assert_null(m->train_ws);
+  assert_null(m->kept);
   /* Freed with the model. */
   assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
   assert_int_equal(glow_backward(m, x, labels, n, &ls), GLOW_OK);
-  assert_non_null(m->train_ws);
+  assert_non_null(m->kept);
   free(g0);
   free(g1);
   free(gs);
@@ -767,10 +812,11 @@ static void test_data_init_constant_channel(void **state) {
   assert_int_equal(glow_data_init(m, x, NULL, n), GLOW_OK);
   assert_true(all_finite(glow_params(m), glow_param_count(m)));
   /* Squeeze puts input channel 1 at channels 4..7 of level 0. */
-  const glow__actnorm *an = &m->levels[0].steps[0].an;
+  const int64_t logs = tensor_offset(m, "level.0.step.0.actnorm.logs");
+  const int64_t bias = tensor_offset(m, "level.0.step.0.actnorm.bias");
   for (int32_t j = 4; j < 8; j++) {
-    assert_true(fabs(m->params[an->logs + j] - log(1e6)) < 1e-3);
-    assert_true(m->params[an->bias + j] == -0.25f);
+    assert_true(fabs(m->params[logs + j] - log(1e6)) < 1e-3);
+    assert_true(m->params[bias + j] == -0.25f);
   }
   float *eps = malloc(sizeof(float) * (size_t)(n * m->dim)), loss;
   assert_int_equal(glow_forward(m, x, NULL, n, eps, NULL), GLOW_OK);
@@ -896,9 +942,9 @@ static void test_backward_errors(void **state) {
   assert_int_equal(glow_backward(m, x, neg, 2, &loss), GLOW_ERR_LABEL);
   /* A non-finite activation deep in the model: a coupling network whose
    * output scale overflows. */
-  const glow__zconv *out = &m->levels[1].steps[1].cpl.out;
-  m->params[out->logs] = 40.0f; /* exp(120) */
-  m->params[out->bias] = 1.0f;
+  m->params[tensor_offset(m, "level.1.step.1.coupling.conv3.logs")] =
+      40.0f; /* exp(120) */
+  m->params[tensor_offset(m, "level.1.step.1.coupling.conv3.bias")] = 1.0f;
   memcpy(params, glow_params(m), sizeof(float) * (size_t)np);
   assert_int_equal(glow_backward(m, x, labels, 2, &loss), GLOW_ERR_NUMERIC);
   assert_non_null(strstr(glow_last_error(), "level 1 step 1 coupling"));
@@ -912,11 +958,13 @@ static void test_backward_errors(void **state) {
   cfg.n_classes = 0;
   assert_int_equal(glow_model_create(&cfg, &v), GLOW_OK);
   assert_int_equal(glow_data_init(v, x, NULL, 2), GLOW_OK);
-  const glow__permute *pw = &v->levels[0].steps[1].perm;
-  for (int32_t i = 0; i < pw->c; i++)
-    for (int32_t j = 0; j < pw->c; j++)
-      v->params[pw->weight + i * pw->c + j] = i == j ? 1.0f : 0.0f;
-  v->params[pw->weight] = 1e-40f;
+  const glow__tensor *tw = tensor_named(v, "level.0.step.1.invconv.weight");
+  const int64_t pw = tw->offset;
+  const int32_t pc = tw->shape[0];
+  for (int32_t i = 0; i < pc; i++)
+    for (int32_t j = 0; j < pc; j++)
+      v->params[pw + i * pc + j] = i == j ? 1.0f : 0.0f;
+  v->params[pw] = 1e-40f;
   float *ev = malloc(sizeof(float) * (size_t)(2 * v->dim));
   assert_int_equal(glow_forward(v, x, NULL, 2, ev, NULL), GLOW_OK);
   /* Recompute mode meets it first when inverting W to rebuild the step's

@@ -19,7 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "testutil.h"
-#include "glow_internal.h" /* m->initialized */
+#include "model.h" /* m->initialized */
 
 static char tmpdir[64];
 

@@ -11,7 +11,7 @@
 
 #include <lapacke.h>
 
-#include "glow_internal.h"
+#include "model.h"
 #include "testutil.h"
 
 /* A map of one input of `dim` floats to `dim` floats, with its logdet. */
@@ -74,12 +74,13 @@ static void check_layer(const layer_map *f, const char *what, double tol) {
   free(y);
 }
 
-/* Context: a model, its first level, a workspace for one image. */
+/* Context: a model, one of its layers, a workspace for one image. */
 typedef struct {
   glow_model *m;
-  const glow__level *lv;
+  const glow__layer *ly;
   glow__ws ws;
   float eps[512];
+  float y[512];
 } layer_ctx;
 
 /* `scale`: how far parameters move from their initial values.  The whole
@@ -90,8 +91,23 @@ static void setup(layer_ctx *c, int32_t coupling, int32_t perm, double scale) {
   glow_config cfg = tu_config(4, 4, 2, 2, 2, 6, coupling, perm);
   assert_int_equal(glow_model_create(&cfg, &c->m), GLOW_OK);
   tu_perturb(c->m, scale, 17);
-  c->lv = &c->m->levels[0];
+  c->ly = NULL;
   assert_int_equal(glow__ws_alloc(c->m, 1, &c->ws), GLOW_OK);
+}
+
+/* The first layer named `name` (in the order of the flow). */
+static const glow__layer *find_layer(const layer_ctx *c, const char *name) {
+  for (int32_t i = 0; i < c->m->n_layers; i++)
+    if (!strcmp(c->m->layers[i].ops->name, name))
+      return &c->m->layers[i];
+  fail_msg("no layer '%s'", name);
+  return NULL;
+}
+
+/* Floats of the map of layer ly: its input, which maps one-to-one onto its
+ * output and its latent block. */
+static int64_t layer_dim(const glow__layer *ly) {
+  return (int64_t)ly->in.h * ly->in.w * ly->in.c;
 }
 
 static void teardown_ctx(layer_ctx *c) {
@@ -99,68 +115,30 @@ static void teardown_ctx(layer_ctx *c) {
   glow_model_free(c->m);
 }
 
-static int64_t rows0(const layer_ctx *c) {
-  return (int64_t)c->lv->h * c->lv->w;
-}
-
-static int64_t dim0(const layer_ctx *c) { return rows0(c) * c->lv->c; }
-
-static void apply_actnorm(void *p, const float *in, float *out, double *ld) {
+/* One layer's forward through the layer interface: out = (y, its latent
+ * block), ld = the log-determinant it added, shared and per image. */
+static void apply_layer(void *p, const float *in, float *out, double *ld) {
   layer_ctx *c = p;
-  const glow__actnorm *an = &c->lv->steps[0].an;
-  memcpy(out, in, sizeof(float) * (size_t)dim0(c));
-  glow__actnorm_forward(an, c->m->params, out, rows0(c), 0, &c->ws);
-  *ld = (double)rows0(c) * glow__actnorm_logdet(an, c->m->params);
-}
-
-static void apply_permute(void *p, const float *in, float *out, double *ld) {
-  layer_ctx *c = p;
-  memcpy(c->ws.z, in, sizeof(float) * (size_t)dim0(c));
-  double per_pixel = 0.0;
-  assert_int_equal(glow__permute_forward(&c->lv->steps[0].perm, c->m->params,
-                                         &c->ws, rows0(c), &per_pixel),
-                   GLOW_OK);
-  memcpy(out, c->ws.z, sizeof(float) * (size_t)dim0(c));
-  *ld = (double)rows0(c) * per_pixel;
-}
-
-static void apply_coupling(void *p, const float *in, float *out, double *ld) {
-  layer_ctx *c = p;
-  memcpy(c->ws.z, in, sizeof(float) * (size_t)dim0(c));
+  const glow__layer *ly = c->ly;
+  glow__logdet acc = {0.0, c->ws.ld};
+  glow__pass pass = {.P = c->m->params,
+                     .n = 1,
+                     .eps = c->eps,
+                     .dim = c->m->dim,
+                     .scale = 1.0f,
+                     .ld = &acc,
+                     .s = &c->ws.s,
+                     .n_total = 1};
   c->ws.ld[0] = 0.0;
-  glow__coupling_forward(&c->lv->steps[0].cpl, c->m->params, &c->ws,
-                         c->lv->h, c->lv->w);
-  memcpy(out, c->ws.z, sizeof(float) * (size_t)dim0(c));
-  *ld = c->ws.ld[0];
-}
-
-/* Split: (z1, z2) -> (z1, eps2), the latent block taken from eps. */
-static void apply_split(void *p, const float *in, float *out, double *ld) {
-  layer_ctx *c = p;
-  const int64_t half = dim0(c) / 2;
-  memcpy(c->ws.z, in, sizeof(float) * (size_t)dim0(c));
-  c->ws.ld[0] = 0.0;
-  glow__split_forward(c->m, c->lv, &c->ws, c->eps);
-  memcpy(out, c->ws.z, sizeof(float) * (size_t)half);
-  memcpy(out + half, c->eps + c->lv->eps_off, sizeof(float) * (size_t)half);
-  *ld = c->ws.ld[0];
-}
-
-static void apply_top(void *p, const float *in, float *out, double *ld) {
-  layer_ctx *c = p;
-  const glow__level *top = &c->m->levels[1];
-  const int64_t d = (int64_t)top->h * top->w * top->c;
-  memcpy(c->ws.z, in, sizeof(float) * (size_t)d);
-  c->ws.ld[0] = 0.0;
-  glow__top_forward(c->m, top, &c->ws, NULL, c->eps);
-  memcpy(out, c->eps + top->eps_off, sizeof(float) * (size_t)d);
-  *ld = c->ws.ld[0];
-}
-
-static void apply_squeeze(void *p, const float *in, float *out, double *ld) {
-  (void)p;
-  glow__squeeze(in, 1, 4, 4, 2, out);
-  *ld = 0.0;
+  assert_int_equal(
+      ly->ops->forward(ly, &pass, in, ly->out.c ? c->y : NULL, c->ws.s.act,
+                       NULL),
+      GLOW_OK);
+  const int64_t ny = (int64_t)ly->out.h * ly->out.w * ly->out.c;
+  const int64_t block = layer_dim(ly) - ny;
+  memcpy(out, c->y, sizeof(float) * (size_t)ny);
+  memcpy(out + ny, c->eps + ly->eps_off, sizeof(float) * (size_t)block);
+  *ld = acc.shared + acc.image[0];
 }
 
 static void apply_model(void *p, const float *in, float *out, double *ld) {
@@ -168,6 +146,13 @@ static void apply_model(void *p, const float *in, float *out, double *ld) {
   float v;
   assert_int_equal(glow_forward(c->m, in, NULL, 1, out, &v), GLOW_OK);
   *ld = v;
+}
+
+static void check_named(layer_ctx *c, const char *name, const char *what,
+                        double tol) {
+  c->ly = find_layer(c, name);
+  layer_map f = {apply_layer, c, layer_dim(c->ly)};
+  check_layer(&f, what, tol);
 }
 
 static void test_layer_logdets(void **state) {
@@ -178,21 +163,15 @@ static void test_layer_logdets(void **state) {
   for (int pi = 0; pi < 2; pi++) {
     layer_ctx c;
     setup(&c, GLOW_COUPLING_AFFINE, perms[pi], 0.3);
-    layer_map f = {apply_permute, &c, dim0(&c)};
-    check_layer(&f, pname[pi], 2e-3);
+    check_named(&c, "permutation", pname[pi], 2e-3);
     if (pi == 0) {
-      f.apply = apply_actnorm;
-      check_layer(&f, "actnorm", 2e-3);
-      f.apply = apply_coupling;
-      check_layer(&f, "affine coupling", 2e-3);
-      f.apply = apply_split;
-      check_layer(&f, "split prior", 2e-3);
-      f.apply = apply_top;
-      f.dim = 1 * 1 * 16;
-      check_layer(&f, "top prior", 2e-3);
-      f.apply = apply_squeeze;
-      f.dim = 32;
-      check_layer(&f, "squeeze", 1e-3);
+      check_named(&c, "actnorm", "actnorm", 2e-3);
+      check_named(&c, "coupling", "affine coupling", 2e-3);
+      check_named(&c, "split prior", "split prior", 2e-3);
+      check_named(&c, "top prior", "top prior", 2e-3);
+      assert_int_equal(layer_dim(c.ly), 1 * 1 * 16);
+      check_named(&c, "squeeze", "squeeze", 1e-3);
+      assert_int_equal(layer_dim(c.ly), 32);
     }
     teardown_ctx(&c);
   }
@@ -203,7 +182,9 @@ static void test_additive_coupling_logdet(void **state) {
   (void)state;
   layer_ctx c;
   setup(&c, GLOW_COUPLING_ADDITIVE, GLOW_PERMUTE_CONV1X1, 0.3);
-  layer_map f = {apply_coupling, &c, dim0(&c)};
+  c.ly = find_layer(&c, "coupling");
+  layer_map f = {apply_layer, &c, layer_dim(c.ly)};
+  assert_int_equal(f.dim, 32);
   uint64_t s = 5;
   float x[32], y[32];
   for (int i = 0; i < 32; i++)

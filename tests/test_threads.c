@@ -11,7 +11,7 @@
 
 #include "testutil.h"
 
-#include "glow_internal.h"
+#include "model.h"
 
 enum { N = 7 }; /* odd, so shards differ in size */
 
@@ -63,7 +63,7 @@ static void test_option(void **state) {
   assert_int_equal(glow_get_option(m, GLOW_OPT_GEMM, &v), GLOW_OK);
   assert_int_equal(v, GLOW_GEMM_AUTO);
   assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM, 2), GLOW_ERR_ARG);
-  assert_int_equal(glow__gemm_own(m), glow__gemm_own_available());
+  assert_int_equal(glow__model_gemm_own(m), glow__gemm_own_available());
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 257), GLOW_ERR_ARG);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, -1), GLOW_ERR_ARG);
@@ -78,7 +78,7 @@ static void test_option(void **state) {
   const int32_t cpus = CPU_COUNT(&set);
   assert_int_equal(glow__threads(m), cpus < 256 ? cpus : 256);
   assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM, GLOW_GEMM_BLAS), GLOW_OK);
-  assert_int_equal(glow__gemm_own(m), 0);
+  assert_int_equal(glow__model_gemm_own(m), 0);
   assert_int_equal(glow__threads(m), cpus < 256 ? cpus : 256);
   glow_model_free(m);
 }
@@ -181,7 +181,7 @@ static void test_inference_across_threads(void **state) {
     assert_int_equal(
         glow_set_option(m, GLOW_OPT_GEMM, blas ? GLOW_GEMM_BLAS : GLOW_GEMM_AUTO),
         GLOW_OK);
-    const int same_bits = glow__gemm_own(m);
+    const int same_bits = glow__model_gemm_own(m);
     outputs ref = infer_all(m, 1, x, labels);
     /* Not a trivial round trip: the inverse gives the images back. */
     assert_true(tu_max_abs_diff(ref.x, x, N * d) < 1e-4);
@@ -251,21 +251,21 @@ static void test_backward_shards(void **state) {
       float la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
-      assert_int_equal(m->train_shards, t < N ? t : N);
+      assert_int_equal(m->n_kept, t < N ? t : N);
       la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
       assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0),
                        GLOW_OK);
-      assert_null(m->train_ws);
+      assert_null(m->kept);
     }
     /* Kept workspaces serve a smaller batch with as many shards, and give
      * what fresh ones give. */
     assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
     (void)backward(m, 3, x, labels, N, g);
-    const glow__ws *kept = m->train_ws;
+    const glow__ws *kept = m->kept;
     const float lk = backward(m, 3, x, labels, N - 2, again);
-    assert_ptr_equal(m->train_ws, kept);
+    assert_ptr_equal(m->kept, kept);
     assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
     const float lf = backward(m, 3, x, labels, N - 2, g);
     assert_true(lk == lf);

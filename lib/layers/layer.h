@@ -180,6 +180,9 @@ typedef struct glow__layer glow__layer;
 typedef struct {
   const char *name; /* in messages: "actnorm", "coupling", ... */
   size_t size;      /* bytes of the layer's own state (glow__layer.self) */
+  int rearranges;   /* 1 if its output only moves its input's values: the
+                       finite checks skip it, and name the layer that
+                       computes first */
   /* Set the output shape and register tensors and fixed buffers under
    * ly->prefix; in the naming pass also fill the layer's state. */
   void (*build)(glow__layer *ly, const glow_config *cfg, glow__registry *r);

@@ -79,6 +79,7 @@ static int backward(const glow__layer *ly, const glow__pass *p,
 
 const glow__layer_ops glow__squeeze_layer = {
     .name = "squeeze",
+    .rearranges = 1,
     .build = build,
     .forward = forward,
     .inverse = inverse,

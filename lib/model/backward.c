@@ -115,8 +115,9 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
     if (rc)
       return rc;
     g = gx;
-    if (!glow__all_finite(g, glow__rows(&ly->in, p.n) * ly->in.c) ||
-        !grads_finite(m, ws->G, ly->tensors))
+    if (!ly->ops->rearranges &&
+        (!glow__all_finite(g, glow__rows(&ly->in, p.n) * ly->in.c) ||
+         !grads_finite(m, ws->G, ly->tensors)))
       return not_finite(ly, ly->ops->name);
     if (ly->out.c > 0)
       continue;

@@ -11,7 +11,7 @@
 #include <stdio.h>
 
 #include "glow.h"
-#include "glow_internal.h" /* m->initialized, for one seed */
+#include "model.h" /* m->initialized, for one seed */
 
 typedef struct {
   const char *name;
