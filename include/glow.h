@@ -432,22 +432,21 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 /** Values of GLOW_OPT_BACKWARD_MODE, bounds [0, 1], default RECOMPUTE.
  *
  * RECOMPUTE: glow_backward keeps the latents, the current tensor and its
- *   gradient, one flow step's network activations and their gradients
- *   (about 4 n h w hidden floats at the largest level (h, w)) and a 16 MiB
- *   convolution scratch, and rebuilds every step's input from its output
- *   with the step's inverse: memory independent of the depth (43 MiB for
- *   28x28x1 images, L = 2, hidden 128, batch 64, at any K).  Time: about
+ *   gradient, one layer's network activations and their gradients (about
+ *   4 n h w hidden floats at the largest level (h, w)) and a 16 MiB
+ *   convolution scratch, and rebuilds every layer's input from its output
+ *   with the layer's inverse: memory independent of the depth.  Time: about
  *   four forward passes.
- * STORE: the forward pass also keeps every step's input and network
- *   activations, about n h w (2 c + 2 hidden) floats per step, so the
- *   backward pass skips the step inverses and the networks' re-evaluation:
- *   memory grows linearly with depth (170 MiB for the model above at K = 8,
- *   551 MiB at K = 32), time is about three forward passes, but only with
- *   GLOW_OPT_KEEP_WORKSPACE: otherwise first touching that much fresh
- *   memory on every call costs what the mode saves.  Worth it for small
- *   models.
+ * STORE: the forward pass also keeps every layer's input and every
+ *   network's activations, about n h w (4 c + 2 hidden) floats per step, so
+ *   the backward pass skips the inverses and the networks' re-evaluation:
+ *   memory grows linearly with depth, time is about three forward passes,
+ *   but only with GLOW_OPT_KEEP_WORKSPACE: otherwise first touching that
+ *   much fresh memory on every call costs what the mode saves.  Worth it
+ *   for small models.
  * Both give the same loss, and the same gradients up to float rounding
- * (rebuilding inputs through inverses perturbs them by rounding only). */
+ * (rebuilding inputs through inverses perturbs them by rounding only).
+ * docs/performance.md has measured times and memory of both. */
 #define GLOW_BACKWARD_RECOMPUTE 0
 #define GLOW_BACKWARD_STORE 1
 
@@ -460,9 +459,8 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  *    GLOW_OPT_BACKWARD_MODE or GLOW_OPT_GEMM is set to another value, when
  *    this option is set back to 0, and with the model.  Results do not
  *    depend on whether or which workspace was kept.  This saves the cost of
- *    first touching fresh memory on every call, about 5% of a training step
- *    in RECOMPUTE mode and 25% in STORE mode, for holding the workspace
- *    between calls. */
+ *    first touching fresh memory on every call (docs/performance.md), for
+ *    holding the workspace between calls. */
 
 /* GLOW_OPT_THREADS, bounds [0, 256], default 0 (automatic).
  * How many threads of its own a call on this model runs.  Every image goes
@@ -488,8 +486,7 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  *      Otherwise 1, leaving the cores to the BLAS's threads.
  *   1: no threads of libglow's own; the BLAS may thread each product.
  *   t: t threads, whatever the BLAS does.
- * On 2 cores the shards run Glow about twice as fast as OpenBLAS's own
- * threads do on the same products (docs/performance.md).
+ * docs/performance.md compares the shards with OpenBLAS's own threads.
  *
  * Results: the same bits for the same number of threads.  On the own
  * kernel the inference calls give the same bits for every number of
@@ -511,9 +508,7 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
  *   thread, part of each call's workspace.
  * BLAS: the CBLAS libglow was linked with, always.
  * The two agree up to float rounding.  Which is faster depends on the
- * CBLAS: OpenBLAS with its AVX-512 kernels runs Glow up to 10% faster
- * than the own kernel, OpenBLAS held to AVX2 (OPENBLAS_CORETYPE) about 40%
- * slower (docs/performance.md). */
+ * CBLAS and the CPU (docs/performance.md). */
 #define GLOW_GEMM_AUTO 0
 #define GLOW_GEMM_BLAS 1
 

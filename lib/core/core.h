@@ -58,6 +58,13 @@ double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
 
 /* ---- Constants ------------------------------------------------------------- */
 
+/* "MAJOR.MINOR.PATCH" of this library, from glow.h's macros. */
+#define GLOW__STR2(x) #x
+#define GLOW__STR(x) GLOW__STR2(x)
+#define GLOW__VERSION_TEXT                                                     \
+  GLOW__STR(GLOW_VERSION_MAJOR)                                                \
+  "." GLOW__STR(GLOW_VERSION_MINOR) "." GLOW__STR(GLOW_VERSION_PATCH)
+
 #define GLOW__LN_2 0.69314718055994530941723212145818
 #define GLOW__LOG_2PI 1.8378770664093454835606594728112
 

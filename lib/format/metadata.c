@@ -120,7 +120,7 @@ int glow__meta_write(const glow_model *m, const char **kv,
   kv[2 * i + 1] = vals[i];
   i++;
   kv[2 * i] = "glow.library_version";
-  kv[2 * i + 1] = glow_version_string();
+  kv[2 * i + 1] = GLOW__VERSION_TEXT;
   i++;
   kv[2 * i] = "glow.initialized";
   kv[2 * i + 1] = m->initialized ? "1" : "0";
@@ -183,7 +183,7 @@ int glow__meta_read(const glow__st_header *h, glow_config *cfg,
                       "model file: format version %" PRIu64
                       " is newer than version %d, the newest this library "
                       "(%s) reads",
-                      version, GLOW_FORMAT_VERSION, glow_version_string());
+                      version, GLOW_FORMAT_VERSION, GLOW__VERSION_TEXT);
   int rc = need_meta(h, "glow.initialized", &v);
   if (rc)
     return rc;
