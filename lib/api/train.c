@@ -96,7 +96,8 @@ typedef struct {
   double *loss; /* per shard */
 } train_job;
 
-/* One shard's forward and backward, its gradients into its own ws->G. */
+/* One shard's forward and backward, its gradients into its own
+ * ws->param_grad. */
 static void train_shard(void *arg, int32_t s) {
   train_job *j = arg;
   const glow_model *m = j->m;
@@ -104,7 +105,7 @@ static void train_shard(void *arg, int32_t s) {
   const int32_t first = j->sh[s].first;
   ws->n = j->sh[s].count;
   ws->n_total = j->n;
-  memset(ws->G, 0, sizeof(float) * (size_t)m->reg.n_params);
+  memset(ws->param_grad, 0, sizeof(float) * (size_t)m->reg.n_params);
   int rc = glow__flow_backward(m, ws, j->x + (int64_t)first * m->dim,
                                j->labels ? j->labels + first : NULL,
                                &j->loss[s]);
@@ -141,13 +142,13 @@ static void commit_slice(void *arg, int32_t t) {
   commit_job *j = arg;
   const int64_t np = j->m->reg.n_params;
   const int64_t lo = np * t / j->shards, hi = np * (t + 1) / j->shards;
-  float *G = j->m->kept[0].G;
+  float *G = j->m->kept[0].param_grad;
   if (j->phase == 1) {
     memcpy(j->m->grads + lo, G + lo, sizeof(float) * (size_t)(hi - lo));
     return;
   }
   for (int32_t s = 1; s < j->shards; s++) {
-    const float *Gs = j->m->kept[s].G;
+    const float *Gs = j->m->kept[s].param_grad;
     for (int64_t i = lo; i < hi; i++)
       G[i] += Gs[i];
   }
@@ -215,7 +216,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     glow__parallel(shards, commit_slice, &c);
     for (int32_t t = 0; t < shards && !rc; t++)
       if (bad[t])
-        rc = sum_failure(m->grads, m->kept[0].G, m->reg.n_params, fn);
+        rc = sum_failure(m->grads, m->kept[0].param_grad, m->reg.n_params, fn);
     c.phase = 1;
     if (!rc)
       glow__parallel(shards, commit_slice, &c);

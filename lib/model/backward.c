@@ -56,12 +56,12 @@ static int head_backward(const glow_model *m, glow__ws *ws,
   const glow__layer *top = glow__model_top(m);
   const double share = (double)ws->n / ws->n_total;
   double ce = glow__classifier_backward(
-      &m->cls, m->params, ws->G, z, labels, ws->n, ws->n_total,
+      &m->cls, m->params, ws->param_grad, z, labels, ws->n, ws->n_total,
       m->cfg.class_weight, g, ws->head);
   *loss += share * m->cfg.class_weight * ce / GLOW__LN_2;
   if (!isfinite(ce) ||
       !glow__all_finite(g, glow__rows(&top->in, p->n) * top->in.c) ||
-      !grads_finite(m, ws->G, m->cls.tensors))
+      !grads_finite(m, ws->param_grad, m->cls.tensors))
     return not_finite(top, "classifier");
   return GLOW_OK;
 }
@@ -111,13 +111,13 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
       y = xb;
     }
     float *gx = g == ws->grad[0] ? ws->grad[1] : ws->grad[0];
-    rc = ly->ops->backward(ly, &p, &h, g, gx, ws->G);
+    rc = ly->ops->backward(ly, &p, &h, g, gx, ws->param_grad);
     if (rc)
       return rc;
     g = gx;
     if (!ly->ops->rearranges &&
         (!glow__all_finite(g, glow__rows(&ly->in, p.n) * ly->in.c) ||
-         !grads_finite(m, ws->G, ly->tensors)))
+         !grads_finite(m, ws->param_grad, ly->tensors)))
       return not_finite(ly, ly->ops->name);
     if (ly->out.c > 0)
       continue;

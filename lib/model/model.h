@@ -89,13 +89,13 @@ struct glow__ws {
   float *grad[2];    /* n*D each: dL/d(a layer's output) and dL/d(its
                         input), taking turns */
   double *head;      /* the classifier head's scratch */
-  float *G;          /* n_params: this call's parameter gradients */
+  float *param_grad; /* n_params: this call's parameter gradients */
   /* Store mode: every layer's hand-off, kept by the forward. */
   glow__handoff *tape; /* n_layers entries, or NULL (recompute mode) */
   float **tape_in;     /* layer i's input (i >= 1; the caller's x for 0) */
   float **tape_act;    /* layer i's activations, or NULL */
   float *tape_buf;
-  int64_t bytes;     /* activation memory: all but the n_params buffer G */
+  int64_t bytes;     /* activation memory: all but param_grad */
 };
 
 /* 1 if passes on m use libglow's own GEMM kernel: GLOW_OPT_GEMM allows it
@@ -131,9 +131,10 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x);
 /* The training pass on a glow__ws_alloc_train workspace: the forward, the
  * loss (mean bits/dim + class_weight * mean cross-entropy / ln 2) into
- * *loss, and its gradient into ws->G (added; the caller zeroes it).  For
- * a shard (ws->n < ws->n_total) both are its share of the whole batch's,
- * whose means are over n_total images: the shards' sum is the batch's.
+ * *loss, and its gradient into ws->param_grad (added; the caller zeroes
+ * it).  For a shard (ws->n < ws->n_total) both are its share of the whole
+ * batch's, whose means are over n_total images: the shards' sum is the
+ * batch's.
  * NUMERIC, naming the layer, where a value or gradient is not finite. */
 int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
                         const int32_t *labels, double *loss);

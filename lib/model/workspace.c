@@ -116,9 +116,9 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   ws->head = ws_buf(ws, glow__classifier_scratch(&m->cls), sizeof(double));
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
-  ws->G = malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
+  ws->param_grad = malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
   int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
-           s->wflip && s->mat_grad && ws->head && ws->G;
+           s->wflip && s->mat_grad && ws->head && ws->param_grad;
   if (ok && store)
     ok = alloc_tape(m, n, ws) == GLOW_OK;
   if (!ok) {
@@ -152,7 +152,7 @@ void glow__ws_free(glow__ws *ws) {
   free(s->wflip);
   free(s->mat_grad);
   free(ws->head);
-  free(ws->G);
+  free(ws->param_grad);
   free(ws->tape);
   free(ws->tape_in);
   free(ws->tape_act);
