@@ -14,6 +14,9 @@ int glow__check_batch(const glow_model *m, int32_t n, const char *fn);
 /* Labels present exactly for conditional models, each in range: LABEL. */
 int glow__check_labels(const glow_model *m, const int32_t *labels, int32_t n,
                        const char *fn);
+/* Batch size, then labels. */
+int glow__check_batch_labels(const glow_model *m, const int32_t *labels,
+                             int32_t n, const char *fn);
 /* Model, input and output pointers (NULL), batch size, labels. */
 int glow__check_call(const glow_model *m, const void *in, const void *out,
                      const int32_t *labels, int32_t n, const char *fn);

@@ -36,6 +36,12 @@ int glow__check_labels(const glow_model *m, const int32_t *labels,
   return GLOW_OK;
 }
 
+int glow__check_batch_labels(const glow_model *m, const int32_t *labels,
+                             int32_t n, const char *fn) {
+  int rc = glow__check_batch(m, n, fn);
+  return rc ? rc : glow__check_labels(m, labels, n, fn);
+}
+
 int glow__check_io(const glow_model *m, const void *in, const void *out,
                    int32_t n, const char *fn) {
   if (!m || !in || !out)

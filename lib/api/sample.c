@@ -103,9 +103,7 @@ int glow_sample(const glow_model *m, int32_t n, float temperature, uint64_t seed
   if (!m || !x)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : "output");
-  int rc = glow__check_batch(m, n, fn);
-  if (!rc)
-    rc = glow__check_labels(m, labels, n, fn);
+  int rc = glow__check_batch_labels(m, labels, n, fn);
   if (rc)
     return rc;
   if (!isfinite(temperature) || temperature < 0.0f)

@@ -22,9 +22,7 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
   if (!m || !x)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : "x");
-  int rc = glow__check_batch(m, n, fn);
-  if (!rc)
-    rc = glow__check_labels(m, labels, n, fn);
+  int rc = glow__check_batch_labels(m, labels, n, fn);
   if (rc)
     return rc;
   const size_t pbytes = sizeof(float) * (size_t)m->reg.n_params;
@@ -181,9 +179,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
   if (!m || !x || !loss)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
                       !m ? "model" : !x ? "x" : "loss");
-  int rc = glow__check_batch(m, n, fn);
-  if (!rc)
-    rc = glow__check_labels(m, labels, n, fn);
+  int rc = glow__check_batch_labels(m, labels, n, fn);
   if (rc)
     return rc;
   if (!m->initialized)
