@@ -14,7 +14,6 @@
  * output nn (rows x cout).
  */
 #include <math.h>
-#include <string.h>
 
 #include "layer.h"
 
@@ -131,16 +130,18 @@ static int forward(const glow__layer *ly, const glow__pass *p,
     const float *nn = out + (int64_t)i * hw * co;
     double ld = 0.0;
     for (int64_t q = 0; q < hw; q++) {
-      memcpy(v + q * c, u + q * c, sizeof(float) * (size_t)half);
       if (cp->kind == GLOW_COUPLING_ADDITIVE) {
-        for (int32_t k = 0; k < half; k++)
+        for (int32_t k = 0; k < half; k++) {
+          v[q * c + k] = u[q * c + k];
           v[q * c + half + k] = u[q * c + half + k] + nn[q * half + k];
+        }
         continue;
       }
       float acc = 0.0f; /* one pixel's few terms; summed in double */
       for (int32_t k = 0; k < half; k++) {
         float raw = nn[q * c + 2 * k + 1] + 2.0f;
         sigmoid_parts t = sigmoid3(raw);
+        v[q * c + k] = u[q * c + k];
         v[q * c + half + k] = (u[q * c + half + k] + nn[q * c + 2 * k]) * t.s;
         acc += (raw < 0.0f ? raw : 0.0f) - log1pf(t.e); /* log s */
       }
@@ -166,9 +167,9 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
     float *u = x + (int64_t)i * hw * c;
     const float *nn = out + (int64_t)i * hw * co;
     for (int64_t q = 0; q < hw; q++) {
-      memcpy(u + q * c, v + q * c, sizeof(float) * (size_t)half);
       for (int32_t k = 0; k < half; k++) {
         const float y2 = v[q * c + half + k];
+        u[q * c + k] = v[q * c + k];
         if (cp->kind == GLOW_COUPLING_ADDITIVE)
           u[q * c + half + k] = y2 - nn[q * half + k];
         else
@@ -225,10 +226,10 @@ static int backward(const glow__layer *ly, const glow__pass *p,
   /* The network backwards: zconv, actnorm2+ReLU, conv1x1, actnorm1+ReLU,
    * conv3x3, the gradients passing between ga and gb. */
   glow__zconv_backward(&cp->out, P, G, r2, hid, nn, gnn, ga, n, hh, ww, p->s);
-  glow__an_backward(&cp->an2, P, G, r2, ga, gb, rows, 1, 0.0, p->s);
-  glow__matmul_grad(r1, hid, rows, hid, P + cp->w2, hid, gb, G + cp->w2, ga,
+  glow__an_backward(&cp->an2, P, G, r2, ga, ga, rows, 1, 0.0, p->s);
+  glow__matmul_grad(r1, hid, rows, hid, P + cp->w2, hid, ga, G + cp->w2, gb,
                     &p->s->conv);
-  glow__an_backward(&cp->an1, P, G, r1, ga, gb, rows, 1, 0.0, p->s);
+  glow__an_backward(&cp->an1, P, G, r1, gb, gb, rows, 1, 0.0, p->s);
   glow__conv3x3_grad_weight(x, c, n, hh, ww, half, gb, hid, G + cp->w1,
                             &p->s->conv);
   glow__conv3x3_grad_input(gb, n, hh, ww, half, P + cp->w1, hid, ga,

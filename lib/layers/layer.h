@@ -244,7 +244,7 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
                       const float *x, float *y, int64_t rows, int relu,
                       glow__scratch *s);
 /* Backward given the output y (after the ReLU if relu); gx = dL/dx from
- * gy = dL/dy (distinct buffers); ld_weight: dL/dlogs through the
+ * gy = dL/dy (gx == gy allowed, and cheapest); ld_weight: dL/dlogs through the
  * log-determinant.  Adds to G. */
 void glow__an_backward(const glow__an *an, const float *P, float *G,
                        const float *y, const float *gy, float *gx,
