@@ -40,18 +40,27 @@ function(glow_add_python_test)
   glow_add_python_torch_tests("${env}")
 endfunction()
 
+# TRUE in ${out} when GLOW_TEST_PYTHON can `import ${modules}`; otherwise
+# FALSE, and a STATUS message that `what` is skipped.
+function(glow_python_imports out modules what debian)
+  execute_process(COMMAND "${GLOW_TEST_PYTHON}" -c "import ${modules}"
+    RESULT_VARIABLE missing OUTPUT_QUIET ERROR_QUIET)
+  if(missing EQUAL 0)
+    set(${out} TRUE PARENT_SCOPE)
+  else()
+    set(${out} FALSE PARENT_SCOPE)
+    message(STATUS "${what}: skipped, ${GLOW_TEST_PYTHON} lacks ${modules} (Debian: ${debian})")
+  endif()
+endfunction()
+
 # glow.torch against the library (python_torch: the tests marked `torch`),
 # the PyTorch example end to end (examples_python), and the package
 # installed by pip (python_installed: the whole suite against it).  Each is
 # left out, with a STATUS message, when what it needs is missing.
 function(glow_add_python_torch_tests env)
   set(src "${PROJECT_SOURCE_DIR}")
-  execute_process(COMMAND "${GLOW_TEST_PYTHON}" -c "import torch"
-    RESULT_VARIABLE no_torch OUTPUT_QUIET ERROR_QUIET)
-  if(no_torch)
-    message(STATUS "python_torch, examples_python tests: skipped, "
-                   "${GLOW_TEST_PYTHON} lacks torch (Debian: python3-torch)")
-  else()
+  glow_python_imports(have_torch "torch" "python_torch, examples_python tests" python3-torch)
+  if(have_torch)
     add_test(NAME python_torch
       COMMAND "${GLOW_TEST_PYTHON}" -m pytest -q -p no:cacheprovider -m torch
               "--basetemp=${CMAKE_CURRENT_BINARY_DIR}/python-torch-tmp" "${src}/python/tests")
@@ -67,12 +76,11 @@ function(glow_add_python_torch_tests env)
                      "examples and ${data} (Debian: dataset-fashion-mnist)")
     endif()
   endif()
-  execute_process(COMMAND "${GLOW_TEST_PYTHON}" -c "import setuptools, wheel, pip"
-    RESULT_VARIABLE no_pip OUTPUT_QUIET ERROR_QUIET)
-  if(no_pip)
-    message(STATUS "python_installed test: skipped, ${GLOW_TEST_PYTHON} lacks pip, "
-                   "setuptools or wheel (Debian: python3-pip python3-setuptools python3-wheel)")
-  else()
+  # setuptools before pip: Debian's pip imported first upsets setuptools'
+  # distutils shim.
+  glow_python_imports(have_pip "setuptools, wheel, pip" "python_installed test"
+                      "python3-setuptools python3-wheel python3-pip")
+  if(have_pip)
     add_test(NAME python_installed
       COMMAND "${CMAKE_CURRENT_SOURCE_DIR}/python_install.sh" "${GLOW_TEST_PYTHON}"
               "${PROJECT_BINARY_DIR}" "${src}")
