@@ -229,6 +229,33 @@ def test_sample_uses_the_generator():
     assert torch.equal(a, net.inverse(eps))
 
 
+def test_sample_redraws_images_that_are_not_finite(monkeypatch):
+    """As glow_sample: a row whose inverse is not finite is drawn again
+    (only that row), and after 16 draws the call fails."""
+    net = gt.Glow.from_model(perturbed("affine-conv1x1-notop-12x8"))
+    inverse = net.inverse
+    calls = []
+
+    def overflowing_once(eps, labels=None):
+        x = inverse(eps, labels)
+        if not calls:
+            x[1] = float("inf")
+        calls.append(len(eps))
+        return x
+
+    monkeypatch.setattr(net, "inverse", overflowing_once)
+    x = net.sample(3, 0.5, generator=torch.Generator().manual_seed(2))
+    assert calls == [3, 1] and bool(torch.isfinite(x).all())
+    gen = torch.Generator().manual_seed(2)
+    first = 0.5 * torch.randn(3, net.dim, generator=gen)
+    again = 0.5 * torch.randn(1, net.dim, generator=gen)
+    assert torch.equal(x[[0, 2]], inverse(first)[[0, 2]])
+    assert torch.equal(x[1], inverse(again)[0])
+    monkeypatch.setattr(net, "inverse", lambda eps, labels=None: inverse(eps) / 0.0)
+    with pytest.raises(FloatingPointError, match="16 draws"):
+        net.sample(2, 0.5)
+
+
 def test_pixels_like_c():
     """preprocess keeps libglow's bins (only the noise differs) and
     postprocess gives libglow's pixels."""
