@@ -30,8 +30,13 @@ def _deinterleave(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.index_select(dim, order)
 
 
-def _hwio_to_oihw(w: torch.Tensor) -> torch.Tensor:
-    return w.permute(3, 2, 0, 1)
+def _kernel(w: torch.Tensor) -> torch.Tensor:
+    """A convolution kernel for F.conv2d from a 3x3 HWIO kernel or a 1x1
+    ``[in][out]`` weight: OIHW, channels-last in memory like the
+    activations (so that oneDNN and cuDNN run their fast NHWC kernels, and
+    their outputs stay channels-last)."""
+    oihw = w.permute(3, 2, 0, 1) if w.dim() == 4 else w.t()[:, :, None, None]
+    return oihw.contiguous(memory_format=torch.channels_last)
 
 
 def _per_channel(v: torch.Tensor) -> torch.Tensor:
@@ -39,17 +44,21 @@ def _per_channel(v: torch.Tensor) -> torch.Tensor:
 
 
 def squeeze(x: torch.Tensor) -> torch.Tensor:
-    """(n, c, h, w) -> (n, 4c, h/2, w/2), output channel 4 c + 2 dy + dx."""
+    """(n, c, h, w) -> (n, 4c, h/2, w/2), output channel 4 c + 2 dy + dx.
+    Works on the NHWC view, so that the result is channels-last in memory
+    (the format oneDNN's convolutions prefer)."""
     n, c, h, w = x.shape
-    x = x.reshape(n, c, h // 2, 2, w // 2, 2)
-    return x.permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
+    y = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
+    y = y.permute(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, 4 * c)
+    return y.permute(0, 3, 1, 2)
 
 
 def unsqueeze(x: torch.Tensor) -> torch.Tensor:
-    """The inverse of squeeze."""
+    """The inverse of squeeze, channels-last as well."""
     n, c4, h, w = x.shape
-    x = x.reshape(n, c4 // 4, 2, 2, h, w)
-    return x.permute(0, 1, 4, 2, 5, 3).reshape(n, c4 // 4, 2 * h, 2 * w)
+    y = x.permute(0, 2, 3, 1).reshape(n, h, w, c4 // 4, 2, 2)
+    y = y.permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, c4 // 4)
+    return y.permute(0, 3, 1, 2)
 
 
 def nchw_rows(z: torch.Tensor) -> torch.Tensor:
@@ -91,7 +100,7 @@ class Conv3x3(nn.Module):
         self.weight = nn.Parameter(torch.zeros(3, 3, cin, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, _hwio_to_oihw(self.weight), padding=1)
+        return F.conv2d(x, _kernel(self.weight), padding=1)
 
 
 class Conv1x1(nn.Module):
@@ -102,7 +111,7 @@ class Conv1x1(nn.Module):
         self.weight = nn.Parameter(torch.zeros(cin, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight.t()[:, :, None, None])
+        return F.conv2d(x, _kernel(self.weight))
 
 
 class ZeroConv(nn.Module):
@@ -122,7 +131,7 @@ class ZeroConv(nn.Module):
         w, b, s = self.weight, self.bias, self.logs
         if self.interleaved:  # reorder the (small) weights, not the output
             w, b, s = _deinterleave(w, 3), _deinterleave(b, 0), _deinterleave(s, 0)
-        y = F.conv2d(x, _hwio_to_oihw(w), padding=1)
+        y = F.conv2d(x, _kernel(w), padding=1)
         return (y + _per_channel(b)) * _per_channel(torch.exp(ZCONV_LOGSCALE * s))
 
 
@@ -140,11 +149,11 @@ class InvConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w, logdet = self.weight64()
-        return F.conv2d(x, w.to(x.dtype).t()[:, :, None, None]), logdet
+        return F.conv2d(x, _kernel(w.to(x.dtype))), logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         inv = torch.linalg.inv(self.weight64()[0])
-        return F.conv2d(y, inv.to(y.dtype).t()[:, :, None, None])
+        return F.conv2d(y, _kernel(inv.to(y.dtype)))
 
 
 class InvConvLU(InvConv):
