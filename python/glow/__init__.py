@@ -14,6 +14,9 @@ library's own buffers.
 
 Failing library calls raise :class:`GlowError`, which carries the status code
 and the library's detailed message.  See docs/python.md.
+
+``glow.torch`` (imported on first use, and only then needing PyTorch) is the
+same model as a ``torch.nn.Module``; see docs/pytorch.md.
 """
 
 from ._library import ABI_MAJOR, LIBRARY_ENV, lib as _lib, library_path
@@ -63,3 +66,12 @@ def version_number() -> int:
 
 
 __version__ = version()
+
+
+def __getattr__(name: str) -> object:
+    """``glow.torch`` on first use: PyTorch is imported only then."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'glow' has no attribute {name!r}")

@@ -125,6 +125,16 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
 }
 
 
+def _built_libdir() -> str | None:
+    """The libdir of the libglow an installed package was built against
+    (glow/_build_info.py, written by setup.py); None in the source tree."""
+    try:
+        from ._build_info import LIBDIR
+    except ImportError:
+        return None
+    return LIBDIR
+
+
 def _default_names() -> list[str]:
     """File names to try, in order, when GLOW_LIBRARY is not set."""
     if sys.platform == "darwin":
@@ -133,6 +143,9 @@ def _default_names() -> list[str]:
         names = ["glow.dll"]
     else:
         names = [f"libglow.so.{ABI_MAJOR}"]
+    libdir = _built_libdir()
+    if libdir:  # after the loader's search, as a run path would be
+        names.append(os.path.join(libdir, names[0]))
     found = ctypes.util.find_library("glow")
     if found and found not in names:
         names.append(found)

@@ -9,6 +9,7 @@ the same calls made from C.
 from __future__ import annotations
 
 import ctypes
+import gzip
 import os
 import shutil
 import subprocess
@@ -36,6 +37,30 @@ CONFIGS = {
                                 permutation=glow.Permutation.SHUFFLE, n_classes=3,
                                 learn_top=0, class_weight=0.25, seed=7),
 }
+
+
+#: Fashion-MNIST as Debian's dataset-fashion-mnist installs it (IDX, gzipped);
+#: GLOW_FASHION_MNIST names another directory.
+FASHION_MNIST = Path(os.environ.get("GLOW_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+
+
+def fashion_mnist(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 28, 28)`` uint8 and labels ``(n,)`` of a Fashion-MNIST
+    split; skips the test when the data set is not installed."""
+    images = FASHION_MNIST / f"{split}-images-idx3-ubyte.gz"
+    labels = FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz"
+    if not (images.exists() and labels.exists()):
+        pytest.skip(f"Fashion-MNIST not found in {FASHION_MNIST} "
+                    "(Debian: dataset-fashion-mnist)")
+    with gzip.open(images) as f:
+        raw = f.read()
+    magic, n, h, w = (int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4))
+    assert magic == 0x803, images
+    pixels = np.frombuffer(raw, np.uint8, n * h * w, 16).reshape(n, h, w)
+    with gzip.open(labels) as f:
+        raw = f.read()
+    assert int.from_bytes(raw[:4], "big") == 0x801, labels
+    return pixels, np.frombuffer(raw, np.uint8, n, 8).astype(np.int32)
 
 
 def tiny(**overrides) -> glow.Model:
