@@ -2,7 +2,7 @@
  * bench -- throughput and memory of libglow on two reference configs.
  *
  *   bench [fashion|cifar|memory|all] [--seconds S] [--json] [--only OP]
- *         [--min-calls N] [--keep-workspace] [--blas] [--threads N]
+ *         [--min-calls N] [--[no-]keep-workspace] [--blas] [--threads N]
  *         [--model FILE] [--save-model FILE]
  *
  * fashion: 28x28x1, L=2, K=8, hidden 128, batch 64
@@ -27,7 +27,8 @@
  *                     train-recompute or train-store.
  *   --min-calls N     at least N timed calls per op (default 3), after one
  *                     warm-up call, even beyond --seconds.
- *   --keep-workspace  training ops run with GLOW_OPT_KEEP_WORKSPACE = 1.
+ *   --keep-workspace  training ops run with GLOW_OPT_KEEP_WORKSPACE = 1
+ *                     (the default); --no-keep-workspace: with 0.
  *   --blas            GLOW_OPT_GEMM = GLOW_GEMM_BLAS: the CBLAS computes
  *                     the products (default: automatic).
  *   --threads N       GLOW_OPT_THREADS = N (default 0, automatic).
@@ -55,7 +56,7 @@ typedef struct {
   int32_t h, w, c, levels, depth, hidden, batch;
 } bench_config;
 
-static int g_json = 0, g_keep_ws = 0, g_min_calls = 3;
+static int g_json = 0, g_keep_ws = -1, g_min_calls = 3; /* -1: default */
 static int g_gemm = GLOW_GEMM_AUTO, g_threads = 0;
 static const char *g_only = NULL, *g_model_path = NULL, *g_save_path = NULL;
 
@@ -210,8 +211,11 @@ static void run_speed(const bench_config *b, double seconds) {
       {"train step (recompute)", "train-recompute", op_train,
        GLOW_BACKWARD_RECOMPUTE},
       {"train step (store)", "train-store", op_train, GLOW_BACKWARD_STORE}};
-  if (g_keep_ws)
-    check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), "set_option");
+  if (g_keep_ws >= 0)
+    check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, g_keep_ws),
+          "set_option");
+  int64_t keep = 0;
+  check(glow_get_option(m, GLOW_OPT_KEEP_WORKSPACE, &keep), "get_option");
   check(glow_set_option(m, GLOW_OPT_GEMM, g_gemm), "set_option");
   check(glow_set_option(m, GLOW_OPT_THREADS, g_threads), "set_option");
   if (!g_json)
@@ -242,7 +246,7 @@ static void run_speed(const bench_config *b, double seconds) {
            "\"setup_rss_mib\": %.1f, \"peak_rss_mib\": %.1f, "
            "\"peak_rss_total_mib\": %.1f}\n",
            glow_version_string(), b->name, ops[i].key, b->batch, s,
-           b->batch / s, calls, g_keep_ws, setup, peak,
+           b->batch / s, calls, (int)keep, setup, peak,
            peak > total ? peak : total);
   }
   if (!g_json)
@@ -333,6 +337,8 @@ int main(int argc, char **argv) {
       g_only = argv[++i];
     else if (!strcmp(argv[i], "--min-calls") && i + 1 < argc)
       g_min_calls = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--no-keep-workspace"))
+      g_keep_ws = 0;
     else if (!strcmp(argv[i], "--keep-workspace"))
       g_keep_ws = 1;
     else if (!strcmp(argv[i], "--blas"))

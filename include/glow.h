@@ -50,9 +50,10 @@
  *           before it returns.
  *
  * Memory.   Each call allocates the scratch memory it needs and frees it
- *           before returning.  A model owns its parameters and gradients
- *           (glow_params, glow_grads), and, while GLOW_OPT_KEEP_WORKSPACE
- *           is set, the training workspaces of its last glow_backward call;
+ *           before returning, but for glow_backward's training workspaces,
+ *           which the model keeps for its next call unless
+ *           GLOW_OPT_KEEP_WORKSPACE is 0.  A model owns its parameters and
+ *           gradients (glow_params, glow_grads) and those workspaces;
  *           glow_model_free frees all of it.
  */
 #ifndef GLOW_H
@@ -397,14 +398,15 @@ GLOW_API int glow_zero_grad(glow_model *m);
  * to the gradient of the sum of their (half-batch mean) losses.  Entries
  * of an LU weight outside the triangles it uses get 0.
  *
- * Memory and time: see GLOW_OPT_BACKWARD_MODE.  By default the activation
- * memory does not grow with depth: the pass rebuilds each flow step's
- * input from its output with the step's inverse.  The call allocates its
- * workspace and frees it before returning, unless GLOW_OPT_KEEP_WORKSPACE
- * is set.
+ * Memory and time: see GLOW_OPT_BACKWARD_MODE.  By default the pass keeps
+ * each flow step's input, not its activations, and runs the step's forward
+ * again when its backward needs them: the same gradients as keeping
+ * everything, for memory that grows with depth only by those inputs.  The
+ * model keeps the call's workspace for the next call unless
+ * GLOW_OPT_KEEP_WORKSPACE is 0.
  *
  * On failure neither glow_grads() nor the parameters change, and *loss is
- * not written.  One exception: under GLOW_OPT_KEEP_WORKSPACE, a call that
+ * not written.  One exception: with GLOW_OPT_KEEP_WORKSPACE, a call that
  * needs a larger workspace frees the kept one before allocating the new
  * one, so if that allocation fails (NOMEM) the model keeps no workspace.
  * Errors: NULL (m, x or loss), BATCH, LABEL, STATE (glow_data_init was
@@ -431,36 +433,39 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 
 /** Values of GLOW_OPT_BACKWARD_MODE, bounds [0, 1], default RECOMPUTE.
  *
- * RECOMPUTE: glow_backward keeps the latents, the current tensor and its
- *   gradient, one layer's network activations and their gradients (about
- *   4 n h w hidden floats at the largest level (h, w)) and a 16 MiB
- *   convolution scratch, and rebuilds every layer's input from its output
- *   with the layer's inverse: memory independent of the depth.  Time: about
- *   four forward passes.
- * STORE: the forward pass also keeps every layer's input and every
- *   network's activations, about n h w (4 c + 2 hidden) floats per step, so
- *   the backward pass skips the inverses and the networks' re-evaluation:
- *   memory grows linearly with depth, time is about three forward passes,
- *   but only with GLOW_OPT_KEEP_WORKSPACE: otherwise first touching that
- *   much fresh memory on every call costs what the mode saves.  Worth it
- *   for small models.
- * Both give the same loss, and the same gradients up to float rounding
- * (rebuilding inputs through inverses perturbs them by rounding only).
+ * Both modes give the same loss and the same gradients, bit for bit, for
+ * the same GLOW_OPT_THREADS and GLOW_OPT_GEMM, on any finite input: the
+ * backward pass reads what the forward computed, kept or computed again
+ * from the same values, never a reconstruction through an inverse.
+ *
+ * RECOMPUTE: the forward keeps only each flow step's input (n h w c floats
+ *   per step at its level (h, w, c), and the input of every squeeze and
+ *   prior); the backward runs each step's forward again from it, just
+ *   before that step's backward.  Memory: those inputs, growing with depth
+ *   by 1/(4 c + 2 hidden) of what STORE keeps per step, plus one step's
+ *   activations (about 4 n h w hidden floats at the largest level), the
+ *   gradients of one tensor and a 16 MiB convolution scratch.  Time: the
+ *   same in every case, about one forward pass more than STORE (each
+ *   step's forward runs twice).
+ * STORE: the forward keeps every layer's input and every network's
+ *   activations, about n h w (4 c + 2 hidden) floats per step: memory
+ *   linear in depth, and no forward runs twice.
  * docs/performance.md has measured times and memory of both. */
 #define GLOW_BACKWARD_RECOMPUTE 0
 #define GLOW_BACKWARD_STORE 1
 
-/* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 0.
- * 0: glow_backward allocates its workspace and frees it before returning.
+/* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 1.
  * 1: the model keeps the workspace of its last glow_backward call (one
  *    per shard, see GLOW_OPT_THREADS) and reuses it for every call with as
  *    many shards, none larger than the one it was allocated for (a larger
  *    batch, or another number of shards, replaces it).  It is freed when
  *    GLOW_OPT_BACKWARD_MODE or GLOW_OPT_GEMM is set to another value, when
- *    this option is set back to 0, and with the model.  Results do not
- *    depend on whether or which workspace was kept.  This saves the cost of
- *    first touching fresh memory on every call (docs/performance.md), for
- *    holding the workspace between calls. */
+ *    this option is set to 0, and with the model.  This saves the cost of
+ *    first touching fresh memory on every call, which in STORE mode is as
+ *    large as what the mode saves (docs/performance.md).
+ * 0: glow_backward allocates its workspace and frees it before returning:
+ *    nothing is held between calls, at that cost.
+ * Results do not depend on whether or which workspace was kept. */
 
 /* GLOW_OPT_THREADS, bounds [0, 256], default 0 (automatic).
  * How many threads of its own a call on this model runs.  Every image goes

@@ -251,21 +251,21 @@ static void test_backward_shards(void **state) {
       float la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
-      assert_int_equal(m->n_kept, t < N ? t : N);
+      assert_int_equal(m->n_train_ws, t < N ? t : N);
       la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
       assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0),
                        GLOW_OK);
-      assert_null(m->kept);
+      assert_null(m->train_ws);
     }
     /* Kept workspaces serve a smaller batch with as many shards, and give
      * what fresh ones give. */
     assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
     (void)backward(m, 3, x, labels, N, g);
-    const glow__ws *kept = m->kept;
+    const glow__ws *kept = m->train_ws;
     const float lk = backward(m, 3, x, labels, N - 2, again);
-    assert_ptr_equal(m->kept, kept);
+    assert_ptr_equal(m->train_ws, kept);
     assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
     const float lf = backward(m, 3, x, labels, N - 2, g);
     assert_true(lk == lf);

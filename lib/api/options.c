@@ -56,20 +56,20 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
   switch (option) {
   case GLOW_OPT_BACKWARD_MODE:
     if (m->opts.backward_mode != value) /* the kept workspace is the old mode's */
-      glow__kept_release(m);
+      glow__train_ws_release(m);
     m->opts.backward_mode = (int32_t)value;
     break;
   case GLOW_OPT_KEEP_WORKSPACE:
     m->opts.keep_workspace = (int32_t)value;
     if (!value)
-      glow__kept_release(m);
+      glow__train_ws_release(m);
     break;
   case GLOW_OPT_THREADS:
     m->opts.threads = (int32_t)value; /* kept workspaces adapt on the next call */
     break;
   case GLOW_OPT_GEMM:
     if (m->opts.gemm != value) /* the kept workspaces' packing buffers */
-      glow__kept_release(m);
+      glow__train_ws_release(m);
     m->opts.gemm = (int32_t)value;
     break;
   }

@@ -64,23 +64,23 @@ done:
  * depend only on the shard's size, so kept workspaces give the same bits. */
 static int train_ws(glow_model *m, const glow__shard *sh, int32_t shards) {
   const int store = m->opts.backward_mode == GLOW_BACKWARD_STORE;
-  int fits = m->n_kept == shards;
+  int fits = m->n_train_ws == shards;
   for (int32_t s = 0; fits && s < shards; s++)
-    fits = m->kept[s].cap >= sh[s].count &&
-           (m->kept[s].tape != NULL) == store;
+    fits = m->train_ws[s].cap >= sh[s].count &&
+           m->train_ws[s].store == store;
   if (fits)
     return GLOW_OK;
-  glow__kept_release(m); /* the old ones, before allocating anew */
-  m->kept = calloc((size_t)shards, sizeof *m->kept);
-  if (!m->kept)
+  glow__train_ws_release(m); /* the old ones, before allocating anew */
+  m->train_ws = calloc((size_t)shards, sizeof *m->train_ws);
+  if (!m->train_ws)
     return glow__fail(GLOW_ERR_NOMEM, "glow_backward: out of memory");
   for (int32_t s = 0; s < shards; s++) {
-    int rc = glow__ws_alloc_train(m, sh[s].count, store, &m->kept[s]);
+    int rc = glow__ws_alloc_train(m, sh[s].count, store, &m->train_ws[s]);
     if (rc) {
-      glow__kept_release(m);
+      glow__train_ws_release(m);
       return rc;
     }
-    m->n_kept = s + 1;
+    m->n_train_ws = s + 1;
   }
   return GLOW_OK;
 }
@@ -99,7 +99,7 @@ typedef struct {
 static void train_shard(void *arg, int32_t s) {
   train_job *j = arg;
   const glow_model *m = j->m;
-  glow__ws *ws = &m->kept[s];
+  glow__ws *ws = &m->train_ws[s];
   const int32_t first = j->sh[s].first;
   ws->n = j->sh[s].count;
   ws->n_total = j->n;
@@ -140,13 +140,13 @@ static void commit_slice(void *arg, int32_t t) {
   commit_job *j = arg;
   const int64_t np = j->m->reg.n_params;
   const int64_t lo = np * t / j->shards, hi = np * (t + 1) / j->shards;
-  float *G = j->m->kept[0].param_grad;
+  float *G = j->m->train_ws[0].param_grad;
   if (j->phase == 1) {
     memcpy(j->m->grads + lo, G + lo, sizeof(float) * (size_t)(hi - lo));
     return;
   }
   for (int32_t s = 1; s < j->shards; s++) {
-    const float *Gs = j->m->kept[s].param_grad;
+    const float *Gs = j->m->train_ws[s].param_grad;
     for (int64_t i = lo; i < hi; i++)
       G[i] += Gs[i];
   }
@@ -212,7 +212,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     glow__parallel(shards, commit_slice, &c);
     for (int32_t t = 0; t < shards && !rc; t++)
       if (bad[t])
-        rc = sum_failure(m->grads, m->kept[0].param_grad, m->reg.n_params, fn);
+        rc = sum_failure(m->grads, m->train_ws[0].param_grad, m->reg.n_params, fn);
     c.phase = 1;
     if (!rc)
       glow__parallel(shards, commit_slice, &c);
@@ -223,7 +223,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     *loss = (float)loss64;
   free(bad);
   if (!m->opts.keep_workspace)
-    glow__kept_release(m);
+    glow__train_ws_release(m);
   free(sh);
   free(losses);
   return rc;

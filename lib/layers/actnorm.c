@@ -160,9 +160,7 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
-  (void)keep;
+                   const float *y, float *x) {
   const glow__an *an = ly->self;
   const int32_t c = an->c;
   const int64_t rows = glow__rows(&ly->in, p->n);
@@ -176,8 +174,6 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
     for (int32_t j = 0; j < c; j++)
       u[j] = v[j] * inv[j] - b[j];
   }
-  if (left)
-    *left = (glow__handoff){x, y, NULL};
   return GLOW_OK;
 }
 

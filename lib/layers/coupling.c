@@ -156,12 +156,12 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
+                   const float *y, float *x) {
   const coupling *cp = ly->self;
   const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
-  const float *out = network(cp, p, &ly->in, y, keep); /* on y1 = x1 */
+  /* The network on y1 = x1, into the scratch. */
+  const float *out = network(cp, p, &ly->in, y, p->s->act);
   for (int32_t i = 0; i < p->n; i++) {
     const float *v = y + (int64_t)i * hw * c;
     float *u = x + (int64_t)i * hw * c;
@@ -178,8 +178,6 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
       }
     }
   }
-  if (left)
-    *left = (glow__handoff){x, y, keep};
   return GLOW_OK;
 }
 

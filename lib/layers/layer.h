@@ -120,8 +120,8 @@ void glow__needs_max(glow__needs *acc, const glow__needs *more);
 
 typedef struct {
   glow__conv_scratch conv; /* patches, a rearranged weight, GEMM packing */
-  float *act;       /* recompute mode and inference: the activations a
-                       layer leaves for its backward (n * needs.act) */
+  float *act;       /* a layer's network activations where nothing keeps
+                       them (n * needs.act) */
   float *grad_act;  /* training: gradients of those (n * needs.grad_act) */
   float *wflip;     /* training: a flipped conv weight */
   float *chan_f;    /* 3 * chan floats: per-channel factors, partial sums */
@@ -195,9 +195,9 @@ typedef struct {
    * what its backward reads; *left describes all of that. */
   int (*forward)(const glow__layer *ly, const glow__pass *p, const float *x,
                  float *y, float *keep, glow__handoff *left);
-  /* y -> x, the same hand-off as the forward's (left may be NULL). */
+  /* y -> x (priors read their latent block, times p->scale). */
   int (*inverse)(const glow__layer *ly, const glow__pass *p, const float *y,
-                 float *x, float *keep, glow__handoff *left);
+                 float *x);
   /* gy = dL/dy (NULL for a sink) -> gx = dL/dx, dL/dparameters added to
    * G (the flat gradient layout). */
   int (*backward)(const glow__layer *ly, const glow__pass *p,

@@ -325,9 +325,7 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
-  (void)keep;
+                   const float *y, float *x) {
   const permute *pm = ly->self;
   const int32_t c = pm->c;
   const int64_t rows = glow__rows(&ly->in, p->n);
@@ -338,8 +336,6 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
       return singular(ly, 0);
     glow__matmul(y, c, rows, c, p->s->mat32, c, x, &p->s->conv);
   }
-  if (left)
-    *left = (glow__handoff){x, y, NULL};
   return GLOW_OK;
 }
 

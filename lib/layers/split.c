@@ -72,17 +72,17 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 
 /* y = z1 (n, h, w, c/2) and the eps block (times p->scale) -> x. */
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
+                   const float *y, float *x) {
   const split *sp = ly->self;
   const int32_t c = sp->c, half = c / 2;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
   const float scale = p->scale;
+  float *pr_all = p->s->act; /* the prior network's output, scratch */
   glow__zconv_forward(&sp->prior, p->P, y, half, p->n, ly->in.h, ly->in.w,
-                      keep, p->s);
+                      pr_all, p->s);
   for (int32_t i = 0; i < p->n; i++) {
     const float *z1 = y + (int64_t)i * hw * half;
-    const float *pr = keep + (int64_t)i * hw * c;
+    const float *pr = pr_all + (int64_t)i * hw * c;
     const float *e = p->eps + (int64_t)i * p->dim + ly->eps_off;
     float *z = x + (int64_t)i * hw * c;
     for (int64_t q = 0; q < hw; q++) {
@@ -93,8 +93,6 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
       }
     }
   }
-  if (left)
-    *left = (glow__handoff){x, y, keep};
   return GLOW_OK;
 }
 

@@ -59,12 +59,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
-  (void)keep;
+                   const float *y, float *x) {
   unsqueeze(y, p->n, ly->in.h, ly->in.w, ly->in.c, x);
-  if (left)
-    *left = (glow__handoff){x, y, NULL};
   return GLOW_OK;
 }
 

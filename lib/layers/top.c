@@ -81,10 +81,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 
 /* The eps block (times p->scale) -> x, the top latent. */
 static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x, float *keep,
-                   glow__handoff *left) {
+                   const float *y, float *x) {
   (void)y;
-  (void)keep;
   const top_prior *tp = ly->self;
   const int32_t c = tp->c;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
@@ -99,8 +97,6 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
         z[q * c + k] = mean + expf(logs) * (p->scale * e[q * c + k]);
       }
   }
-  if (left)
-    *left = (glow__handoff){x, NULL, NULL};
   return GLOW_OK;
 }
 

@@ -4,10 +4,13 @@
  * layer's parameter gradients.
  *
  * A layer's backward reads what its forward left (its hand-off).  In store
- * mode the forward kept every hand-off on the workspace's tape; in
- * recompute mode each is rebuilt here by the layer's inverse, from the
- * output that the layers above it rebuilt, so that memory does not grow
- * with depth.  Either way the same backward runs.
+ * mode the forward kept every hand-off.  In recompute mode it kept only
+ * the input of each segment (a flow step, or one other layer); the
+ * backward rebuilds a segment's hand-offs by running its forward again
+ * from that input, just before it needs them.  The rebuilt hand-offs are
+ * the forward's own, bit for bit, whatever the input: the layers' inverses
+ * are never trusted to reconstruct anything.  Either way the same backward
+ * runs.
  */
 #include <math.h>
 
@@ -66,67 +69,77 @@ static int head_backward(const glow_model *m, glow__ws *ws,
   return GLOW_OK;
 }
 
+/* One segment's hand-offs: kept by the forward (store mode), or rebuilt
+ * by running the segment's forward again from its checkpoint. */
+static int segment_handoffs(const glow_model *m, glow__ws *ws,
+                            const glow__pass *p, int32_t seg,
+                            const float *x) {
+  if (ws->store)
+    return GLOW_OK;
+  const int32_t first = m->seg_first[seg];
+  glow__ws_replay_route(m, ws, seg);
+  const glow__mode replay = {.route = &ws->replay};
+  const float *in = first == 0 ? x : ws->kept.in[first];
+  return glow__flow_run(m, ws, p, first, m->seg_first[seg + 1], in, &replay,
+                        NULL);
+}
+
 int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
                         const int32_t *labels, double *loss) {
-  const int store = ws->tape != NULL;
   const double D = (double)m->dim;
 
-  /* 1. Forward, keeping the hand-offs (store mode) and naming the first
-   *    layer whose output is not finite. */
-  const glow__mode mode = {.check = 1, .keep = store};
+  /* 1. Forward, keeping what the mode keeps and naming the first layer
+   *    whose output is not finite. */
+  const glow__mode mode = {.check = 1, .route = &ws->kept};
   int rc = glow__flow_forward(m, ws, &mode, x, labels, ws->eps);
   if (rc)
     return rc;
 
   /* 2. Loss and the gradients that start the backward pass. */
   *loss = flow_loss(m, ws);
-  glow__logdet unused = {0.0, ws->ld};
+  /* Rebuilding a segment adds to log-determinants again: into ws->ld,
+   * whose values the loss no longer needs. */
+  glow__logdet rebuilt = {0.0, ws->ld};
   glow__pass p = {0};
   p.P = m->params;
   p.n = ws->n;
   p.labels = labels;
-  p.eps = ws->eps;
+  p.eps = ws->eps; /* a rebuilt prior writes the same latents again */
   p.dim = m->dim;
-  p.scale = 1.0f; /* rebuilding from the forward's own latents */
-  p.ld = &unused;
+  p.scale = 1.0f;
+  p.ld = &rebuilt;
   p.s = &ws->s;
   p.n_total = ws->n_total;
   p.geps = (float)(1.0 / ((double)ws->n_total * D * GLOW__LN_2));
   p.gld = -p.geps;
 
-  /* 3. Every layer from the top down.  y: the layer's output (recompute
-   *    mode), g: dL/dy (none above the top prior). */
-  const float *y = ws->top;
+  /* 3. Every segment from the top down, every layer in it from its last:
+   *    g is dL/d(its output), none above the top prior. */
   const float *g = NULL;
-  for (int32_t i = m->n_layers - 1; i >= 0; i--) {
-    const glow__layer *ly = &m->layers[i];
-    glow__handoff h = {y, NULL, NULL};
-    if (store) {
-      h = ws->tape[i];
-    } else if (ly->out.c > 0) {
-      float *xb = y == ws->tensor[0] ? ws->tensor[1] : ws->tensor[0];
-      rc = ly->ops->inverse(ly, &p, y, xb, ws->s.act, &h);
+  for (int32_t seg = m->n_segs - 1; seg >= 0; seg--) {
+    if ((rc = segment_handoffs(m, ws, &p, seg, x)))
+      return rc;
+    for (int32_t i = m->seg_first[seg + 1] - 1; i >= m->seg_first[seg]; i--) {
+      const glow__layer *ly = &m->layers[i];
+      const glow__handoff *h = &ws->handoffs[i];
+      float *gx = g == ws->grad[0] ? ws->grad[1] : ws->grad[0];
+      rc = ly->ops->backward(ly, &p, h, g, gx, ws->param_grad);
       if (rc)
         return rc;
-      y = xb;
+      g = gx;
+      if (!ly->ops->rearranges &&
+          (!glow__all_finite(g, glow__rows(&ly->in, p.n) * ly->in.c) ||
+           !grads_finite(m, ws->param_grad, ly->tensors)))
+        return not_finite(ly, ly->ops->name);
+      if (ly->out.c > 0)
+        continue;
+      /* The top: the class head on the same latent, then the whole loss. */
+      if (m->cfg.n_classes > 0 &&
+          (rc = head_backward(m, ws, &p, h->x, labels, gx, loss)))
+        return rc;
+      if (!isfinite(*loss))
+        return glow__fail(GLOW_ERR_NUMERIC, "the loss is not finite");
     }
-    float *gx = g == ws->grad[0] ? ws->grad[1] : ws->grad[0];
-    rc = ly->ops->backward(ly, &p, &h, g, gx, ws->param_grad);
-    if (rc)
-      return rc;
-    g = gx;
-    if (!ly->ops->rearranges &&
-        (!glow__all_finite(g, glow__rows(&ly->in, p.n) * ly->in.c) ||
-         !grads_finite(m, ws->param_grad, ly->tensors)))
-      return not_finite(ly, ly->ops->name);
-    if (ly->out.c > 0)
-      continue;
-    /* The top: the class head on the same latent, then the whole loss. */
-    if (m->cfg.n_classes > 0 &&
-        (rc = head_backward(m, ws, &p, h.x, labels, gx, loss)))
-      return rc;
-    if (!isfinite(*loss))
-      return glow__fail(GLOW_ERR_NUMERIC, "the loss is not finite");
   }
   return GLOW_OK;
 }

@@ -59,6 +59,25 @@ static void plan(const glow_config *cfg, glow__layer *layers) {
   }
 }
 
+/* Segments of the layer list: each flow step's layers together, every
+ * other layer alone.  Recompute-mode training keeps each segment's input
+ * and rebuilds the segment from it. */
+static int plan_segments(glow_model *m) {
+  m->seg_first = calloc((size_t)m->n_layers + 1, sizeof *m->seg_first);
+  if (!m->seg_first)
+    return GLOW_ERR_NOMEM;
+  int32_t s = 0;
+  for (int32_t i = 0; i < m->n_layers; i++) {
+    const glow__layer *ly = &m->layers[i], *prev = &m->layers[i - (i > 0)];
+    if (i == 0 || ly->step < 0 || prev->step != ly->step ||
+        prev->level != ly->level)
+      m->seg_first[s++] = i;
+  }
+  m->n_segs = s;
+  m->seg_first[s] = m->n_layers;
+  return GLOW_OK;
+}
+
 /* One registration pass over every layer (and the class head): shapes
  * flow from each layer's output to the next one's input, and latent
  * blocks are laid out in layer order. */
@@ -114,6 +133,8 @@ static int alloc_model(glow_model *m, int64_t max_params) {
   if (!m->layers)
     return GLOW_ERR_NOMEM;
   plan(&m->cfg, m->layers);
+  if (plan_segments(m))
+    return GLOW_ERR_NOMEM;
   register_all(m); /* sizing pass: no state, no tables */
   /* Checked before allocating: every buffer below is at most n_params. */
   if (r->n_params > max_params)
@@ -151,6 +172,7 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
+  m->opts.keep_workspace = 1; /* the other options' defaults are 0 */
   int rc = alloc_model(m, max_params);
   const int64_t need = m->reg.n_params;
   if (rc) {
@@ -188,8 +210,9 @@ int glow__model_init(glow_model *m) {
 void glow__model_free(glow_model *m) {
   if (!m)
     return;
-  glow__kept_release(m);
+  glow__train_ws_release(m);
   free(m->layers);
+  free(m->seg_first);
   free(m->layer_state);
   free(m->reg.tensors);
   free(m->reg.fixed);

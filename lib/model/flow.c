@@ -58,6 +58,36 @@ static int check_forward(const glow_model *m, const glow__layer *ly,
                     ly->level, ly->step, ly->ops->name);
 }
 
+int glow__flow_run(const glow_model *m, glow__ws *ws, const glow__pass *p,
+                   int32_t first, int32_t last, const float *in,
+                   const glow__mode *mode, const float **out) {
+  const glow__route *rt = mode->route;
+  for (int32_t i = first; i < last; i++) {
+    const glow__layer *ly = &m->layers[i];
+    float *y = NULL, *keep = ws->s.act;
+    glow__handoff *left = NULL;
+    if (ly->out.c > 0) {
+      y = rt && rt->in && i + 1 < m->n_layers ? rt->in[i + 1] : NULL;
+      if (!y) /* the tensor buffer that does not hold the input */
+        y = in == ws->tensor[0] ? ws->tensor[1] : ws->tensor[0];
+    }
+    if (rt && rt->act && rt->act[i])
+      keep = rt->act[i];
+    if (rt && rt->left)
+      left = &rt->left[i];
+    int rc = ly->ops->forward(ly, p, in, y, keep, left);
+    if (!rc && mode->check && !ly->ops->rearranges)
+      rc = check_forward(m, ly, p, y);
+    if (rc)
+      return rc;
+    if (y)
+      in = y;
+  }
+  if (out)
+    *out = in;
+  return GLOW_OK;
+}
+
 int glow__flow_forward(const glow_model *m, glow__ws *ws,
                        const glow__mode *mode, const float *x,
                        const int32_t *labels, float *eps) {
@@ -66,28 +96,9 @@ int glow__flow_forward(const glow_model *m, glow__ws *ws,
   p.init = mode->init;
   for (int32_t i = 0; i < ws->n; i++)
     ws->ld[i] = 0.0;
-  const float *in = x;
-  for (int32_t i = 0; i < m->n_layers; i++) {
-    const glow__layer *ly = &m->layers[i];
-    float *out, *keep;
-    glow__handoff *left = NULL;
-    if (mode->keep) { /* store mode: straight onto the tape */
-      out = i + 1 < m->n_layers ? ws->tape_in[i + 1] : NULL;
-      keep = ws->tape_act[i];
-      left = &ws->tape[i];
-    } else {
-      out = in == ws->tensor[0] ? ws->tensor[1] : ws->tensor[0];
-      keep = ws->s.act;
-    }
-    int rc = ly->ops->forward(ly, &p, in, ly->out.c ? out : NULL, keep, left);
-    if (!rc && mode->check && !ly->ops->rearranges)
-      rc = check_forward(m, ly, &p, out);
-    if (rc)
-      return rc;
-    if (ly->out.c > 0)
-      in = out;
-  }
-  ws->top = in;
+  int rc = glow__flow_run(m, ws, &p, 0, m->n_layers, x, mode, &ws->top);
+  if (rc)
+    return rc;
   for (int32_t i = 0; i < ws->n; i++)
     ws->ld[i] += ld.shared;
   return GLOW_OK;
@@ -105,7 +116,7 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
     float *out = i == 0                ? x
                  : y == ws->tensor[0] ? ws->tensor[1]
                                       : ws->tensor[0];
-    int rc = ly->ops->inverse(ly, &p, y, out, ws->s.act, NULL);
+    int rc = ly->ops->inverse(ly, &p, y, out);
     if (rc)
       return rc;
     y = out;

@@ -23,7 +23,7 @@ int glow__config_check(const glow_config *cfg);
 
 /* ---- The model (build.c) ------------------------------------------------------- */
 
-/* Options (glow_set_option); zero, the defaults, after creation. */
+/* Options (glow_set_option), as glow.h gives their defaults. */
 typedef struct {
   int32_t backward_mode;  /* GLOW_OPT_BACKWARD_MODE */
   int32_t keep_workspace; /* GLOW_OPT_KEEP_WORKSPACE */
@@ -38,6 +38,9 @@ struct glow_model {
   int64_t dim;          /* D = H*W*C */
   glow__layer *layers;  /* in forward order; the last is the top prior */
   int32_t n_layers;
+  int32_t *seg_first;   /* segments: seg_first[s] .. seg_first[s+1] - 1,
+                           a flow step's layers or one other layer */
+  int32_t n_segs;
   void *layer_state;    /* one block holding every layer's own state */
   glow__classifier cls; /* conditional models: the class head */
   glow__needs needs;    /* the largest of the layers' scratch needs */
@@ -45,8 +48,8 @@ struct glow_model {
   float *params, *grads; /* reg.n_params floats each */
   int initialized;      /* actnorms set from data */
   glow__options opts;
-  glow__ws *kept;       /* kept training workspaces, one per shard */
-  int32_t n_kept;       /* how many `kept` holds (0: none) */
+  glow__ws *train_ws;   /* kept training workspaces, one per shard */
+  int32_t n_train_ws;   /* how many train_ws holds (0: none) */
 };
 
 /* A model for a complete, validated config: layers, the tensor table and a
@@ -70,6 +73,17 @@ static inline const glow__layer *glow__model_top(const glow_model *m) {
 
 /* ---- Workspaces (workspace.c) ------------------------------------------------- */
 
+/* Where a forward run puts what it produces, by layer index (each array
+ * n_layers long; a NULL array or entry: the default). */
+typedef struct {
+  float **in;          /* in[i]: where layer i's input goes (layer i-1
+                          writes its output there), else one of the
+                          workspace's two tensor buffers */
+  float **act;         /* act[i]: where layer i leaves its activations,
+                          else the scratch */
+  glow__handoff *left; /* left[i]: layer i's hand-off, else none */
+} glow__route;
+
 /* Scratch of one pass over n images, allocated once per call (or kept,
  * for training), so that no pass allocates inside its loops. */
 struct glow__ws {
@@ -80,8 +94,7 @@ struct glow__ws {
                        training workspace serves any smaller batch */
   float *tensor[2]; /* n*D each: a layer's input and its output, taking
                        turns */
-  const float *top; /* after a forward: the top latent z (in tensor[] or
-                       the tape) */
+  const float *top; /* after a forward: the top latent z */
   double *ld;       /* n: per-image log-determinant */
   glow__scratch s;  /* what layers borrow */
   /* Training only (glow__ws_alloc_train); NULL otherwise. */
@@ -90,11 +103,18 @@ struct glow__ws {
                         input), taking turns */
   double *head;      /* the classifier head's scratch */
   float *param_grad; /* n_params: this call's parameter gradients */
-  /* Store mode: every layer's hand-off, kept by the forward. */
-  glow__handoff *tape; /* n_layers entries, or NULL (recompute mode) */
-  float **tape_in;     /* layer i's input (i >= 1; the caller's x for 0) */
-  float **tape_act;    /* layer i's activations, or NULL */
-  float *tape_buf;
+  int store;         /* 1: store mode, 0: recompute mode */
+  glow__route kept;  /* what the training forward keeps: in store mode
+                        every layer's input, activations and hand-off; in
+                        recompute mode the input of every segment's first
+                        layer (its checkpoint) */
+  glow__route replay; /* recompute mode: one segment's inputs, activations
+                         and hand-offs, rebuilt from its checkpoint */
+  glow__handoff *handoffs; /* n_layers hand-offs, for both routes */
+  float **ptrs;      /* the routes' pointer arrays, 4 * n_layers */
+  float *keep_buf;   /* what `kept` points into */
+  float *replay_buf; /* what `replay` points into */
+  int64_t replay_floats;
   int64_t bytes;     /* activation memory: all but param_grad */
 };
 
@@ -103,12 +123,16 @@ struct glow__ws {
 int glow__model_gemm_own(const glow_model *m);
 int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws);
 /* A workspace for glow__flow_backward: glow__ws_alloc's buffers plus the
- * gradients', and in store mode (store != 0) the tape. */
+ * gradients', and what the mode keeps: in store mode (store != 0) every
+ * layer's hand-off, in recompute mode the segments' checkpoints and room
+ * to rebuild one segment. */
 int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
                          glow__ws *ws);
 void glow__ws_free(glow__ws *ws);
+/* Recompute mode: point ws->replay at room for segment seg's layers. */
+void glow__ws_replay_route(const glow_model *m, glow__ws *ws, int32_t seg);
 /* Free the model's kept training workspaces. */
-void glow__kept_release(glow_model *m);
+void glow__train_ws_release(glow_model *m);
 
 /* ---- Passes (flow.c, backward.c) ---------------------------------------------- */
 
@@ -117,7 +141,7 @@ typedef struct {
   int check;   /* fail naming the first layer whose output is not finite */
   float *init; /* data-dependent init: the parameters, which the layers
                   that have such an init set from their input */
-  int keep;    /* store mode: every hand-off into the workspace's tape */
+  const glow__route *route; /* where outputs go; NULL: nothing is kept */
 } glow__mode;
 
 /* x -> eps (n x D) and ws->ld, on a prepared workspace; ws->top is then
@@ -126,6 +150,12 @@ typedef struct {
 int glow__flow_forward(const glow_model *m, glow__ws *ws,
                        const glow__mode *mode, const float *x,
                        const int32_t *labels, float *eps);
+/* Layers [first, last) of a forward pass p, from `in` (layer first's
+ * input).  *out (if not NULL) gets the tensor the run ends with: the last
+ * layer's output, or, if that is the top prior, its input. */
+int glow__flow_run(const glow_model *m, glow__ws *ws, const glow__pass *p,
+                   int32_t first, int32_t last, const float *in,
+                   const glow__mode *mode, const float **out);
 /* eps * scale -> x. */
 int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x);

@@ -61,42 +61,93 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   return GLOW_OK;
 }
 
-/* Store mode: each layer's input (the first layer's is the caller's) and
- * its activations, in one buffer: the memory that recompute mode does
- * without, growing with levels * depth. */
-static int alloc_tape(const glow_model *m, int32_t n, glow__ws *ws) {
+/* A layer's activations per image, as its needs say. */
+static int64_t act_per_image(const glow__layer *ly) {
+  glow__needs nd = {0};
+  if (ly->ops->needs)
+    ly->ops->needs(ly, &nd);
+  return nd.act;
+}
+
+static int64_t in_floats(const glow__layer *ly, int32_t n) {
+  return glow__rows(&ly->in, n) * ly->in.c;
+}
+
+/* 1 if layer i starts a segment. */
+static int seg_start(const glow_model *m, int32_t i) {
+  for (int32_t s = 0; s < m->n_segs; s++)
+    if (m->seg_first[s] == i)
+      return 1;
+  return 0;
+}
+
+/* What the training forward keeps.  Store mode: every layer's input (the
+ * first layer's is the caller's) and activations, the memory that grows
+ * with levels * depth.  Recompute mode: each segment's input only, its
+ * checkpoint, from which the backward rebuilds the segment. */
+static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
   const int32_t nl = m->n_layers;
   int64_t total = 0;
   for (int32_t i = 0; i < nl; i++) {
     const glow__layer *ly = &m->layers[i];
-    glow__needs nd = {0};
-    if (ly->ops->needs)
-      ly->ops->needs(ly, &nd);
-    if (i > 0)
-      total += glow__rows(&ly->in, n) * ly->in.c;
-    total += n * nd.act;
+    if (i > 0 && (ws->store || seg_start(m, i)))
+      total += in_floats(ly, n);
+    if (ws->store)
+      total += n * act_per_image(ly);
   }
-  ws->tape = ws_buf(ws, nl, sizeof *ws->tape);
-  ws->tape_in = ws_buf(ws, nl, sizeof *ws->tape_in);
-  ws->tape_act = ws_buf(ws, nl, sizeof *ws->tape_act);
-  ws->tape_buf = ws_buf(ws, total, sizeof(float));
-  if (!ws->tape || !ws->tape_in || !ws->tape_act || !ws->tape_buf)
+  ws->keep_buf = ws_buf(ws, total, sizeof(float));
+  if (!ws->keep_buf)
     return GLOW_ERR_NOMEM;
-  float *next = ws->tape_buf;
+  float *next = ws->keep_buf;
   for (int32_t i = 0; i < nl; i++) {
     const glow__layer *ly = &m->layers[i];
-    glow__needs nd = {0};
-    if (ly->ops->needs)
-      ly->ops->needs(ly, &nd);
-    ws->tape_in[i] = NULL;
-    if (i > 0) {
-      ws->tape_in[i] = next;
-      next += glow__rows(&ly->in, n) * ly->in.c;
+    if (i > 0 && (ws->store || seg_start(m, i))) {
+      ws->kept.in[i] = next;
+      next += in_floats(ly, n);
     }
-    ws->tape_act[i] = nd.act > 0 ? next : NULL;
-    next += n * nd.act;
+    if (ws->store && act_per_image(ly) > 0) {
+      ws->kept.act[i] = next;
+      next += n * act_per_image(ly);
+    }
   }
+  ws->kept.left = ws->store ? ws->handoffs : NULL;
   return GLOW_OK;
+}
+
+/* Recompute mode: room to rebuild the largest segment, all but its
+ * first layer's input (the checkpoint). */
+static int alloc_replay(const glow_model *m, int32_t n, glow__ws *ws) {
+  int64_t most = 0;
+  for (int32_t s = 0; s < m->n_segs; s++) {
+    int64_t need = 0;
+    for (int32_t i = m->seg_first[s]; i < m->seg_first[s + 1]; i++) {
+      if (i > m->seg_first[s])
+        need += in_floats(&m->layers[i], n);
+      need += n * act_per_image(&m->layers[i]);
+    }
+    most = need > most ? need : most;
+  }
+  ws->replay_floats = most;
+  ws->replay_buf = ws_buf(ws, most, sizeof(float));
+  ws->replay.left = ws->handoffs;
+  return ws->replay_buf ? GLOW_OK : GLOW_ERR_NOMEM;
+}
+
+void glow__ws_replay_route(const glow_model *m, glow__ws *ws, int32_t seg) {
+  const int32_t first = m->seg_first[seg], last = m->seg_first[seg + 1];
+  float *next = ws->replay_buf;
+  for (int32_t i = first; i < last; i++) {
+    const glow__layer *ly = &m->layers[i];
+    ws->replay.in[i] = NULL;
+    if (i > first) {
+      ws->replay.in[i] = next;
+      next += in_floats(ly, ws->n);
+    }
+    ws->replay.act[i] = act_per_image(ly) > 0 ? next : NULL;
+    next += ws->n * act_per_image(ly);
+  }
+  if (last < m->n_layers)
+    ws->replay.in[last] = NULL; /* the segment's output: a tensor buffer */
 }
 
 int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
@@ -105,8 +156,9 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   if (rc)
     return rc;
   const glow__needs *nd = &m->needs;
-  const int64_t nd_floats = (int64_t)n * m->dim;
+  const int64_t nd_floats = (int64_t)n * m->dim, nl = m->n_layers;
   glow__scratch *s = &ws->s;
+  ws->store = store;
   ws->eps = ws_buf(ws, nd_floats, sizeof(float));
   ws->grad[0] = ws_buf(ws, nd_floats, sizeof(float));
   ws->grad[1] = ws_buf(ws, nd_floats, sizeof(float));
@@ -114,13 +166,24 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   s->wflip = ws_buf(ws, nd->conv_weight, sizeof(float));
   s->mat_grad = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   ws->head = ws_buf(ws, glow__classifier_scratch(&m->cls), sizeof(double));
+  ws->handoffs = ws_buf(ws, nl, sizeof *ws->handoffs);
+  ws->ptrs = ws_buf(ws, 4 * nl, sizeof *ws->ptrs);
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
   ws->param_grad = malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
   int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
-           s->wflip && s->mat_grad && ws->head && ws->param_grad;
-  if (ok && store)
-    ok = alloc_tape(m, n, ws) == GLOW_OK;
+           s->wflip && s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
+           ws->param_grad;
+  if (ok) {
+    for (int64_t i = 0; i < 4 * nl; i++)
+      ws->ptrs[i] = NULL;
+    ws->kept.in = ws->ptrs;
+    ws->kept.act = ws->ptrs + nl;
+    ws->replay.in = ws->ptrs + 2 * nl;
+    ws->replay.act = ws->ptrs + 3 * nl;
+    ok = alloc_kept(m, n, ws) == GLOW_OK &&
+         (store || alloc_replay(m, n, ws) == GLOW_OK);
+  }
   if (!ok) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
@@ -153,17 +216,17 @@ void glow__ws_free(glow__ws *ws) {
   free(s->mat_grad);
   free(ws->head);
   free(ws->param_grad);
-  free(ws->tape);
-  free(ws->tape_in);
-  free(ws->tape_act);
-  free(ws->tape_buf);
+  free(ws->handoffs);
+  free(ws->ptrs);
+  free(ws->keep_buf);
+  free(ws->replay_buf);
   memset(ws, 0, sizeof *ws);
 }
 
-void glow__kept_release(glow_model *m) {
-  for (int32_t s = 0; s < m->n_kept; s++)
-    glow__ws_free(&m->kept[s]);
-  free(m->kept);
-  m->kept = NULL;
-  m->n_kept = 0;
+void glow__train_ws_release(glow_model *m) {
+  for (int32_t s = 0; s < m->n_train_ws; s++)
+    glow__ws_free(&m->train_ws[s]);
+  free(m->train_ws);
+  m->train_ws = NULL;
+  m->n_train_ws = 0;
 }

@@ -80,7 +80,7 @@ def test_unknown_tensor_name():
 def test_option_defaults_and_bounds():
     model = tiny()
     assert model.get_option(glow.Option.BACKWARD_MODE) == glow.BackwardMode.RECOMPUTE
-    assert model.get_option(glow.Option.KEEP_WORKSPACE) == 0
+    assert model.get_option(glow.Option.KEEP_WORKSPACE) == 1
     assert glow.option_bounds(glow.Option.BACKWARD_MODE) == (0, 1)
     assert glow.option_bounds(glow.Option.KEEP_WORKSPACE) == (0, 1)
     assert model.get_option(glow.Option.THREADS) == 0
@@ -103,7 +103,7 @@ def test_option_errors():
             call()
         assert info.value.status == glow.Status.ERR_ARG and info.value.message
     assert model.get_option(glow.Option.BACKWARD_MODE) == glow.BackwardMode.RECOMPUTE
-    assert model.get_option(glow.Option.KEEP_WORKSPACE) == 0
+    assert model.get_option(glow.Option.KEEP_WORKSPACE) == 1
     with pytest.raises(ValueError, match="int64"):
         model.set_option(glow.Option.BACKWARD_MODE, 2**63)
     with pytest.raises(TypeError):
