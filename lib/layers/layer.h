@@ -12,9 +12,10 @@
  *     and backward (dL/dy -> dL/dx, adding its parameter gradients).
  * The caller owns every buffer: x and y are always distinct, and which
  * buffer holds what after a call is the caller's business.  What a forward
- * or an inverse leaves for the backward is a glow__handoff it fills in; the
- * backward reads nothing else, so a hand-off kept from the forward (store
- * mode) and one rebuilt by the inverse (recompute mode) serve alike.
+ * leaves for the backward is a glow__handoff it fills in; the backward
+ * reads nothing else, so a hand-off kept from the training forward (store
+ * mode) and one from running the forward again (recompute mode) serve
+ * alike.
  *
  * A prior layer writes (forward) or reads (inverse) its block of the
  * latent rows.  The top prior is a sink: nothing passes on (out.c == 0,
