@@ -34,7 +34,7 @@
  *           unconditional model, where passing labels is an error.
  *
  * Batch.    n is an int32_t >= 1 with n * D <= 2^31 - 1 (GLOW_ERR_BATCH
- *           otherwise).  Caller buffers must hold the documented
+ *           otherwise); a configuration with D > 2^31 - 1 is refused.  Caller buffers must hold the documented
  *           number of elements.  The library keeps no pointer to a caller
  *           buffer after a call returns.
  *
@@ -92,8 +92,8 @@ extern "C" {
 /** The batch size n was < 1, or n * D (D = height * width * channels)
  *  exceeds 2^31 - 1 (INT32_MAX) values. */
 #define GLOW_ERR_BATCH (-2)
-/** Image shape invalid: a size <= 0, or height/width not divisible by
- *  2^levels. */
+/** Image shape invalid: a size <= 0, height/width not divisible by
+ *  2^levels, or more than 2^31 - 1 values per image. */
 #define GLOW_ERR_SHAPE (-3)
 /** Some other configuration field is out of range (levels, depth, hidden,
  *  coupling, permutation, n_bits, n_classes, learn_top, class_weight). */
@@ -231,14 +231,15 @@ GLOW_API int glow_logdet(const glow_model *m, const float *x, const int32_t *lab
                          int32_t n, float *logdet);
 
 /** Log density of each image in nats (n outputs):
- *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward. */
+ *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward; NUMERIC
+ *  also when a finite latent's density is beyond float range. */
 GLOW_API int glow_log_prob(const glow_model *m, const float *x,
                            const int32_t *labels, int32_t n, float *logp);
 
 /**
  * Bits per dimension of each image (n outputs) under the discretised model
  * of n_bits data: (-log p(x) + D * n_bits * ln 2) / (D * ln 2).
- * Errors as glow_forward.
+ * Errors as glow_log_prob.
  */
 GLOW_API int glow_bits_per_dim(const glow_model *m, const float *x,
                                const int32_t *labels, int32_t n, float *bpd);
@@ -256,8 +257,10 @@ GLOW_API int glow_bits_per_dim(const glow_model *m, const float *x,
  * overflow float range; such an image is redrawn with fresh noise (still a
  * function of seed and i), up to 16 times, so a batch does not fail for a
  * rare outlier.  This samples the model restricted to finite images.
- * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (an image
- * still not finite after 16 draws, e.g. at an extreme temperature), NOMEM.
+ * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (a
+ * parameter tensor holds a non-finite value, named in glow_last_error(),
+ * or an image is still not finite after 16 draws, e.g. at an extreme
+ * temperature), NOMEM.
  */
 GLOW_API int glow_sample(const glow_model *m, int32_t n, float temperature,
                          uint64_t seed, const int32_t *labels, float *x);
@@ -286,7 +289,7 @@ GLOW_API int glow_postprocess(const glow_model *m, const float *x, int32_t n,
  * raw scores and their softmax; either may be NULL, not both.  No labels are
  * needed.  May run concurrently with other inference calls.
  * Errors: NULL, BATCH, STATE (an unconditional model has no classifier),
- * NUMERIC, NOMEM.
+ * NUMERIC (as glow_forward, or a logit beyond float range), NOMEM.
  */
 GLOW_API int glow_classify(const glow_model *m, const float *x, int32_t n,
                            float *logits, float *probs);

@@ -121,9 +121,17 @@ static int reduce(const glow_model *m, const float *x, const int32_t *labels,
   if (!lp)
     return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   rc = log_prob64(m, x, labels, n, lp, fn);
-  for (int32_t i = 0; !rc && i < n; i++)
+  for (int32_t i = 0; !rc && i < n; i++) {
     out[i] = bits ? (float)glow__bits_per_dim(lp[i], m->dim, m->cfg.n_bits)
                   : (float)lp[i];
+    /* A finite latent far out in the tails can still have a density
+     * beyond float range. */
+    if (!isfinite(out[i]))
+      rc = glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: the %s of image %d is not finite in float (input "
+                      "far out of range)",
+                      fn, bits ? "bits per dimension" : "log-density", i);
+  }
   free(lp);
   return rc;
 }
@@ -203,6 +211,14 @@ int glow_classify(const glow_model *m, const float *x, int32_t n, float *logits,
   for (int32_t i = 0; !rc && i < n; i++) {
     double *lg = buf + c, mx = -HUGE_VAL, se = 0.0;
     glow__classifier_logits(&m->cls, m->params, z + i * zsize, buf, lg);
+    for (int32_t j = 0; j < nc && !rc; j++)
+      if (!isfinite((float)lg[j])) /* a classifier parameter out of range */
+        rc = glow__fail(GLOW_ERR_NUMERIC,
+                        "%s: logit %d of image %d is not finite in float "
+                        "(classifier parameters out of range)",
+                        fn, j, i);
+    if (rc)
+      break;
     for (int32_t j = 0; j < nc; j++)
       mx = lg[j] > mx ? lg[j] : mx;
     for (int32_t j = 0; j < nc; j++)

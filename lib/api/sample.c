@@ -110,6 +110,13 @@ int glow_sample(const glow_model *m, int32_t n, float temperature, uint64_t seed
     return glow__fail(GLOW_ERR_ARG,
                       "%s: temperature %g must be finite and >= 0", fn,
                       (double)temperature);
+  /* A non-finite parameter can give finite images that mean nothing (an
+   * infinite actnorm log-scale maps every image to its bias). */
+  const int32_t bad = glow__nonfinite_tensor(m, m->params);
+  if (bad >= 0)
+    return glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: parameter tensor '%s' holds a non-finite value", fn,
+                      m->reg.tensors[bad].name);
   sample_job j = {m, temperature, seed, labels, x, NULL};
   return glow__run_shards(m, n, &j.sh, sample_shard, &j);
 }

@@ -200,6 +200,17 @@ void glow__model_free(glow_model *m) {
   free(m);
 }
 
+int32_t glow__nonfinite_tensor(const glow_model *m, const float *params) {
+  const glow__registry *r = &m->reg;
+  if (glow__all_finite(params, r->n_params)) /* the common case, at once */
+    return -1;
+  for (int32_t i = 0; i < r->n_tensors; i++)
+    if (!glow__all_finite(params + r->tensors[i].offset,
+                          glow__tensor_count(&r->tensors[i])))
+      return i;
+  return -1;
+}
+
 const glow__layer *glow__model_prior(const glow_model *m, int32_t level) {
   for (int32_t i = 0; i < m->n_layers; i++) {
     const glow__layer *ly = &m->layers[i];
