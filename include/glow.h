@@ -564,13 +564,18 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
  *   IO       (files) the path does not exist, is a directory or not a
  *            regular file, or cannot be read;
  *   FORMAT   the input is malformed: shorter than 8 bytes, a header length
- *            beyond the input or above 100 MiB, a header that is not a JSON
+ *            beyond the input, above 100 MiB, or above what a model with
+ *            that much data can need (64 KiB of metadata plus 256 bytes
+ *            per 4 bytes of data; checked before parsing, so a header's
+ *            JSON tree costs memory in proportion to the data), a header
+ *            that is not a JSON
  *            object, a tensor missing, duplicated, unexpected, not F32, of
  *            the wrong shape, with offsets that overlap, leave a gap, run
  *            past the end or disagree with its shape, a shape whose size
  *            overflows, metadata missing or malformed, a configuration that
  *            fails validation (the reason is in glow_last_error()), a
- *            permutation that is not one, a sign other than +-1;
+ *            permutation that is not one, a sign other than +-1, a
+ *            parameter that is not finite (the tensor is named);
  *   VERSION  the file's format version is newer than this library reads;
  *   NOMEM    out of memory.
  * On failure *out is NULL and nothing is left allocated.
@@ -585,20 +590,25 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
 
 /**
  * Write the model to the file `path`, atomically: the bytes go to a new
- * temporary file in the same directory ("<path>.tmp-<pid>-<n>"), which is
- * flushed to disk and then renamed over `path`.  A crash or a failure
- * never leaves a partly written file under `path`; on failure `path` is
- * untouched and the temporary file is removed (a crash may leave the
- * temporary file behind).  An existing `path` is replaced, unless it is a
- * directory or read-only (no write permission bit, or not writable by this
- * process), which is an error: the rename would otherwise silently bypass
- * the file's protection.  The new file keeps the read, write and execute
+ * temporary file in the same directory (".glow.tmp-<pid>-<n>", a short
+ * name whatever the length of `path`), which is flushed to disk and then
+ * renamed over `path`.  A crash or a failure never leaves a partly written
+ * file under `path`; on failure `path` is untouched and the temporary file
+ * is removed (a crash may leave the temporary file behind).
+ * Only a regular file is replaced, and only if it is writable (a write
+ * permission bit set, and writable by this process): the rename would
+ * otherwise silently bypass the file's protection.  Anything else under
+ * `path` is an error and is left in place: a directory, a device, a FIFO,
+ * a socket, and a symbolic link, whatever it points to (save to the path
+ * it names instead).  The new file keeps the read, write and execute
  * permission bits (0777) of the one it replaces, not its setuid, setgid or
- * sticky bits (a new file gets 0666 less the umask).  If `path` is a
- * symbolic link, the link itself is replaced.
- * Errors: NULL, IO (target is a directory or read-only, the directory is
- * not writable, a write or the rename failed; the OS reason is in
- * glow_last_error()), NOMEM.
+ * sticky bits (a new file gets 0666 less the umask).  A model whose
+ * parameters are not all finite is not saved: every file this library
+ * writes is one it loads.
+ * Errors: NULL, NUMERIC (a parameter tensor holds a non-finite value,
+ * named in glow_last_error()), IO (path empty, or not a regular file, or
+ * read-only; the directory is not writable, a write or the rename failed;
+ * the OS reason is in glow_last_error()), NOMEM.
  */
 GLOW_API int glow_model_save(const glow_model *m, const char *path);
 
@@ -621,7 +631,8 @@ GLOW_API int glow_model_load(const char *path, glow_model **out);
  *   - cap < *size: GLOW_ERR_BUFFER, buf untouched.
  *   - Otherwise the first *size bytes of buf hold the file, identical to
  *     what glow_model_save() writes.
- * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NOMEM.
+ * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NUMERIC
+ * (as glow_model_save; the size query still answers), NOMEM.
  */
 GLOW_API int glow_model_save_buffer(const glow_model *m, void *buf,
                                     size_t cap, size_t *size);

@@ -214,6 +214,13 @@ static int load(const source *src, glow_model **out) {
                       "model file: header length %" PRIu64
                       " runs past the end of the %" PRIu64 "-byte input",
                       n, src->size);
+  const uint64_t need = glow__st_header_bound(src->size - 8 - n);
+  if (n > need) /* refused before a byte of it is parsed */
+    return glow__fail(GLOW_ERR_FORMAT,
+                      "model file: header length %" PRIu64 " is more than "
+                      "the %" PRIu64 " bytes that a model with %" PRIu64
+                      " bytes of data can need",
+                      n, need, src->size - 8 - n);
   char *text = malloc((size_t)n + 1);
   if (!text)
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
@@ -247,6 +254,11 @@ static int load(const source *src, glow_model **out) {
     rc = match(&h, t, nt, which);
   if (!rc)
     rc = read_data(src, data_off, &h, which, m);
+  const int32_t bad = rc ? -1 : glow__nonfinite_tensor(m, m->params);
+  if (bad >= 0) /* no model computes anything meaningful from these */
+    rc = glow__fail(GLOW_ERR_FORMAT,
+                    "model file: tensor '%s' holds a non-finite value",
+                    m->reg.tensors[bad].name);
   free(which);
   free(t);
   glow__st_free(&h);
