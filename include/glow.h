@@ -54,6 +54,7 @@
  *           (glow_params, glow_grads), and, while GLOW_OPT_KEEP_WORKSPACE
  *           is set, the training workspaces of its last glow_backward call;
  *           glow_model_free frees all of it.
+ *           All of it comes from the allocator of glow_set_allocator().
  */
 #ifndef GLOW_H
 #define GLOW_H
@@ -68,7 +69,7 @@ extern "C" {
 /* ---- Versioning --------------------------------------------------------- */
 
 #define GLOW_VERSION_MAJOR 0
-#define GLOW_VERSION_MINOR 1
+#define GLOW_VERSION_MINOR 2
 #define GLOW_VERSION_PATCH 0
 #define GLOW_VERSION_NUMBER \
   (GLOW_VERSION_MAJOR * 10000 + GLOW_VERSION_MINOR * 100 + GLOW_VERSION_PATCH)
@@ -714,6 +715,55 @@ GLOW_API int glow_tensor_get(const glow_model *m, int32_t index,
  */
 GLOW_API int glow_tensor_find(const glow_model *m, const char *name,
                               int32_t *index);
+
+/* ---- Memory --------------------------------------------------------------- */
+
+/**
+ * A replaceable allocator (since 0.2).  Every allocation the library makes
+ * goes through it: models, the scratch of every call, model-file buffers,
+ * the JSON tree of a file's header.  (Threads that a call starts allocate
+ * their stacks through the C library; so may the CBLAS and LAPACK for
+ * their internal buffers.)  Each function gets `ctx` first:
+ *   malloc_fn(ctx, size)          size >= 1
+ *   calloc_fn(ctx, count, size)   count, size >= 1; zeroed memory
+ *   realloc_fn(ctx, ptr, size)    ptr from this allocator, size >= 1
+ *   free_fn(ctx, ptr)             ptr from this allocator, never NULL
+ * Memory must be aligned as malloc's is.  Returning NULL makes the call
+ * that asked fail with GLOW_ERR_NOMEM, leaving the model as it was.  The
+ * functions may be called from any thread, concurrently (a call may run
+ * its batch on threads of its own, and inference calls may run at once).
+ * Set `size` to sizeof(glow_allocator): fields are only ever appended.
+ */
+typedef struct glow_allocator {
+  uint32_t size; /* sizeof(glow_allocator), set by the caller */
+  void *(*malloc_fn)(void *ctx, size_t size);
+  void *(*calloc_fn)(void *ctx, size_t count, size_t size);
+  void *(*realloc_fn)(void *ctx, void *ptr, size_t size);
+  void (*free_fn)(void *ctx, void *ptr);
+  void *ctx; /* passed to each function as it is */
+} glow_allocator;
+
+/** Size of the first version of glow_allocator. */
+#define GLOW_ALLOCATOR_SIZE_V1 \
+  ((uint32_t)(offsetof(glow_allocator, ctx) + sizeof(void *)))
+
+/**
+ * Make *a the process-wide allocator of the library (it is copied), or
+ * with a NULL, the C library's malloc, calloc, realloc and free again.
+ * Call it while no model exists, normally once at start-up, and while no
+ * other libglow call runs in any thread; memory is always freed by the
+ * allocator that gave it, so the allocator may not change under live
+ * models.  Model files' headers are parsed with the system's cJSON, whose
+ * allocation hooks are process-wide: libglow routes them to this
+ * allocator from its first model load on.  A host that uses cJSON itself
+ * gets its cJSON memory from this allocator too, and must not install
+ * cJSON hooks of its own (libglow would then allocate through them, and
+ * could not tell a failed allocation from a malformed header).
+ * Errors: ARG (a->size smaller than GLOW_ALLOCATOR_SIZE_V1), NULL (one of
+ * the functions is NULL), STATE (a model exists; the allocator is then
+ * unchanged).
+ */
+GLOW_API int glow_set_allocator(const glow_allocator *a);
 
 /* ---- Errors and version ------------------------------------------------- */
 

@@ -74,10 +74,10 @@ static void sample_shard(void *arg, int32_t s) {
   const glow_model *m = j->m;
   const int32_t first = j->sh[s].first, n = j->sh[s].count;
   const size_t count = (size_t)(n * m->dim);
-  float *eps = malloc(sizeof(float) * count);
-  float *xb = malloc(sizeof(float) * count);
-  int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
-  int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+  float *eps = glow__malloc(sizeof(float) * count);
+  float *xb = glow__malloc(sizeof(float) * count);
+  int32_t *idx = glow__malloc(sizeof(int32_t) * (size_t)n);
+  int32_t *lab = glow__malloc(sizeof(int32_t) * (size_t)n);
   glow__ws ws;
   memset(&ws, 0, sizeof ws);
   int rc = GLOW_OK;
@@ -90,10 +90,10 @@ static void sample_shard(void *arg, int32_t s) {
                       j->labels ? j->labels + first : NULL,
                       j->x + (int64_t)first * m->dim, eps, xb, idx, lab);
   glow__ws_free(&ws);
-  free(eps);
-  free(xb);
-  free(idx);
-  free(lab);
+  glow__free(eps);
+  glow__free(xb);
+  glow__free(idx);
+  glow__free(lab);
   glow__shard_done(&j->sh[s], rc);
 }
 

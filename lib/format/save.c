@@ -35,8 +35,8 @@ typedef struct {
 } plan;
 
 static void plan_free(plan *p) {
-  free(p->t);
-  free(p->header);
+  glow__free(p->t);
+  glow__free(p->header);
 }
 
 static int plan_file(const glow_model *m, plan *p) {
@@ -44,7 +44,7 @@ static int plan_file(const glow_model *m, plan *p) {
   int rc = glow__file_tensors(m, &p->t, &p->n);
   if (rc)
     return rc;
-  glow__st_entry *e = calloc((size_t)p->n, sizeof *e);
+  glow__st_entry *e = glow__calloc((size_t)p->n, sizeof *e);
   if (!e) {
     plan_free(p);
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
@@ -66,7 +66,7 @@ static int plan_file(const glow_model *m, plan *p) {
   if (!rc)
     rc = glow__st_build(e, p->n, kv, GLOW__N_META, &p->header,
                         &p->header_len);
-  free(e);
+  glow__free(e);
   if (rc) {
     plan_free(p);
     return rc;
@@ -226,7 +226,7 @@ static int open_parent(const char *path, int *dfd) {
   char why[128];
   const char *slash = strrchr(path, '/');
   const size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
-  char *dir = malloc(len + 1);
+  char *dir = glow__malloc(len + 1);
   if (!dir)
     return glow__fail(GLOW_ERR_NOMEM, "glow_model_save: out of memory");
   memcpy(dir, slash ? path : ".", len);
@@ -238,7 +238,7 @@ static int open_parent(const char *path, int *dfd) {
                     "glow_model_save: cannot open the directory of "
                     "'%.200s': %s",
                     path, glow__os_error(errno, why, sizeof why));
-  free(dir);
+  glow__free(dir);
   return rc;
 }
 

@@ -125,8 +125,8 @@ static int init(const glow__layer *ly, float *P, uint64_t seed,
     }
     return GLOW_OK;
   }
-  double *q = malloc(sizeof *q * ((size_t)c * c + c));
-  lapack_int *ipiv = malloc(sizeof *ipiv * (size_t)c);
+  double *q = glow__malloc(sizeof *q * ((size_t)c * c + c));
+  lapack_int *ipiv = glow__malloc(sizeof *ipiv * (size_t)c);
   int rc = q && ipiv ? GLOW_OK : GLOW_ERR_NOMEM;
   if (!rc)
     rc = random_rotation(c, seed, stream, q, q + (size_t)c * c);
@@ -135,8 +135,8 @@ static int init(const glow__layer *ly, float *P, uint64_t seed,
       P[p->weight + i] = (float)q[i];
   else if (!rc)
     rc = lu_from_rotation(p, P, q, ipiv);
-  free(q);
-  free(ipiv);
+  glow__free(q);
+  glow__free(ipiv);
   if (rc == GLOW_ERR_NOMEM)
     return glow__fail(rc, "initialising the 1x1 weight of level %d step %d: "
                           "out of memory", ly->level, ly->step);

@@ -95,7 +95,7 @@ static int alloc_states(glow_model *m) {
   size_t total = 0;
   for (int32_t i = 0; i < m->n_layers; i++)
     total += (m->layers[i].ops->size + align - 1) / align * align;
-  m->layer_state = calloc(1, total > 0 ? total : 1);
+  m->layer_state = glow__calloc(1, total > 0 ? total : 1);
   if (!m->layer_state)
     return GLOW_ERR_NOMEM;
   char *at = m->layer_state;
@@ -110,7 +110,7 @@ static int alloc_states(glow_model *m) {
 static int alloc_model(glow_model *m, int64_t max_params) {
   glow__registry *r = &m->reg;
   m->n_layers = layer_count(&m->cfg);
-  m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
+  m->layers = glow__calloc((size_t)m->n_layers, sizeof *m->layers);
   if (!m->layers)
     return GLOW_ERR_NOMEM;
   plan(&m->cfg, m->layers);
@@ -119,15 +119,15 @@ static int alloc_model(glow_model *m, int64_t max_params) {
   if (r->n_params > max_params)
     return GLOW_ERR_FORMAT;
   const size_t nv = (size_t)(r->n_fixed_values > 0 ? r->n_fixed_values : 1);
-  r->tensors = calloc((size_t)(r->n_tensors > 0 ? r->n_tensors : 1),
+  r->tensors = glow__calloc((size_t)(r->n_tensors > 0 ? r->n_tensors : 1),
                       sizeof *r->tensors);
-  r->fixed = calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1),
+  r->fixed = glow__calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1),
                     sizeof *r->fixed);
-  r->int_pool = calloc(nv, sizeof *r->int_pool);
-  r->float_pool = calloc(nv, sizeof *r->float_pool);
-  m->params = calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
+  r->int_pool = glow__calloc(nv, sizeof *r->int_pool);
+  r->float_pool = glow__calloc(nv, sizeof *r->float_pool);
+  m->params = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
                      sizeof *m->params);
-  m->grads = calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
+  m->grads = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
                     sizeof *m->grads);
   if (!r->tensors || !r->fixed || !r->int_pool || !r->float_pool ||
       !m->params || !m->grads || alloc_states(m))
@@ -146,9 +146,10 @@ static int alloc_model(glow_model *m, int64_t max_params) {
 int glow__model_new(const glow_config *cfg, int64_t max_params,
                     glow_model **out) {
   *out = NULL;
-  glow_model *m = calloc(1, sizeof *m);
+  glow_model *m = glow__calloc(1, sizeof *m);
   if (!m)
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
+  glow__models_add(1); /* until glow__model_free */
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
   int rc = alloc_model(m, max_params);
@@ -189,15 +190,16 @@ void glow__model_free(glow_model *m) {
   if (!m)
     return;
   glow__kept_release(m);
-  free(m->layers);
-  free(m->layer_state);
-  free(m->reg.tensors);
-  free(m->reg.fixed);
-  free(m->reg.int_pool);
-  free(m->reg.float_pool);
-  free(m->params);
-  free(m->grads);
-  free(m);
+  glow__free(m->layers);
+  glow__free(m->layer_state);
+  glow__free(m->reg.tensors);
+  glow__free(m->reg.fixed);
+  glow__free(m->reg.int_pool);
+  glow__free(m->reg.float_pool);
+  glow__free(m->params);
+  glow__free(m->grads);
+  glow__free(m);
+  glow__models_add(-1);
 }
 
 int32_t glow__nonfinite_tensor(const glow_model *m, const float *params) {
