@@ -269,8 +269,8 @@ GLOW_API int glow_sample(const glow_model *m, int32_t n, float temperature,
 /**
  * 8-bit NHWC pixels (n x D) to model input x (n x D): keep the top n_bits of
  * each pixel, scale to [-0.5, 0.5) and add uniform dequantisation noise
- * U(0, 2^-n_bits) from a generator seeded by `seed`.
- * Errors: NULL, BATCH, NOMEM.
+ * U(0, 2^-n_bits) from a generator seeded by `seed`.  Allocates nothing.
+ * Errors: NULL, BATCH.
  */
 GLOW_API int glow_preprocess(const glow_model *m, const uint8_t *pixels,
                              int32_t n, uint64_t seed, float *x);

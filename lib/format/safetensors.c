@@ -294,7 +294,11 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
                                        "byte");
   pthread_once(&hooks_once, install_hooks);
   const char *end = NULL;
+  glow__oom_clear(); /* cJSON's NULL does not say why */
   cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
+  if (!root && glow__oom_seen())
+    return glow__fail(GLOW_ERR_NOMEM,
+                      "model file: out of memory for the header's JSON tree");
   if (!root)
     return glow__fail(GLOW_ERR_FORMAT,
                       "model file: header is not valid JSON (error near "
