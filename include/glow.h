@@ -626,8 +626,8 @@ GLOW_API int glow_model_load(const char *path, glow_model **out);
  * `cap` bytes, for hosts without a file system or bindings that keep the
  * bytes themselves.  *size receives the number of bytes the file takes
  * whenever the call returns GLOW_OK or GLOW_ERR_BUFFER; on any other error
- * (NULL, or NOMEM: the file's layout could not be planned in memory, or
- * the file would not fit in size_t) *size is not written.
+ * (NULL, NUMERIC, or NOMEM: the file's layout could not be planned in
+ * memory, or the file would not fit in size_t) *size is not written.
  *   - Size query: buf NULL and cap 0 return GLOW_OK and write nothing else.
  *   - cap < *size: GLOW_ERR_BUFFER, buf untouched.
  *   - Otherwise the first *size bytes of buf hold the file, identical to

@@ -148,8 +148,12 @@ static int check_params(const glow_model *m, const char *fn) {
 
 int glow__save_buffer(const glow_model *m, void *buf, size_t cap,
                       size_t *size) {
+  /* A write, not a size query: the model must be one a load accepts. */
+  int rc = buf ? check_params(m, "glow_model_save_buffer") : GLOW_OK;
+  if (rc)
+    return rc;
   plan p;
-  int rc = plan_file(m, &p);
+  rc = plan_file(m, &p);
   if (rc)
     return rc;
   if (p.total > SIZE_MAX) {
@@ -169,11 +173,6 @@ int glow__save_buffer(const glow_model *m, void *buf, size_t cap,
                       "glow_model_save_buffer: the buffer holds %zu bytes, "
                       "the model needs %zu",
                       cap, *size);
-  }
-  rc = check_params(m, "glow_model_save_buffer");
-  if (rc) {
-    plan_free(&p);
-    return rc;
   }
   sink s = {.buf = buf, .fd = -1};
   rc = emit(m, &p, &s);
