@@ -34,7 +34,7 @@
  *           unconditional model, where passing labels is an error.
  *
  * Batch.    n is an int32_t >= 1 with n * D <= 2^31 - 1 (GLOW_ERR_BATCH
- *           otherwise).  Caller buffers must hold the documented
+ *           otherwise); a configuration with D > 2^31 - 1 is refused.  Caller buffers must hold the documented
  *           number of elements.  The library keeps no pointer to a caller
  *           buffer after a call returns.
  *
@@ -55,6 +55,7 @@
  *           GLOW_OPT_KEEP_WORKSPACE is 0.  A model owns its parameters and
  *           gradients (glow_params, glow_grads) and those workspaces;
  *           glow_model_free frees all of it.
+ *           All of it comes from the allocator of glow_set_allocator().
  */
 #ifndef GLOW_H
 #define GLOW_H
@@ -69,7 +70,7 @@ extern "C" {
 /* ---- Versioning --------------------------------------------------------- */
 
 #define GLOW_VERSION_MAJOR 0
-#define GLOW_VERSION_MINOR 1
+#define GLOW_VERSION_MINOR 2
 #define GLOW_VERSION_PATCH 0
 #define GLOW_VERSION_NUMBER \
   (GLOW_VERSION_MAJOR * 10000 + GLOW_VERSION_MINOR * 100 + GLOW_VERSION_PATCH)
@@ -93,8 +94,8 @@ extern "C" {
 /** The batch size n was < 1, or n * D (D = height * width * channels)
  *  exceeds 2^31 - 1 (INT32_MAX) values. */
 #define GLOW_ERR_BATCH (-2)
-/** Image shape invalid: a size <= 0, or height/width not divisible by
- *  2^levels. */
+/** Image shape invalid: a size <= 0, height/width not divisible by
+ *  2^levels, or more than 2^31 - 1 values per image. */
 #define GLOW_ERR_SHAPE (-3)
 /** Some other configuration field is out of range (levels, depth, hidden,
  *  coupling, permutation, n_bits, n_classes, learn_top, class_weight). */
@@ -232,14 +233,15 @@ GLOW_API int glow_logdet(const glow_model *m, const float *x, const int32_t *lab
                          int32_t n, float *logdet);
 
 /** Log density of each image in nats (n outputs):
- *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward. */
+ *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward; NUMERIC
+ *  also when a finite latent's density is beyond float range. */
 GLOW_API int glow_log_prob(const glow_model *m, const float *x,
                            const int32_t *labels, int32_t n, float *logp);
 
 /**
  * Bits per dimension of each image (n outputs) under the discretised model
  * of n_bits data: (-log p(x) + D * n_bits * ln 2) / (D * ln 2).
- * Errors as glow_forward.
+ * Errors as glow_log_prob.
  */
 GLOW_API int glow_bits_per_dim(const glow_model *m, const float *x,
                                const int32_t *labels, int32_t n, float *bpd);
@@ -257,8 +259,10 @@ GLOW_API int glow_bits_per_dim(const glow_model *m, const float *x,
  * overflow float range; such an image is redrawn with fresh noise (still a
  * function of seed and i), up to 16 times, so a batch does not fail for a
  * rare outlier.  This samples the model restricted to finite images.
- * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (an image
- * still not finite after 16 draws, e.g. at an extreme temperature), NOMEM.
+ * Errors: NULL, BATCH, LABEL, ARG (T < 0 or not finite), NUMERIC (a
+ * parameter tensor holds a non-finite value, named in glow_last_error(),
+ * or an image is still not finite after 16 draws, e.g. at an extreme
+ * temperature), NOMEM.
  */
 GLOW_API int glow_sample(const glow_model *m, int32_t n, float temperature,
                          uint64_t seed, const int32_t *labels, float *x);
@@ -266,8 +270,8 @@ GLOW_API int glow_sample(const glow_model *m, int32_t n, float temperature,
 /**
  * 8-bit NHWC pixels (n x D) to model input x (n x D): keep the top n_bits of
  * each pixel, scale to [-0.5, 0.5) and add uniform dequantisation noise
- * U(0, 2^-n_bits) from a generator seeded by `seed`.
- * Errors: NULL, BATCH, NOMEM.
+ * U(0, 2^-n_bits) from a generator seeded by `seed`.  Allocates nothing.
+ * Errors: NULL, BATCH.
  */
 GLOW_API int glow_preprocess(const glow_model *m, const uint8_t *pixels,
                              int32_t n, uint64_t seed, float *x);
@@ -287,7 +291,7 @@ GLOW_API int glow_postprocess(const glow_model *m, const float *x, int32_t n,
  * raw scores and their softmax; either may be NULL, not both.  No labels are
  * needed.  May run concurrently with other inference calls.
  * Errors: NULL, BATCH, STATE (an unconditional model has no classifier),
- * NUMERIC, NOMEM.
+ * NUMERIC (as glow_forward, or a logit beyond float range), NOMEM.
  */
 GLOW_API int glow_classify(const glow_model *m, const float *x, int32_t n,
                            float *logits, float *probs);
@@ -566,13 +570,18 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
  *   IO       (files) the path does not exist, is a directory or not a
  *            regular file, or cannot be read;
  *   FORMAT   the input is malformed: shorter than 8 bytes, a header length
- *            beyond the input or above 100 MiB, a header that is not a JSON
+ *            beyond the input, above 100 MiB, or above what a model with
+ *            that much data can need (64 KiB of metadata plus 256 bytes
+ *            per 4 bytes of data; checked before parsing, so a header's
+ *            JSON tree costs memory in proportion to the data), a header
+ *            that is not a JSON
  *            object, a tensor missing, duplicated, unexpected, not F32, of
  *            the wrong shape, with offsets that overlap, leave a gap, run
  *            past the end or disagree with its shape, a shape whose size
  *            overflows, metadata missing or malformed, a configuration that
  *            fails validation (the reason is in glow_last_error()), a
- *            permutation that is not one, a sign other than +-1;
+ *            permutation that is not one, a sign other than +-1, a
+ *            parameter that is not finite (the tensor is named);
  *   VERSION  the file's format version is newer than this library reads;
  *   NOMEM    out of memory.
  * On failure *out is NULL and nothing is left allocated.
@@ -587,20 +596,25 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
 
 /**
  * Write the model to the file `path`, atomically: the bytes go to a new
- * temporary file in the same directory ("<path>.tmp-<pid>-<n>"), which is
- * flushed to disk and then renamed over `path`.  A crash or a failure
- * never leaves a partly written file under `path`; on failure `path` is
- * untouched and the temporary file is removed (a crash may leave the
- * temporary file behind).  An existing `path` is replaced, unless it is a
- * directory or read-only (no write permission bit, or not writable by this
- * process), which is an error: the rename would otherwise silently bypass
- * the file's protection.  The new file keeps the read, write and execute
+ * temporary file in the same directory (".glow.tmp-<pid>-<n>", a short
+ * name whatever the length of `path`), which is flushed to disk and then
+ * renamed over `path`.  A crash or a failure never leaves a partly written
+ * file under `path`; on failure `path` is untouched and the temporary file
+ * is removed (a crash may leave the temporary file behind).
+ * Only a regular file is replaced, and only if it is writable (a write
+ * permission bit set, and writable by this process): the rename would
+ * otherwise silently bypass the file's protection.  Anything else under
+ * `path` is an error and is left in place: a directory, a device, a FIFO,
+ * a socket, and a symbolic link, whatever it points to (save to the path
+ * it names instead).  The new file keeps the read, write and execute
  * permission bits (0777) of the one it replaces, not its setuid, setgid or
- * sticky bits (a new file gets 0666 less the umask).  If `path` is a
- * symbolic link, the link itself is replaced.
- * Errors: NULL, IO (target is a directory or read-only, the directory is
- * not writable, a write or the rename failed; the OS reason is in
- * glow_last_error()), NOMEM.
+ * sticky bits (a new file gets 0666 less the umask).  A model whose
+ * parameters are not all finite is not saved: every file this library
+ * writes is one it loads.
+ * Errors: NULL, NUMERIC (a parameter tensor holds a non-finite value,
+ * named in glow_last_error()), IO (path empty, or not a regular file, or
+ * read-only; the directory is not writable, a write or the rename failed;
+ * the OS reason is in glow_last_error()), NOMEM.
  */
 GLOW_API int glow_model_save(const glow_model *m, const char *path);
 
@@ -617,13 +631,14 @@ GLOW_API int glow_model_load(const char *path, glow_model **out);
  * `cap` bytes, for hosts without a file system or bindings that keep the
  * bytes themselves.  *size receives the number of bytes the file takes
  * whenever the call returns GLOW_OK or GLOW_ERR_BUFFER; on any other error
- * (NULL, or NOMEM: the file's layout could not be planned in memory, or
- * the file would not fit in size_t) *size is not written.
+ * (NULL, NUMERIC, or NOMEM: the file's layout could not be planned in
+ * memory, or the file would not fit in size_t) *size is not written.
  *   - Size query: buf NULL and cap 0 return GLOW_OK and write nothing else.
  *   - cap < *size: GLOW_ERR_BUFFER, buf untouched.
  *   - Otherwise the first *size bytes of buf hold the file, identical to
  *     what glow_model_save() writes.
- * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NOMEM.
+ * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NUMERIC
+ * (as glow_model_save; the size query still answers), NOMEM.
  */
 GLOW_API int glow_model_save_buffer(const glow_model *m, void *buf,
                                     size_t cap, size_t *size);
@@ -705,6 +720,55 @@ GLOW_API int glow_tensor_get(const glow_model *m, int32_t index,
  */
 GLOW_API int glow_tensor_find(const glow_model *m, const char *name,
                               int32_t *index);
+
+/* ---- Memory --------------------------------------------------------------- */
+
+/**
+ * A replaceable allocator (since 0.2).  Every allocation the library makes
+ * goes through it: models, the scratch of every call, model-file buffers,
+ * the JSON tree of a file's header.  (Threads that a call starts allocate
+ * their stacks through the C library; so may the CBLAS and LAPACK for
+ * their internal buffers.)  Each function gets `ctx` first:
+ *   malloc_fn(ctx, size)          size >= 1
+ *   calloc_fn(ctx, count, size)   count, size >= 1; zeroed memory
+ *   realloc_fn(ctx, ptr, size)    ptr from this allocator, size >= 1
+ *   free_fn(ctx, ptr)             ptr from this allocator, never NULL
+ * Memory must be aligned as malloc's is.  Returning NULL makes the call
+ * that asked fail with GLOW_ERR_NOMEM, leaving the model as it was.  The
+ * functions may be called from any thread, concurrently (a call may run
+ * its batch on threads of its own, and inference calls may run at once).
+ * Set `size` to sizeof(glow_allocator): fields are only ever appended.
+ */
+typedef struct glow_allocator {
+  uint32_t size; /* sizeof(glow_allocator), set by the caller */
+  void *(*malloc_fn)(void *ctx, size_t size);
+  void *(*calloc_fn)(void *ctx, size_t count, size_t size);
+  void *(*realloc_fn)(void *ctx, void *ptr, size_t size);
+  void (*free_fn)(void *ctx, void *ptr);
+  void *ctx; /* passed to each function as it is */
+} glow_allocator;
+
+/** Size of the first version of glow_allocator. */
+#define GLOW_ALLOCATOR_SIZE_V1 \
+  ((uint32_t)(offsetof(glow_allocator, ctx) + sizeof(void *)))
+
+/**
+ * Make *a the process-wide allocator of the library (it is copied), or
+ * with a NULL, the C library's malloc, calloc, realloc and free again.
+ * Call it while no model exists, normally once at start-up, and while no
+ * other libglow call runs in any thread; memory is always freed by the
+ * allocator that gave it, so the allocator may not change under live
+ * models.  Model files' headers are parsed with the system's cJSON, whose
+ * allocation hooks are process-wide: libglow routes them to this
+ * allocator from its first model load on.  A host that uses cJSON itself
+ * gets its cJSON memory from this allocator too, and must not install
+ * cJSON hooks of its own (libglow would then allocate through them, and
+ * could not tell a failed allocation from a malformed header).
+ * Errors: ARG (a->size smaller than GLOW_ALLOCATOR_SIZE_V1), NULL (one of
+ * the functions is NULL), STATE (a model exists; the allocator is then
+ * unchanged).
+ */
+GLOW_API int glow_set_allocator(const glow_allocator *a);
 
 /* ---- Errors and version ------------------------------------------------- */
 

@@ -9,7 +9,7 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev)
 test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev
-      python3-torch python3-pip python3-setuptools python3-wheel dataset-fashion-mnist)
+      python3-torch python3-pip python3-setuptools python3-wheel dataset-fashion-mnist abigail-tools)
 demo=(zlib1g-dev libpng-dev dataset-fashion-mnist)
 
 want=("${build[@]}")

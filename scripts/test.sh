@@ -6,11 +6,14 @@
 #   scripts/test.sh --blas       build-blas/ , without the own GEMM kernel:
 #                                every product through the CBLAS, as on
 #                                CPUs without AVX-512F
+#   scripts/test.sh --tsan       build-tsan/ , ThreadSanitizer over the
+#                                threaded tests only (shards, concurrent
+#                                callers on one model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh test
 
-dir=build flags=()
+dir=build flags=() targets=() only=()
 if [ "${1:-}" = "--sanitize" ]; then
   dir=build-asan
   flags=(-DGLOW_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
@@ -20,8 +23,18 @@ if [ "${1:-}" = "--sanitize" ]; then
 elif [ "${1:-}" = "--blas" ]; then
   dir=build-blas
   flags=(-DGLOW_GEMM_KERNEL=OFF -DGLOW_BUILD_EXAMPLES=OFF -DGLOW_BUILD_BENCH=OFF)
+elif [ "${1:-}" = "--tsan" ]; then
+  dir=build-tsan
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DGLOW_BUILD_EXAMPLES=OFF
+    -DGLOW_BUILD_BENCH=OFF "-DCMAKE_C_FLAGS=-fsanitize=thread -fno-omit-frame-pointer"
+    -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread
+    -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread)
+  targets=(--target test_threads)
+  only=(-R '^test_threads$')
+  # A race fails the run.
+  export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 fi
 cmake -S . -B "$dir" -DGLOW_WERROR=ON -DGLOW_BUILD_TESTS=ON "${flags[@]}" >/dev/null
-cmake --build "$dir" -j "$(nproc)"
+cmake --build "$dir" -j "$(nproc)" "${targets[@]}"
 cd "$dir"
-ctest --output-on-failure -j "$(nproc)"
+ctest --output-on-failure -j "$(nproc)" "${only[@]}"

@@ -13,7 +13,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -560,6 +562,111 @@ static void test_save_unwritable_location(void **state) {
     assert_int_equal(glow_model_save(m, path), GLOW_ERR_IO);
     assert_int_equal(access(path, F_OK), -1);
   }
+  glow_model_free(m);
+}
+
+/* What save refuses to replace stays what it was: a FIFO, a socket, a
+ * symbolic link (to a device, to a FIFO, even to a regular file). */
+static void expect_save_refused(glow_model *m, const char *path,
+                                mode_t type, const char *part) {
+  int rc = glow_model_save(m, path);
+  if (rc != GLOW_ERR_IO)
+    fail_msg("save over '%s': %d (%s)", path, rc, glow_last_error());
+  if (!strstr(glow_last_error(), part))
+    fail_msg("message '%s' lacks '%s'", glow_last_error(), part);
+  struct stat st;
+  assert_int_equal(lstat(path, &st), 0);
+  assert_int_equal(st.st_mode & S_IFMT, type);
+  assert_int_equal(count_files(".tmp-"), 0);
+}
+
+static void test_save_not_regular_file(void **state) {
+  (void)state;
+  glow_model *m = tiny_model(GLOW_PERMUTE_CONV1X1);
+  char path[256], target[256];
+  path_in(path, sizeof path, "save-fifo");
+  assert_int_equal(mkfifo(path, 0600), 0);
+  expect_save_refused(m, path, S_IFIFO, "not a regular file");
+  path_in(path, sizeof path, "socket");
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  assert_true(s >= 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  assert_true(strlen(path) < sizeof addr.sun_path);
+  memcpy(addr.sun_path, path, strlen(path) + 1);
+  assert_int_equal(bind(s, (struct sockaddr *)&addr, sizeof addr), 0);
+  expect_save_refused(m, path, S_IFSOCK, "not a regular file");
+  close(s);
+  path_in(path, sizeof path, "to-null");
+  assert_int_equal(symlink("/dev/null", path), 0);
+  expect_save_refused(m, path, S_IFLNK, "symbolic link");
+  struct stat st;
+  assert_int_equal(stat("/dev/null", &st), 0);
+  assert_true(S_ISCHR(st.st_mode));
+  path_in(target, sizeof target, "save-fifo");
+  path_in(path, sizeof path, "to-fifo");
+  assert_int_equal(symlink(target, path), 0);
+  expect_save_refused(m, path, S_IFLNK, "symbolic link");
+  path_in(target, sizeof target, "regular.safetensors");
+  write_all(target, "keep", 4);
+  path_in(path, sizeof path, "to-regular");
+  assert_int_equal(symlink(target, path), 0);
+  expect_save_refused(m, path, S_IFLNK, "symbolic link");
+  size_t len;
+  uint8_t *b = read_all(target, &len);
+  assert_int_equal(len, 4);
+  free(b);
+  glow_model_free(m);
+}
+
+/* A file name of 250 bytes, within the usual 255-byte limit: the
+ * temporary file's name must fit as well. */
+static void test_save_long_name(void **state) {
+  (void)state;
+  char name[251], path[512];
+  memset(name, 'n', 250);
+  name[250] = '\0';
+  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+  glow_model *m = tiny_model(GLOW_PERMUTE_CONV1X1_LU);
+  int rc = glow_model_save(m, path);
+  if (rc != GLOW_OK)
+    fail_msg("250-byte name: %d (%s)", rc, glow_last_error());
+  assert_int_equal(glow_model_save(m, path), GLOW_OK); /* and replaced */
+  glow_model *back = NULL;
+  assert_int_equal(glow_model_load(path, &back), GLOW_OK);
+  assert_same_model(m, back);
+  assert_int_equal(count_files(".tmp-"), 0);
+  unlink(path);
+  glow_model_free(back);
+  glow_model_free(m);
+}
+
+/* A model with a non-finite parameter is not saved: every file libglow
+ * writes is one it loads. */
+static void test_save_non_finite_params(void **state) {
+  (void)state;
+  glow_model *m = tiny_model(GLOW_PERMUTE_CONV1X1);
+  int32_t idx;
+  assert_int_equal(glow_tensor_find(m, "level.0.step.0.invconv.weight", &idx),
+                   GLOW_OK);
+  glow_tensor_info info = {.size = sizeof info};
+  assert_int_equal(glow_tensor_get(m, idx, &info), GLOW_OK);
+  glow_params(m)[info.offset + 1] = NAN;
+  char path[256];
+  path_in(path, sizeof path, "nan.safetensors");
+  assert_int_equal(glow_model_save(m, path), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "invconv.weight"));
+  assert_int_equal(access(path, F_OK), -1);
+  size_t size = 0;
+  assert_int_equal(glow_model_save_buffer(m, NULL, 0, &size), GLOW_OK);
+  uint8_t *b = malloc(size);
+  memset(b, 0x5a, size);
+  size_t got = 1;
+  assert_int_equal(glow_model_save_buffer(m, b, size, &got), GLOW_ERR_NUMERIC);
+  assert_non_null(strstr(glow_last_error(), "invconv.weight"));
+  assert_int_equal(got, 1); /* not written on this error */
+  assert_int_equal(b[0], 0x5a);
+  assert_int_equal(count_files(".tmp-"), 0);
+  free(b);
   glow_model_free(m);
 }
 
@@ -1151,6 +1258,44 @@ static void test_load_forged_huge_config(void **state) {
   free_parts(&p);
 }
 
+/* A file holding +Inf or NaN in a parameter is not a model. */
+static void test_load_non_finite_params(void **state) {
+  (void)state;
+  const char *names[] = {"level.0.step.0.actnorm.logs",
+                         "level.0.step.0.invconv.weight",
+                         "level.0.step.0.coupling.conv1.weight"};
+  const float bad[] = {INFINITY, NAN, -INFINITY};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+    parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
+    float v = bad[k];
+    memcpy(tensor_floats(&p, names[k]), &v, sizeof v); /* little-endian */
+    expect_load(&p, GLOW_ERR_FORMAT, names[k]);
+    free_parts(&p);
+  }
+}
+
+/* A header far longer than the model's tensors could need is refused
+ * before it is parsed: here a valid header with a 4 MiB array in a field
+ * that readers ignore. */
+static void test_load_header_bound(void **state) {
+  (void)state;
+  parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
+  const size_t n = 2u << 20;
+  char *pad = malloc(2 * n + 3);
+  pad[0] = '[';
+  for (size_t i = 0; i < n; i++) {
+    pad[1 + 2 * i] = '0';
+    pad[2 + 2 * i] = ',';
+  }
+  pad[2 * n] = ']';
+  pad[2 * n + 1] = '\0';
+  cJSON_AddItemToObject(entry(&p, "level.0.step.0.actnorm.bias"), "padding",
+                        cJSON_CreateRaw(pad));
+  free(pad);
+  expect_load(&p, GLOW_ERR_FORMAT, "header length");
+  free_parts(&p);
+}
+
 static void test_load_future_version(void **state) {
   (void)state;
   parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
@@ -1364,6 +1509,9 @@ int main(void) {
       cmocka_unit_test(test_save_to_directory),
       cmocka_unit_test(test_save_readonly_target),
       cmocka_unit_test(test_save_unwritable_location),
+      cmocka_unit_test(test_save_not_regular_file),
+      cmocka_unit_test(test_save_long_name),
+      cmocka_unit_test(test_save_non_finite_params),
       cmocka_unit_test(test_load_null_args),
       cmocka_unit_test(test_load_nonexistent_path),
       cmocka_unit_test(test_load_directory),
@@ -1386,6 +1534,8 @@ int main(void) {
       cmocka_unit_test(test_load_bad_offsets),
       cmocka_unit_test(test_load_invalid_config),
       cmocka_unit_test(test_load_forged_huge_config),
+      cmocka_unit_test(test_load_non_finite_params),
+      cmocka_unit_test(test_load_header_bound),
       cmocka_unit_test(test_load_future_version),
       cmocka_unit_test(test_load_bad_metadata),
       cmocka_unit_test(test_load_bad_permutation),

@@ -7,6 +7,7 @@
  * and the same bits for the same thread count.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <pthread.h>
 #include <sched.h>
 
 #include "testutil.h"
@@ -110,8 +111,11 @@ typedef struct {
   float *eps, *ld, *x, *samples, *bpd, *logp, *probs;
 } outputs;
 
-static outputs infer_all(glow_model *m, int32_t threads, const float *x,
-                         const int32_t *labels) {
+/* Every inference call once, on m's current options, into new outputs;
+ * *rc gets the first failure.  No cmocka assertion: it also runs on
+ * threads of the test's own. */
+static outputs run_calls(const glow_model *m, const float *x,
+                         const int32_t *labels, int *rc) {
   const int64_t d = glow_model_dim(m);
   outputs o;
   o.eps = malloc(sizeof(float) * (size_t)(N * d));
@@ -121,13 +125,27 @@ static outputs infer_all(glow_model *m, int32_t threads, const float *x,
   o.bpd = malloc(sizeof(float) * N);
   o.logp = malloc(sizeof(float) * N);
   o.probs = malloc(sizeof(float) * N * 3);
+  *rc = glow_forward(m, x, labels, N, o.eps, o.ld);
+  if (!*rc)
+    *rc = glow_inverse(m, o.eps, labels, N, o.x);
+  if (!*rc)
+    *rc = glow_sample(m, N, 0.7f, 99, labels, o.samples);
+  if (!*rc)
+    *rc = glow_bits_per_dim(m, x, labels, N, o.bpd);
+  if (!*rc)
+    *rc = glow_log_prob(m, x, labels, N, o.logp);
+  if (!*rc)
+    *rc = glow_classify(m, x, N, NULL, o.probs);
+  return o;
+}
+
+static outputs infer_all(glow_model *m, int32_t threads, const float *x,
+                         const int32_t *labels) {
+  int rc;
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, threads), GLOW_OK);
-  assert_int_equal(glow_forward(m, x, labels, N, o.eps, o.ld), GLOW_OK);
-  assert_int_equal(glow_inverse(m, o.eps, labels, N, o.x), GLOW_OK);
-  assert_int_equal(glow_sample(m, N, 0.7f, 99, labels, o.samples), GLOW_OK);
-  assert_int_equal(glow_bits_per_dim(m, x, labels, N, o.bpd), GLOW_OK);
-  assert_int_equal(glow_log_prob(m, x, labels, N, o.logp), GLOW_OK);
-  assert_int_equal(glow_classify(m, x, N, NULL, o.probs), GLOW_OK);
+  outputs o = run_calls(m, x, labels, &rc);
+  if (rc)
+    fail_msg("inference on %d threads: %s", threads, glow_last_error());
   return o;
 }
 
@@ -204,6 +222,52 @@ static void test_inference_across_threads(void **state) {
     outputs_free(&ref);
     glow_model_free(m);
   }
+  free(x);
+}
+
+/* One caller of run_calls on a thread of its own. */
+typedef struct {
+  const glow_model *m;
+  const float *x;
+  const int32_t *labels;
+  outputs o;
+  int rc;
+} caller;
+
+static void *call_all(void *arg) {
+  caller *c = arg;
+  c->o = run_calls(c->m, c->x, c->labels, &c->rc);
+  return NULL;
+}
+
+/* Inference calls from several threads at once on one model, each call
+ * sharding its batch on threads of its own: every caller gets the bits of
+ * a lone caller.  Under ThreadSanitizer (scripts/test.sh --tsan) this is
+ * the check that concurrent inference shares nothing it writes. */
+static void test_concurrent_callers(void **state) {
+  (void)state;
+  enum { CALLERS = 4 };
+  const int32_t labels[N] = {2, 0, 1, 1, 2, 0, 0};
+  int64_t d = 0;
+  float *x = probe_images(23, &d);
+  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, x,
+                             labels);
+  outputs ref = infer_all(m, 2, x, labels);
+  caller c[CALLERS];
+  pthread_t tid[CALLERS];
+  for (int k = 0; k < CALLERS; k++) {
+    c[k] = (caller){.m = m, .x = x, .labels = labels};
+    assert_int_equal(pthread_create(&tid[k], NULL, call_all, &c[k]), 0);
+  }
+  for (int k = 0; k < CALLERS; k++)
+    assert_int_equal(pthread_join(tid[k], NULL), 0);
+  for (int k = 0; k < CALLERS; k++) {
+    assert_int_equal(c[k].rc, GLOW_OK);
+    assert_same_bits(&c[k].o, &ref, d);
+    outputs_free(&c[k].o);
+  }
+  outputs_free(&ref);
+  glow_model_free(m);
   free(x);
 }
 
@@ -315,6 +379,7 @@ int main(void) {
       cmocka_unit_test(test_shard_split),
       cmocka_unit_test(test_inference_across_threads),
       cmocka_unit_test(test_backward_shards),
+      cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_shard_failure),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,14 +83,14 @@ int glow_forward(const glow_model *m, const float *x, const int32_t *labels,
   int rc = glow__check_call(m, x, eps, labels, n, "glow_forward");
   if (rc)
     return rc;
-  double *ld = malloc(sizeof(double) * (size_t)n);
+  double *ld = glow__malloc(sizeof(double) * (size_t)n);
   if (!ld)
     return glow__fail(GLOW_ERR_NOMEM, "glow_forward: out of memory");
   rc = run_forward(m, x, labels, n, eps, ld, NULL, "glow_forward");
   if (!rc && logdet)
     for (int32_t i = 0; i < n; i++)
       logdet[i] = (float)ld[i];
-  free(ld);
+  glow__free(ld);
   return rc;
 }
 
@@ -98,16 +98,16 @@ int glow_forward(const glow_model *m, const float *x, const int32_t *labels,
 static int log_prob64(const glow_model *m, const float *x, const int32_t *labels,
                       int32_t n, double *out, const char *fn) {
   int rc;
-  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
-  double *ld = malloc(sizeof(double) * (size_t)n);
+  float *eps = glow__malloc(sizeof(float) * (size_t)(n * m->dim));
+  double *ld = glow__malloc(sizeof(double) * (size_t)n);
   if (!eps || !ld)
     rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   else
     rc = run_forward(m, x, labels, n, eps, ld, NULL, fn);
   for (int32_t i = 0; !rc && i < n; i++)
     out[i] = glow__log_prob(eps + (int64_t)i * m->dim, m->dim, ld[i]);
-  free(eps);
-  free(ld);
+  glow__free(eps);
+  glow__free(ld);
   return rc;
 }
 
@@ -117,14 +117,22 @@ static int reduce(const glow_model *m, const float *x, const int32_t *labels,
   int rc = glow__check_call(m, x, out, labels, n, fn);
   if (rc)
     return rc;
-  double *lp = malloc(sizeof(double) * (size_t)n);
+  double *lp = glow__malloc(sizeof(double) * (size_t)n);
   if (!lp)
     return glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   rc = log_prob64(m, x, labels, n, lp, fn);
-  for (int32_t i = 0; !rc && i < n; i++)
+  for (int32_t i = 0; !rc && i < n; i++) {
     out[i] = bits ? (float)glow__bits_per_dim(lp[i], m->dim, m->cfg.n_bits)
                   : (float)lp[i];
-  free(lp);
+    /* A finite latent far out in the tails can still have a density
+     * beyond float range. */
+    if (!isfinite(out[i]))
+      rc = glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: the %s of image %d is not finite in float (input "
+                      "far out of range)",
+                      fn, bits ? "bits per dimension" : "log-density", i);
+  }
+  glow__free(lp);
   return rc;
 }
 
@@ -143,11 +151,11 @@ int glow_logdet(const glow_model *m, const float *x, const int32_t *labels,
   int rc = glow__check_call(m, x, logdet, labels, n, "glow_logdet");
   if (rc)
     return rc;
-  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  float *eps = glow__malloc(sizeof(float) * (size_t)(n * m->dim));
   if (!eps)
     return glow__fail(GLOW_ERR_NOMEM, "glow_logdet: out of memory");
   rc = glow_forward(m, x, labels, n, eps, logdet);
-  free(eps);
+  glow__free(eps);
   return rc;
 }
 
@@ -191,11 +199,11 @@ int glow_classify(const glow_model *m, const float *x, int32_t n, float *logits,
   /* The top latent z does not depend on the label; only its
    * standardisation does, so any valid label will do for the pass. */
   const int64_t zsize = glow__rows(&top->in, 1) * c;
-  int32_t *labels = calloc((size_t)n, sizeof *labels);
-  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
-  float *z = malloc(sizeof(float) * (size_t)(n * zsize));
-  double *ld = malloc(sizeof(double) * (size_t)n);
-  double *buf = malloc(sizeof(double) * (size_t)(c + nc));
+  int32_t *labels = glow__calloc((size_t)n, sizeof *labels);
+  float *eps = glow__malloc(sizeof(float) * (size_t)(n * m->dim));
+  float *z = glow__malloc(sizeof(float) * (size_t)(n * zsize));
+  double *ld = glow__malloc(sizeof(double) * (size_t)n);
+  double *buf = glow__malloc(sizeof(double) * (size_t)(c + nc));
   if (!labels || !eps || !z || !ld || !buf)
     rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   if (!rc)
@@ -203,6 +211,14 @@ int glow_classify(const glow_model *m, const float *x, int32_t n, float *logits,
   for (int32_t i = 0; !rc && i < n; i++) {
     double *lg = buf + c, mx = -HUGE_VAL, se = 0.0;
     glow__classifier_logits(&m->cls, m->params, z + i * zsize, buf, lg);
+    for (int32_t j = 0; j < nc && !rc; j++)
+      if (!isfinite((float)lg[j])) /* a classifier parameter out of range */
+        rc = glow__fail(GLOW_ERR_NUMERIC,
+                        "%s: logit %d of image %d is not finite in float "
+                        "(classifier parameters out of range)",
+                        fn, j, i);
+    if (rc)
+      break;
     for (int32_t j = 0; j < nc; j++)
       mx = lg[j] > mx ? lg[j] : mx;
     for (int32_t j = 0; j < nc; j++)
@@ -214,10 +230,10 @@ int glow_classify(const glow_model *m, const float *x, int32_t n, float *logits,
         probs[(int64_t)i * nc + j] = (float)(exp(lg[j] - mx) / se);
     }
   }
-  free(labels);
-  free(eps);
-  free(z);
-  free(ld);
-  free(buf);
+  glow__free(labels);
+  glow__free(eps);
+  glow__free(z);
+  glow__free(ld);
+  glow__free(buf);
   return rc;
 }

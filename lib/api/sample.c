@@ -74,10 +74,10 @@ static void sample_shard(void *arg, int32_t s) {
   const glow_model *m = j->m;
   const int32_t first = j->sh[s].first, n = j->sh[s].count;
   const size_t count = (size_t)(n * m->dim);
-  float *eps = malloc(sizeof(float) * count);
-  float *xb = malloc(sizeof(float) * count);
-  int32_t *idx = malloc(sizeof(int32_t) * (size_t)n);
-  int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+  float *eps = glow__malloc(sizeof(float) * count);
+  float *xb = glow__malloc(sizeof(float) * count);
+  int32_t *idx = glow__malloc(sizeof(int32_t) * (size_t)n);
+  int32_t *lab = glow__malloc(sizeof(int32_t) * (size_t)n);
   glow__ws ws;
   memset(&ws, 0, sizeof ws);
   int rc = GLOW_OK;
@@ -90,10 +90,10 @@ static void sample_shard(void *arg, int32_t s) {
                       j->labels ? j->labels + first : NULL,
                       j->x + (int64_t)first * m->dim, eps, xb, idx, lab);
   glow__ws_free(&ws);
-  free(eps);
-  free(xb);
-  free(idx);
-  free(lab);
+  glow__free(eps);
+  glow__free(xb);
+  glow__free(idx);
+  glow__free(lab);
   glow__shard_done(&j->sh[s], rc);
 }
 
@@ -110,6 +110,13 @@ int glow_sample(const glow_model *m, int32_t n, float temperature, uint64_t seed
     return glow__fail(GLOW_ERR_ARG,
                       "%s: temperature %g must be finite and >= 0", fn,
                       (double)temperature);
+  /* A non-finite parameter can give finite images that mean nothing (an
+   * infinite actnorm log-scale maps every image to its bias). */
+  const int32_t bad = glow__nonfinite_tensor(m, m->params);
+  if (bad >= 0)
+    return glow__fail(GLOW_ERR_NUMERIC,
+                      "%s: parameter tensor '%s' holds a non-finite value", fn,
+                      m->reg.tensors[bad].name);
   sample_job j = {m, temperature, seed, labels, x, NULL};
   return glow__run_shards(m, n, &j.sh, sample_shard, &j);
 }

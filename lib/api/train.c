@@ -26,8 +26,8 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
   if (rc)
     return rc;
   const size_t pbytes = sizeof(float) * (size_t)m->reg.n_params;
-  float *backup = malloc(pbytes > 0 ? pbytes : 1);
-  float *eps = malloc(sizeof(float) * (size_t)(n * m->dim));
+  float *backup = glow__malloc(pbytes > 0 ? pbytes : 1);
+  float *eps = glow__malloc(sizeof(float) * (size_t)(n * m->dim));
   glow__ws ws;
   memset(&ws, 0, sizeof ws);
   if (!backup || !eps) {
@@ -50,8 +50,8 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
     m->initialized = 1;
 done:
   glow__ws_free(&ws);
-  free(backup);
-  free(eps);
+  glow__free(backup);
+  glow__free(eps);
   return rc;
 }
 
@@ -71,7 +71,7 @@ static int train_ws(glow_model *m, const glow__shard *sh, int32_t shards) {
   if (fits)
     return GLOW_OK;
   glow__train_ws_release(m); /* the old ones, before allocating anew */
-  m->train_ws = calloc((size_t)shards, sizeof *m->train_ws);
+  m->train_ws = glow__calloc((size_t)shards, sizeof *m->train_ws);
   if (!m->train_ws)
     return glow__fail(GLOW_ERR_NOMEM, "glow_backward: out of memory");
   for (int32_t s = 0; s < shards; s++) {
@@ -191,7 +191,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
   glow__shard *sh = glow__shards_new(n, glow__threads(m), &shards);
   if (!sh)
     return GLOW_ERR_NOMEM;
-  double *losses = malloc(sizeof(double) * (size_t)shards);
+  double *losses = glow__malloc(sizeof(double) * (size_t)shards);
   rc = losses ? train_ws(m, sh, shards)
               : glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   double loss64 = 0.0;
@@ -204,7 +204,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
    * the gradient buffer as it was: the sums go to the scratch buffer in
    * one pass that also tests them, and are copied over only if all are
    * finite. */
-  int *bad = rc ? NULL : calloc((size_t)shards, sizeof *bad);
+  int *bad = rc ? NULL : glow__calloc((size_t)shards, sizeof *bad);
   if (!rc && !bad)
     rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   if (!rc) {
@@ -221,10 +221,10 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     loss64 += losses[s];
   if (!rc)
     *loss = (float)loss64;
-  free(bad);
+  glow__free(bad);
   if (!m->opts.keep_workspace)
     glow__train_ws_release(m);
-  free(sh);
-  free(losses);
+  glow__free(sh);
+  glow__free(losses);
   return rc;
 }

@@ -23,6 +23,23 @@ int glow__fail(int status, const char *fmt, ...)
 /* The system's text for errno value err, in buf (thread-safe). */
 const char *glow__os_error(int err, char *buf, size_t n);
 
+/* ---- Memory (alloc.c) ----------------------------------------------------
+ * Every allocation of the library goes through these, and so through the
+ * allocator of glow_set_allocator.  A size of 0 is served as 1, so NULL
+ * always means out of memory; glow__free(NULL) is a no-op. */
+void *glow__malloc(size_t size);
+void *glow__calloc(size_t count, size_t size);
+void *glow__realloc(void *ptr, size_t size);
+void glow__free(void *ptr);
+/* A per-thread mark set by every failed allocation: cleared before a call
+ * into a library that reports failures without saying why (cJSON), read
+ * after it. */
+void glow__oom_clear(void);
+int glow__oom_seen(void);
+/* Live models, counted so that the allocator changes only while none
+ * exists (their memory came from the allocator in place). */
+void glow__models_add(int delta);
+
 /* ---- Compiler help ------------------------------------------------------- */
 
 /* Inlined even where the compiler would not: bodies specialised on a

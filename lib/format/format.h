@@ -16,6 +16,22 @@
  * length N, N bytes of JSON header, then the data section.  The JSON is
  * parsed by cJSON; its tree stays opaque to the rest of the library. */
 #define GLOW__ST_MAX_HEADER (UINT64_C(100) * 1024 * 1024) /* as safetensors */
+/* A model file's header names each tensor once, in at most
+ * GLOW__ST_MAX_ENTRY bytes of JSON (a name of under 64 bytes, dtype, up to
+ * four dimensions and two offsets, with room for another writer's
+ * whitespace), and every tensor holds at least one F32, 4 bytes of data;
+ * the metadata takes at most GLOW__ST_MAX_META bytes.  So the header of a
+ * file with d bytes of data needs at most MAX_META + MAX_ENTRY * d / 4
+ * bytes: a longer one is refused before it is parsed, and parsing costs
+ * memory in proportion to the data, never more. */
+#define GLOW__ST_MAX_ENTRY UINT64_C(256)
+#define GLOW__ST_MAX_META (UINT64_C(64) * 1024)
+static inline uint64_t glow__st_header_bound(uint64_t data_len) {
+  const uint64_t tensors = data_len / 4;
+  if (tensors > (GLOW__ST_MAX_HEADER - GLOW__ST_MAX_META) / GLOW__ST_MAX_ENTRY)
+    return GLOW__ST_MAX_HEADER;
+  return GLOW__ST_MAX_META + GLOW__ST_MAX_ENTRY * tensors;
+}
 #define GLOW__ST_MAX_DIMS 8
 
 /* One tensor of a header.  In a parsed header `name` and `dtype` point into

@@ -169,8 +169,8 @@ static int read_data(const source *src, uint64_t data_off,
   for (int32_t f = 0; f < m->reg.n_fixed; f++)
     if (m->reg.fixed[f].count > widest)
       widest = m->reg.fixed[f].count;
-  float *vals = malloc(sizeof *vals * (size_t)widest);
-  uint8_t *used = malloc((size_t)widest);
+  float *vals = glow__malloc(sizeof *vals * (size_t)widest);
+  uint8_t *used = glow__malloc((size_t)widest);
   int rc = vals && used ? GLOW_OK
                         : glow__fail(GLOW_ERR_NOMEM, "model file: out of "
                                                      "memory");
@@ -188,8 +188,8 @@ static int read_data(const source *src, uint64_t data_off,
     if (!rc && !t->param)
       rc = store_fixed(m, t, vals, used);
   }
-  free(vals);
-  free(used);
+  glow__free(vals);
+  glow__free(used);
   return rc;
 }
 
@@ -214,7 +214,14 @@ static int load(const source *src, glow_model **out) {
                       "model file: header length %" PRIu64
                       " runs past the end of the %" PRIu64 "-byte input",
                       n, src->size);
-  char *text = malloc((size_t)n + 1);
+  const uint64_t need = glow__st_header_bound(src->size - 8 - n);
+  if (n > need) /* refused before a byte of it is parsed */
+    return glow__fail(GLOW_ERR_FORMAT,
+                      "model file: header length %" PRIu64 " is more than "
+                      "the %" PRIu64 " bytes that a model with %" PRIu64
+                      " bytes of data can need",
+                      n, need, src->size - 8 - n);
+  char *text = glow__malloc((size_t)n + 1);
   if (!text)
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
   rc = src_read(src, 8, text, (size_t)n);
@@ -223,7 +230,7 @@ static int load(const source *src, glow_model **out) {
   glow__st_header h;
   if (!rc)
     rc = glow__st_parse(text, n, data_len, &h);
-  free(text);
+  glow__free(text);
   if (rc)
     return rc;
 
@@ -241,14 +248,19 @@ static int load(const source *src, glow_model **out) {
     rc = glow__model_new(&cfg, 2 * (int64_t)(data_len / 4) + 65536, &m);
   if (!rc)
     rc = glow__file_tensors(m, &t, &nt);
-  if (!rc && !(which = calloc((size_t)h.n_entries + 1, sizeof *which)))
+  if (!rc && !(which = glow__calloc((size_t)h.n_entries + 1, sizeof *which)))
     rc = glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
   if (!rc)
     rc = match(&h, t, nt, which);
   if (!rc)
     rc = read_data(src, data_off, &h, which, m);
-  free(which);
-  free(t);
+  const int32_t bad = rc ? -1 : glow__nonfinite_tensor(m, m->params);
+  if (bad >= 0) /* no model computes anything meaningful from these */
+    rc = glow__fail(GLOW_ERR_FORMAT,
+                    "model file: tensor '%s' holds a non-finite value",
+                    m->reg.tensors[bad].name);
+  glow__free(which);
+  glow__free(t);
   glow__st_free(&h);
   if (rc) {
     glow__model_free(m);

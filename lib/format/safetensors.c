@@ -12,6 +12,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,19 @@ void glow__st_put_f32(const float *src, uint8_t *dst, size_t n) {
 
 /* ---- Parsing ------------------------------------------------------------- */
 
+/* cJSON's allocation hooks are process-wide and carry no context, so they
+ * point at these trampolines, which take the library's allocator as it is
+ * at each call. */
+static void *cjson_malloc(size_t size) { return glow__malloc(size); }
+static void cjson_free(void *ptr) { glow__free(ptr); }
+
+static void install_hooks(void) {
+  cJSON_Hooks hooks = {cjson_malloc, cjson_free};
+  cJSON_InitHooks(&hooks);
+}
+
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+
 /* A non-negative integer that the double holds exactly. */
 static int get_index(const cJSON *v, uint64_t *out) {
   if (!cJSON_IsNumber(v))
@@ -117,7 +131,7 @@ static int check_metadata(const cJSON *md) {
   }
   if (n < 2)
     return GLOW_OK;
-  const char **keys = malloc(sizeof *keys * (size_t)n);
+  const char **keys = glow__malloc(sizeof *keys * (size_t)n);
   if (!keys)
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
   int32_t i = 0;
@@ -130,7 +144,7 @@ static int check_metadata(const cJSON *md) {
       rc = glow__fail(GLOW_ERR_FORMAT,
                       "model file: metadata key '%.64s' appears twice",
                       keys[i]);
-  free(keys);
+  glow__free(keys);
   return rc;
 }
 
@@ -278,8 +292,13 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
   if (memchr(text, '\0', (size_t)len))
     return glow__fail(GLOW_ERR_FORMAT, "model file: header contains a NUL "
                                        "byte");
+  pthread_once(&hooks_once, install_hooks);
   const char *end = NULL;
+  glow__oom_clear(); /* cJSON's NULL does not say why */
   cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
+  if (!root && glow__oom_seen())
+    return glow__fail(GLOW_ERR_NOMEM,
+                      "model file: out of memory for the header's JSON tree");
   if (!root)
     return glow__fail(GLOW_ERR_FORMAT,
                       "model file: header is not valid JSON (error near "
@@ -316,7 +335,7 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
   }
   if (out->metadata && (rc = check_metadata(out->metadata)))
     goto fail;
-  out->entries = calloc(n ? (size_t)n : 1, sizeof *out->entries);
+  out->entries = glow__calloc(n ? (size_t)n : 1, sizeof *out->entries);
   if (!out->entries) {
     rc = glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
     goto fail;
@@ -339,7 +358,7 @@ void glow__st_free(glow__st_header *h) {
   if (!h)
     return;
   cJSON_Delete(h->root);
-  free(h->entries);
+  glow__free(h->entries);
   memset(h, 0, sizeof *h);
 }
 
@@ -366,7 +385,7 @@ static void sb_reserve(sbuf *b, size_t more) {
   size_t cap = b->cap ? b->cap : 4096;
   while (cap - b->len <= more)
     cap *= 2;
-  char *p = realloc(b->p, cap);
+  char *p = glow__realloc(b->p, cap);
   if (!p) {
     b->oom = 1;
     return;
@@ -453,7 +472,7 @@ int glow__st_build(const glow__st_entry *e, int32_t n,
   while (!b.oom && b.len % 8)
     sb_put(&b, " ", 1);
   if (b.oom) {
-    free(b.p);
+    glow__free(b.p);
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory for the "
                                       "header");
   }

@@ -1,13 +1,14 @@
 /*
  * save.c -- writing a model file (docs/format.md) to a caller's buffer or,
- * atomically, to a path: a temporary file next to it, flushed, then
- * renamed over it.
+ * atomically, to a path: a temporary file of a short name in the same
+ * directory, flushed, then renamed over it.  Only a regular file (or
+ * nothing) is replaced, and only a model with finite parameters saved.
  *
  * The file: the safetensors header with the tensors' names, shapes and
  * offsets and the metadata (metadata.c), then every tensor's data in the
  * order of glow__file_tensors.
  */
-#define _POSIX_C_SOURCE 200809L /* fsync, strndup */
+#define _POSIX_C_SOURCE 200809L /* fsync, openat, renameat */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,8 +35,8 @@ typedef struct {
 } plan;
 
 static void plan_free(plan *p) {
-  free(p->t);
-  free(p->header);
+  glow__free(p->t);
+  glow__free(p->header);
 }
 
 static int plan_file(const glow_model *m, plan *p) {
@@ -43,7 +44,7 @@ static int plan_file(const glow_model *m, plan *p) {
   int rc = glow__file_tensors(m, &p->t, &p->n);
   if (rc)
     return rc;
-  glow__st_entry *e = calloc((size_t)p->n, sizeof *e);
+  glow__st_entry *e = glow__calloc((size_t)p->n, sizeof *e);
   if (!e) {
     plan_free(p);
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
@@ -65,7 +66,7 @@ static int plan_file(const glow_model *m, plan *p) {
   if (!rc)
     rc = glow__st_build(e, p->n, kv, GLOW__N_META, &p->header,
                         &p->header_len);
-  free(e);
+  glow__free(e);
   if (rc) {
     plan_free(p);
     return rc;
@@ -133,10 +134,26 @@ static int emit(const glow_model *m, const plan *p, sink *s) {
   return rc;
 }
 
+/* The one check that every save makes: a model file holds finite
+ * parameters only, so that every file libglow writes is one it loads. */
+static int check_params(const glow_model *m, const char *fn) {
+  const int32_t bad = glow__nonfinite_tensor(m, m->params);
+  if (bad < 0)
+    return GLOW_OK;
+  return glow__fail(GLOW_ERR_NUMERIC,
+                    "%s: parameter tensor '%s' holds a non-finite value; not "
+                    "saving a model that could not be loaded",
+                    fn, m->reg.tensors[bad].name);
+}
+
 int glow__save_buffer(const glow_model *m, void *buf, size_t cap,
                       size_t *size) {
+  /* A write, not a size query: the model must be one a load accepts. */
+  int rc = buf ? check_params(m, "glow_model_save_buffer") : GLOW_OK;
+  if (rc)
+    return rc;
   plan p;
-  int rc = plan_file(m, &p);
+  rc = plan_file(m, &p);
   if (rc)
     return rc;
   if (p.total > SIZE_MAX) {
@@ -163,101 +180,144 @@ int glow__save_buffer(const glow_model *m, void *buf, size_t cap,
   return rc;
 }
 
-/* Flush the directory entry of a renamed file.  Best effort: some file
- * systems cannot sync a directory, and the data itself is already safe. */
-static void sync_parent(const char *path) {
-  const char *slash = strrchr(path, '/');
-  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
-                    : strdup(".");
-  if (!dir)
-    return;
-  int fd = open(dir, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
-  free(dir);
-}
-
-int glow__save_file(const glow_model *m, const char *path) {
+/* What a save may replace: nothing, or a regular file that is writable.
+ * The path itself is examined, not what a symbolic link names: a link is
+ * refused, so that neither the link nor its target changes behind the
+ * caller's back (a link to /dev/null must never become a regular file).
+ * *mode gets the rwx bits of the file to replace, or -1. */
+static int check_target(const char *path, int *mode) {
   char why[128];
   struct stat st;
-  int mode = -1; /* rwx bits of the file being replaced */
-  if (!*path)
-    return glow__fail(GLOW_ERR_IO, "glow_model_save: the path is empty");
-  if (stat(path, &st) == 0) {
-    /* Only the permission bits: setuid, setgid and sticky are not
-     * carried over to a file the library writes. */
-    mode = (int)(st.st_mode & 0777);
-    if (S_ISDIR(st.st_mode))
-      return glow__fail(GLOW_ERR_IO, "glow_model_save: '%.200s' is a "
-                                     "directory", path);
-    if (!(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) ||
-        access(path, W_OK) != 0)
-      return glow__fail(GLOW_ERR_IO,
-                        "glow_model_save: '%.200s' is read-only; not "
-                        "replacing it", path);
-  } else if (errno != ENOENT) {
+  *mode = -1;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT)
+      return GLOW_OK;
     return glow__fail(GLOW_ERR_IO, "glow_model_save: cannot access "
                                    "'%.200s': %s",
                       path, glow__os_error(errno, why, sizeof why));
   }
-  plan p;
-  int rc = plan_file(m, &p);
-  if (rc)
-    return rc;
+  if (S_ISDIR(st.st_mode))
+    return glow__fail(GLOW_ERR_IO, "glow_model_save: '%.200s' is a "
+                                   "directory", path);
+  if (S_ISLNK(st.st_mode))
+    return glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: '%.200s' is a symbolic link; not "
+                      "replacing it (save to the path it names)", path);
+  if (!S_ISREG(st.st_mode))
+    return glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: '%.200s' is not a regular file; not "
+                      "replacing it", path);
+  if (!(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) ||
+      access(path, W_OK) != 0)
+    return glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: '%.200s' is read-only; not "
+                      "replacing it", path);
+  /* Only the permission bits: setuid, setgid and sticky are not carried
+   * over to a file the library writes. */
+  *mode = (int)(st.st_mode & 0777);
+  return GLOW_OK;
+}
 
-  /* A unique name next to the target, so that the rename stays within one
-   * file system and is atomic. */
-  static atomic_uint counter;
-  size_t tlen = strlen(path) + 64;
-  char *tmp = malloc(tlen);
-  if (!tmp) {
-    plan_free(&p);
+/* The directory that holds `path`, opened, so that the temporary file is
+ * named relative to it: its name then stays short whatever the length of
+ * the path, and the rename stays within one file system. */
+static int open_parent(const char *path, int *dfd) {
+  char why[128];
+  const char *slash = strrchr(path, '/');
+  const size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+  char *dir = glow__malloc(len + 1);
+  if (!dir)
     return glow__fail(GLOW_ERR_NOMEM, "glow_model_save: out of memory");
-  }
-  int fd = -1;
-  for (int tries = 0; tries < 100 && fd < 0; tries++) {
-    snprintf(tmp, tlen, "%s.tmp-%ld-%u", path, (long)getpid(),
+  memcpy(dir, slash ? path : ".", len);
+  dir[len] = '\0';
+  *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int rc = GLOW_OK;
+  if (*dfd < 0)
+    rc = glow__fail(GLOW_ERR_IO,
+                    "glow_model_save: cannot open the directory of "
+                    "'%.200s': %s",
+                    path, glow__os_error(errno, why, sizeof why));
+  glow__free(dir);
+  return rc;
+}
+
+/* A new temporary file in the directory dfd, named into tmp (n bytes):
+ * ".glow.tmp-<pid>-<counter>", at most 40 bytes, unique among this
+ * process's saves and created exclusively against everyone else's. */
+static int create_temp(int dfd, const char *path, char *tmp, size_t n,
+                       int *fd) {
+  static atomic_uint counter;
+  char why[128];
+  *fd = -1;
+  for (int tries = 0; tries < 100 && *fd < 0; tries++) {
+    snprintf(tmp, n, ".glow.tmp-%ld-%u", (long)getpid(),
              atomic_fetch_add(&counter, 1u));
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST)
+    *fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (*fd < 0 && errno != EEXIST)
       break;
   }
-  if (fd < 0) {
-    rc = glow__fail(GLOW_ERR_IO,
+  if (*fd >= 0)
+    return GLOW_OK;
+  return glow__fail(GLOW_ERR_IO,
                     "glow_model_save: cannot create a temporary file next "
                     "to '%.200s': %s",
                     path, glow__os_error(errno, why, sizeof why));
-    plan_free(&p);
-    free(tmp);
-    return rc;
-  }
-  /* A replaced file keeps its permissions; a new one gets the umask's. */
+}
+
+/* The planned file into fd, with the permissions of the file it replaces
+ * (mode >= 0), flushed to disk and closed. */
+static int write_temp(const glow_model *m, const plan *p, int fd, int mode,
+                      const char *path) {
+  char why[128];
+  int rc = GLOW_OK;
   if (mode >= 0 && fchmod(fd, (mode_t)mode) != 0)
     rc = glow__fail(GLOW_ERR_IO,
-                    "glow_model_save: setting the permissions of '%.200s': "
-                    "%s",
-                    tmp, glow__os_error(errno, why, sizeof why));
-  sink s = {.fd = fd, .path = tmp};
+                    "glow_model_save: setting the permissions of the "
+                    "temporary file next to '%.200s': %s",
+                    path, glow__os_error(errno, why, sizeof why));
+  sink s = {.fd = fd, .path = path};
   if (!rc)
-    rc = emit(m, &p, &s);
-  plan_free(&p);
+    rc = emit(m, p, &s);
   if (!rc && fsync(fd) != 0)
     rc = glow__fail(GLOW_ERR_IO, "glow_model_save: flushing '%.200s': %s",
-                    tmp, glow__os_error(errno, why, sizeof why));
+                    path, glow__os_error(errno, why, sizeof why));
   if (close(fd) != 0 && !rc)
     rc = glow__fail(GLOW_ERR_IO, "glow_model_save: closing '%.200s': %s",
-                    tmp, glow__os_error(errno, why, sizeof why));
-  if (!rc && rename(tmp, path) != 0)
-    rc = glow__fail(GLOW_ERR_IO,
-                    "glow_model_save: renaming the temporary file to "
-                    "'%.200s': %s",
                     path, glow__os_error(errno, why, sizeof why));
+  return rc;
+}
+
+int glow__save_file(const glow_model *m, const char *path) {
+  char why[128], tmp[48];
+  int mode, dfd = -1, fd = -1;
+  if (!*path)
+    return glow__fail(GLOW_ERR_IO, "glow_model_save: the path is empty");
+  int rc = check_params(m, "glow_model_save");
+  if (!rc)
+    rc = check_target(path, &mode);
   if (rc)
-    unlink(tmp);
-  else
-    sync_parent(path);
-  free(tmp);
+    return rc;
+  plan p;
+  rc = plan_file(m, &p);
+  if (rc)
+    return rc;
+  rc = open_parent(path, &dfd);
+  if (!rc)
+    rc = create_temp(dfd, path, tmp, sizeof tmp, &fd);
+  if (!rc) {
+    rc = write_temp(m, &p, fd, mode, path);
+    if (!rc && renameat(dfd, tmp, AT_FDCWD, path) != 0)
+      rc = glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: renaming the temporary file to "
+                      "'%.200s': %s",
+                      path, glow__os_error(errno, why, sizeof why));
+    if (rc)
+      unlinkat(dfd, tmp, 0);
+    else /* the new directory entry; best effort, the data is safe */
+      (void)fsync(dfd);
+  }
+  if (dfd >= 0)
+    close(dfd);
+  plan_free(&p);
   return rc;
 }

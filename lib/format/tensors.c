@@ -14,7 +14,7 @@ int glow__file_tensors(const glow_model *m, glow__ftensor **out,
   const int64_t total = (int64_t)r->n_tensors + r->n_fixed;
   if (total > INT32_MAX)
     return glow__fail(GLOW_ERR_FORMAT, "model file: too many tensors");
-  glow__ftensor *t = calloc((size_t)(total > 0 ? total : 1), sizeof *t);
+  glow__ftensor *t = glow__calloc((size_t)(total > 0 ? total : 1), sizeof *t);
   if (!t)
     return glow__fail(GLOW_ERR_NOMEM, "model file: out of memory");
   for (int32_t i = 0; i < r->n_tensors; i++) {

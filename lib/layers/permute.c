@@ -4,8 +4,14 @@
  *
  * Weights act on a pixel's channel row vector: y = x W, W[in][out], the
  * layout of a 1x1 HWIO convolution kernel.  Determinants and inverses are
- * computed in double with LAPACKE from the current parameters on every call,
+ * computed in double with LAPACK from the current parameters on every call,
  * so a host that writes the parameters never sees a stale inverse.
+ *
+ * LAPACK is called through LAPACKE's column-major *_work functions only,
+ * with scratch from the workspace or the library's allocator: the others
+ * allocate with malloc behind glow_set_allocator's back, and print when
+ * that fails.  Matrices are transposed in place around each call, the same
+ * copies LAPACKE's row-major interface makes, so results are unchanged.
  *
  * Hand-off: the input x (the weight's gradient is x^T dL/dy).
  */
@@ -62,17 +68,50 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
   nd->mat = ly->in.c;
 }
 
+/* a (c x c) transposed in place: row-major to column-major and back. */
+static void transpose(double *a, int32_t c) {
+  for (int64_t i = 0; i < c; i++)
+    for (int64_t j = i + 1; j < c; j++) {
+      double t = a[i * c + j];
+      a[i * c + j] = a[j * c + i];
+      a[j * c + i] = t;
+    }
+}
+
+/* The QR factorisation's and Q's scratch, as LAPACK asks for it (the
+ * optimal size, which LAPACKE's allocating interface also uses). */
+static int qr_work(int32_t c, double *q, double *tau, double **work,
+                   lapack_int *lwork) {
+  double a = 0.0, b = 0.0;
+  if (LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, c, c, q, c, tau, &a, -1) ||
+      LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, c, c, c, q, c, tau, &b, -1))
+    return GLOW_ERR_NUMERIC;
+  *lwork = (lapack_int)(a > b ? a : b);
+  if (*lwork < c)
+    *lwork = c;
+  *work = glow__malloc(sizeof **work * (size_t)*lwork);
+  return *work ? GLOW_OK : GLOW_ERR_NOMEM;
+}
+
 /* Fill q (c x c, row-major) with a random rotation: the Q factor of a
  * Gaussian matrix, as openai/glow initialises its 1x1 weights. */
 static int random_rotation(int32_t c, uint64_t seed, uint64_t stream,
                            double *q, double *tau) {
   for (int64_t i = 0; i < (int64_t)c * c; i++)
     q[i] = glow__normal(seed, stream, (uint64_t)i);
-  if (LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, c, c, q, c, tau) != 0)
-    return GLOW_ERR_NUMERIC;
-  if (LAPACKE_dorgqr(LAPACK_ROW_MAJOR, c, c, c, q, c, tau) != 0)
-    return GLOW_ERR_NUMERIC;
-  return GLOW_OK;
+  double *work = NULL;
+  lapack_int lwork = 0;
+  int rc = qr_work(c, q, tau, &work, &lwork);
+  if (rc)
+    return rc;
+  transpose(q, c);
+  if (LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, c, c, q, c, tau, work, lwork) ||
+      LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, c, c, c, q, c, tau, work,
+                          lwork))
+    rc = GLOW_ERR_NUMERIC;
+  transpose(q, c);
+  glow__free(work);
+  return rc;
 }
 
 /* LU parametrisation of the rotation q: q = P L U with P from partial
@@ -80,7 +119,11 @@ static int random_rotation(int32_t c, uint64_t seed, uint64_t stream,
 static int lu_from_rotation(permute *p, float *P, double *q,
                             lapack_int *ipiv) {
   const int32_t c = p->c;
-  if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, q, c, ipiv) != 0)
+  transpose(q, c);
+  const lapack_int info =
+      LAPACKE_dgetrf_work(LAPACK_COL_MAJOR, c, c, q, c, ipiv);
+  transpose(q, c);
+  if (info != 0)
     return GLOW_ERR_NUMERIC;
   for (int32_t i = 0; i < c; i++)
     p->perm[i] = i;
@@ -125,8 +168,8 @@ static int init(const glow__layer *ly, float *P, uint64_t seed,
     }
     return GLOW_OK;
   }
-  double *q = malloc(sizeof *q * ((size_t)c * c + c));
-  lapack_int *ipiv = malloc(sizeof *ipiv * (size_t)c);
+  double *q = glow__malloc(sizeof *q * ((size_t)c * c + c));
+  lapack_int *ipiv = glow__malloc(sizeof *ipiv * (size_t)c);
   int rc = q && ipiv ? GLOW_OK : GLOW_ERR_NOMEM;
   if (!rc)
     rc = random_rotation(c, seed, stream, q, q + (size_t)c * c);
@@ -135,8 +178,8 @@ static int init(const glow__layer *ly, float *P, uint64_t seed,
       P[p->weight + i] = (float)q[i];
   else if (!rc)
     rc = lu_from_rotation(p, P, q, ipiv);
-  free(q);
-  free(ipiv);
+  glow__free(q);
+  glow__free(ipiv);
   if (rc == GLOW_ERR_NOMEM)
     return glow__fail(rc, "initialising the 1x1 weight of level %d step %d: "
                           "out of memory", ly->level, ly->step);
@@ -176,16 +219,17 @@ static void weight64(const permute *p, const float *P, double *w) {
 }
 
 /* W in double in s->mat64 (c x c), factored in place by LU with partial
- * pivoting (the pivots follow it in s->mat64), and log|det W| into
- * *logabsdet when that is not NULL.  NUMERIC if W is singular or log|det W|
- * is not finite. */
+ * pivoting, column-major (the pivots follow it in s->mat64), and
+ * log|det W| into *logabsdet when that is not NULL.  NUMERIC if W is
+ * singular or log|det W| is not finite. */
 static int factor64(const permute *p, const float *P, glow__scratch *s,
                     double *logabsdet) {
   const int32_t c = p->c;
   double *a = s->mat64;
   lapack_int *ipiv = (lapack_int *)(s->mat64 + (size_t)c * c);
   weight64(p, P, a);
-  if (LAPACKE_dgetrf(LAPACK_ROW_MAJOR, c, c, a, c, ipiv) != 0)
+  transpose(a, c);
+  if (LAPACKE_dgetrf_work(LAPACK_COL_MAJOR, c, c, a, c, ipiv) != 0)
     return GLOW_ERR_NUMERIC;
   if (logabsdet) {
     double sum = 0.0;
@@ -198,18 +242,25 @@ static int factor64(const permute *p, const float *P, glow__scratch *s,
   return GLOW_OK;
 }
 
-/* W^{-1} in double in s->mat64 (c x c), from factor64's factorisation.
- * The one inversion of a 1x1 weight: the inverse pass (rebuilding a step's
- * input) and the plain weight's gradient (W^{-T}) both use it.  NUMERIC if
- * W is singular. */
+/* W^{-1} in double in s->mat64 (c x c, row-major), from factor64's
+ * factorisation.  The one inversion of a 1x1 weight: the inverse pass
+ * (rebuilding a step's input) and the plain weight's gradient (W^{-T})
+ * both use it.  NUMERIC if W is singular.
+ * dgetri's scratch is the last c*c doubles of s->mat64 (2c^2 + c of
+ * them): LAPACK's optimal size is c times a block size, and where the
+ * block is c or more it takes the unblocked path, which needs only c; so
+ * this is the optimal path, as LAPACKE's allocating interface takes. */
 static int inverse64(const permute *p, const float *P, glow__scratch *s) {
   const int32_t c = p->c;
   int rc = factor64(p, P, s, NULL);
   if (rc)
     return rc;
   lapack_int *ipiv = (lapack_int *)(s->mat64 + (size_t)c * c);
-  if (LAPACKE_dgetri(LAPACK_ROW_MAJOR, c, s->mat64, c, ipiv) != 0)
+  double *work = s->mat64 + (size_t)c * c + c;
+  if (LAPACKE_dgetri_work(LAPACK_COL_MAJOR, c, s->mat64, c, ipiv, work,
+                          (lapack_int)c * c) != 0)
     return GLOW_ERR_NUMERIC;
+  transpose(s->mat64, c);
   return GLOW_OK;
 }
 

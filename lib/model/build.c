@@ -63,7 +63,7 @@ static void plan(const glow_config *cfg, glow__layer *layers) {
  * other layer alone.  Recompute-mode training keeps each segment's input
  * and rebuilds the segment from it. */
 static int plan_segments(glow_model *m) {
-  m->seg_first = calloc((size_t)m->n_layers + 1, sizeof *m->seg_first);
+  m->seg_first = glow__calloc((size_t)m->n_layers + 1, sizeof *m->seg_first);
   if (!m->seg_first)
     return GLOW_ERR_NOMEM;
   int32_t s = 0;
@@ -114,7 +114,7 @@ static int alloc_states(glow_model *m) {
   size_t total = 0;
   for (int32_t i = 0; i < m->n_layers; i++)
     total += (m->layers[i].ops->size + align - 1) / align * align;
-  m->layer_state = calloc(1, total > 0 ? total : 1);
+  m->layer_state = glow__calloc(1, total > 0 ? total : 1);
   if (!m->layer_state)
     return GLOW_ERR_NOMEM;
   char *at = m->layer_state;
@@ -129,7 +129,7 @@ static int alloc_states(glow_model *m) {
 static int alloc_model(glow_model *m, int64_t max_params) {
   glow__registry *r = &m->reg;
   m->n_layers = layer_count(&m->cfg);
-  m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
+  m->layers = glow__calloc((size_t)m->n_layers, sizeof *m->layers);
   if (!m->layers)
     return GLOW_ERR_NOMEM;
   plan(&m->cfg, m->layers);
@@ -140,15 +140,15 @@ static int alloc_model(glow_model *m, int64_t max_params) {
   if (r->n_params > max_params)
     return GLOW_ERR_FORMAT;
   const size_t nv = (size_t)(r->n_fixed_values > 0 ? r->n_fixed_values : 1);
-  r->tensors = calloc((size_t)(r->n_tensors > 0 ? r->n_tensors : 1),
+  r->tensors = glow__calloc((size_t)(r->n_tensors > 0 ? r->n_tensors : 1),
                       sizeof *r->tensors);
-  r->fixed = calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1),
+  r->fixed = glow__calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1),
                     sizeof *r->fixed);
-  r->int_pool = calloc(nv, sizeof *r->int_pool);
-  r->float_pool = calloc(nv, sizeof *r->float_pool);
-  m->params = calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
+  r->int_pool = glow__calloc(nv, sizeof *r->int_pool);
+  r->float_pool = glow__calloc(nv, sizeof *r->float_pool);
+  m->params = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
                      sizeof *m->params);
-  m->grads = calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
+  m->grads = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
                     sizeof *m->grads);
   if (!r->tensors || !r->fixed || !r->int_pool || !r->float_pool ||
       !m->params || !m->grads || alloc_states(m))
@@ -167,9 +167,10 @@ static int alloc_model(glow_model *m, int64_t max_params) {
 int glow__model_new(const glow_config *cfg, int64_t max_params,
                     glow_model **out) {
   *out = NULL;
-  glow_model *m = calloc(1, sizeof *m);
+  glow_model *m = glow__calloc(1, sizeof *m);
   if (!m)
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
+  glow__models_add(1); /* until glow__model_free */
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
   m->opts.keep_workspace = 1; /* the other options' defaults are 0 */
@@ -211,16 +212,28 @@ void glow__model_free(glow_model *m) {
   if (!m)
     return;
   glow__train_ws_release(m);
-  free(m->layers);
-  free(m->seg_first);
-  free(m->layer_state);
-  free(m->reg.tensors);
-  free(m->reg.fixed);
-  free(m->reg.int_pool);
-  free(m->reg.float_pool);
-  free(m->params);
-  free(m->grads);
-  free(m);
+  glow__free(m->layers);
+  glow__free(m->seg_first);
+  glow__free(m->layer_state);
+  glow__free(m->reg.tensors);
+  glow__free(m->reg.fixed);
+  glow__free(m->reg.int_pool);
+  glow__free(m->reg.float_pool);
+  glow__free(m->params);
+  glow__free(m->grads);
+  glow__free(m);
+  glow__models_add(-1);
+}
+
+int32_t glow__nonfinite_tensor(const glow_model *m, const float *params) {
+  const glow__registry *r = &m->reg;
+  if (glow__all_finite(params, r->n_params)) /* the common case, at once */
+    return -1;
+  for (int32_t i = 0; i < r->n_tensors; i++)
+    if (!glow__all_finite(params + r->tensors[i].offset,
+                          glow__tensor_count(&r->tensors[i])))
+      return i;
+  return -1;
 }
 
 const glow__layer *glow__model_prior(const glow_model *m, int32_t level) {

@@ -31,7 +31,8 @@ void glow__config_defaults(glow_config *cfg) {
 #define GLOW__MAX_DEPTH 4096
 #define GLOW__MAX_HIDDEN 65536
 #define GLOW__MAX_CLASSES 1000000
-#define GLOW__MAX_DIM (INT64_C(1) << 31)
+/* One image must fit a batch: n * D <= INT32_MAX with n = 1. */
+#define GLOW__MAX_DIM INT64_C(2147483647)
 
 int glow__config_check(const glow_config *c) {
   if (c->height <= 0 || c->width <= 0 || c->channels <= 0 ||
@@ -52,7 +53,8 @@ int glow__config_check(const glow_config *c) {
                       "2^levels = %lld",
                       c->height, c->width, (long long)div);
   if ((int64_t)c->height * c->width * c->channels > GLOW__MAX_DIM)
-    return glow__fail(GLOW_ERR_SHAPE, "image %dx%dx%d is too large",
+    return glow__fail(GLOW_ERR_SHAPE,
+                      "image %dx%dx%d is too large (at most 2^31 - 1 values)",
                       c->height, c->width, c->channels);
   if (c->depth < 1 || c->depth > GLOW__MAX_DEPTH)
     return glow__fail(GLOW_ERR_CONFIG, "depth = %d: must be in 1..%d",

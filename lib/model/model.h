@@ -64,6 +64,9 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
 /* Initial weights from cfg.seed: each layer's own, by layer. */
 int glow__model_init(glow_model *m);
 void glow__model_free(glow_model *m);
+/* The first parameter tensor of m whose values in `params` (a buffer of
+ * m's layout) are not all finite, or -1 if all are. */
+int32_t glow__nonfinite_tensor(const glow_model *m, const float *params);
 /* The prior layer whose latent block is level l's, or NULL. */
 const glow__layer *glow__model_prior(const glow_model *m, int32_t level);
 /* The top prior, the flow's last layer. */

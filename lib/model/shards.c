@@ -53,7 +53,7 @@ int32_t glow__threads(const glow_model *m) {
 
 glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count) {
   const int32_t k = threads < n ? threads : n;
-  glow__shard *sh = malloc(sizeof *sh * (size_t)k);
+  glow__shard *sh = glow__malloc(sizeof *sh * (size_t)k);
   if (!sh) {
     glow__fail(GLOW_ERR_NOMEM, "out of memory for %d shards", k);
     return NULL;
@@ -103,11 +103,11 @@ void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
     work(&one);
     return;
   }
-  worker *w = malloc(sizeof *w * (size_t)shards);
-  pthread_t *tid = malloc(sizeof *tid * (size_t)shards);
+  worker *w = glow__malloc(sizeof *w * (size_t)shards);
+  pthread_t *tid = glow__malloc(sizeof *tid * (size_t)shards);
   if (!w || !tid) { /* no room to start threads: the caller runs them all */
-    free(w);
-    free(tid);
+    glow__free(w);
+    glow__free(tid);
     work(&one);
     return;
   }
@@ -124,8 +124,8 @@ void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
     fn(ctx, s);
   for (int32_t t = 1; t < started; t++)
     pthread_join(tid[t], NULL);
-  free(w);
-  free(tid);
+  glow__free(w);
+  glow__free(tid);
 }
 
 int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
@@ -136,7 +136,7 @@ int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
     return GLOW_ERR_NOMEM;
   glow__parallel(shards, fn, ctx);
   int rc = glow__shards_status(*sh, shards);
-  free(*sh);
+  glow__free(*sh);
   *sh = NULL;
   return rc;
 }

@@ -16,7 +16,7 @@ static void *ws_buf(glow__ws *ws, int64_t count, size_t elem) {
   if (count < 1)
     count = 1;
   ws->bytes += count * (int64_t)elem;
-  return malloc((size_t)count * elem);
+  return glow__malloc((size_t)count * elem);
 }
 
 int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
@@ -170,7 +170,7 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   ws->ptrs = ws_buf(ws, 4 * nl, sizeof *ws->ptrs);
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
-  ws->param_grad = malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
+  ws->param_grad = glow__malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
   int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
            s->wflip && s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
            ws->param_grad;
@@ -197,36 +197,36 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
 
 void glow__ws_free(glow__ws *ws) {
   glow__scratch *s = &ws->s;
-  free(ws->tensor[0]);
-  free(ws->tensor[1]);
-  free(ws->ld);
-  free(s->act);
-  free(s->conv.patches);
-  free(s->conv.weight);
-  free(s->conv.pack);
-  free(s->chan_f);
-  free(s->chan_d);
-  free(s->mat64);
-  free(s->mat32);
-  free(ws->eps);
-  free(ws->grad[0]);
-  free(ws->grad[1]);
-  free(s->grad_act);
-  free(s->wflip);
-  free(s->mat_grad);
-  free(ws->head);
-  free(ws->param_grad);
-  free(ws->handoffs);
-  free(ws->ptrs);
-  free(ws->keep_buf);
-  free(ws->replay_buf);
+  glow__free(ws->tensor[0]);
+  glow__free(ws->tensor[1]);
+  glow__free(ws->ld);
+  glow__free(s->act);
+  glow__free(s->conv.patches);
+  glow__free(s->conv.weight);
+  glow__free(s->conv.pack);
+  glow__free(s->chan_f);
+  glow__free(s->chan_d);
+  glow__free(s->mat64);
+  glow__free(s->mat32);
+  glow__free(ws->eps);
+  glow__free(ws->grad[0]);
+  glow__free(ws->grad[1]);
+  glow__free(s->grad_act);
+  glow__free(s->wflip);
+  glow__free(s->mat_grad);
+  glow__free(ws->head);
+  glow__free(ws->param_grad);
+  glow__free(ws->handoffs);
+  glow__free(ws->ptrs);
+  glow__free(ws->keep_buf);
+  glow__free(ws->replay_buf);
   memset(ws, 0, sizeof *ws);
 }
 
 void glow__train_ws_release(glow_model *m) {
   for (int32_t s = 0; s < m->n_train_ws; s++)
     glow__ws_free(&m->train_ws[s]);
-  free(m->train_ws);
+  glow__free(m->train_ws);
   m->train_ws = NULL;
   m->n_train_ws = 0;
 }

@@ -14,6 +14,7 @@ from ._checks import f32, i32, int32, int64, u8
 from ._config import Config
 from ._errors import check
 from ._library import lib
+from ._lock import RWLock
 
 _TENSOR_MAX_DIMS = 4  # GLOW_TENSOR_MAX_DIMS
 
@@ -66,13 +67,16 @@ class _Handle:
 
     The :class:`Model` holds one reference, every parameter or gradient view
     holds another, so that a view never outlives the memory it shows.
+    ``lock`` guards the C model: shared for the calls that may run
+    concurrently, exclusive for those that change the model.
     """
 
-    __slots__ = ("ptr", "__weakref__")
+    __slots__ = ("ptr", "lock", "__weakref__")
     _free = lib.glow_model_free  # kept on the class: safe at interpreter exit
 
     def __init__(self, ptr: int) -> None:
         self.ptr = ptr
+        self.lock = RWLock()
 
     def __del__(self) -> None:
         ptr, self.ptr = self.ptr, None
@@ -102,9 +106,12 @@ class Model:
     object unusable but frees the model only once the last view is gone.
 
     Threads: ctypes releases the GIL during each library call.  Inference
-    methods may run concurrently on one model from several threads;
-    :meth:`data_init`, :meth:`backward`, :meth:`zero_grad`,
-    :meth:`set_option` and writes to the views need exclusive access.
+    methods (and :meth:`save`, :meth:`to_bytes`, :meth:`get_option`) may
+    run concurrently on one model from several threads; :meth:`data_init`,
+    :meth:`backward`, :meth:`zero_grad` and :meth:`set_option` need
+    exclusive access, which a per-model lock enforces: they wait for the
+    calls in progress and run alone.  Writes to the views bypass the lock:
+    write parameters only while no other thread uses the model.
     """
 
     def __init__(self, config: Config | None = None, **fields: Any) -> None:
@@ -187,16 +194,20 @@ class Model:
         """Write the model to the file ``path``, atomically
         (``glow_model_save``)."""
         handle = self._live()
-        check(lib.glow_model_save(handle.ptr, _checks.path_bytes(path)))
+        path = _checks.path_bytes(path)
+        with handle.lock.shared():
+            check(lib.glow_model_save(handle.ptr, path))
 
     def to_bytes(self) -> bytes:
         """The bytes of the model file that :meth:`save` writes
         (``glow_model_save_buffer``)."""
         handle = self._live()
         size = ctypes.c_size_t()
-        check(lib.glow_model_save_buffer(handle.ptr, None, 0, ctypes.byref(size)))
-        buffer = ctypes.create_string_buffer(max(size.value, 1))
-        check(lib.glow_model_save_buffer(handle.ptr, buffer, size.value, ctypes.byref(size)))
+        with handle.lock.shared():
+            check(lib.glow_model_save_buffer(handle.ptr, None, 0, ctypes.byref(size)))
+            buffer = ctypes.create_string_buffer(max(size.value, 1))
+            check(lib.glow_model_save_buffer(handle.ptr, buffer, size.value,
+                                             ctypes.byref(size)))
         return ctypes.string_at(buffer, size.value)
 
     # ---- description --------------------------------------------------------
@@ -253,13 +264,17 @@ class Model:
         ``model.set_option(glow.Option.BACKWARD_MODE, glow.BackwardMode.STORE)``.
         Options are not saved in model files."""
         handle = self._live()
-        check(lib.glow_set_option(handle.ptr, int32(option, "option"), int64(value, "value")))
+        option, value = int32(option, "option"), int64(value, "value")
+        with handle.lock.exclusive():
+            check(lib.glow_set_option(handle.ptr, option, value))
 
     def get_option(self, option: int) -> int:
         """The current value of a run-time option (``glow_get_option``)."""
         handle = self._live()
         value = ctypes.c_int64()
-        check(lib.glow_get_option(handle.ptr, int32(option, "option"), ctypes.byref(value)))
+        option = int32(option, "option")
+        with handle.lock.shared():
+            check(lib.glow_get_option(handle.ptr, option, ctypes.byref(value)))
         return value.value
 
     # ---- parameters ----------------------------------------------------------
@@ -288,7 +303,9 @@ class Model:
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (``glow_zero_grad``)."""
-        check(lib.glow_zero_grad(self._live().ptr))
+        handle = self._live()
+        with handle.lock.exclusive():
+            check(lib.glow_zero_grad(handle.ptr))
 
     def _tensor_at(self, handle: _Handle, index: int) -> Tensor:
         info = _TensorInfo(size=ctypes.sizeof(_TensorInfo))
@@ -343,7 +360,8 @@ class Model:
         """Run a ``(m, x, labels, n, out[n])`` call."""
         handle, x, labels = self._image_call(x, labels)
         out = np.empty(x.shape[0], dtype=np.float32)
-        check(fn(handle.ptr, f32(x), i32(labels), x.shape[0], f32(out)))
+        with handle.lock.shared():
+            check(fn(handle.ptr, f32(x), i32(labels), x.shape[0], f32(out)))
         return out
 
     # ---- inference -----------------------------------------------------------
@@ -361,7 +379,8 @@ class Model:
         n = x.shape[0]
         eps = np.empty((n, self._dim), dtype=np.float32)
         logdet = np.empty(n, dtype=np.float32)
-        check(lib.glow_forward(handle.ptr, f32(x), i32(labels), n, f32(eps), f32(logdet)))
+        with handle.lock.shared():
+            check(lib.glow_forward(handle.ptr, f32(x), i32(labels), n, f32(eps), f32(logdet)))
         return eps, logdet
 
     def inverse(self, eps: np.ndarray, labels: ArrayLike | None = None) -> np.ndarray:
@@ -371,7 +390,8 @@ class Model:
         n = eps.shape[0]
         labels = _checks.labels_array(labels, n)
         x = np.empty((n, *self._image_shape), dtype=np.float32)
-        check(lib.glow_inverse(handle.ptr, f32(eps), i32(labels), n, f32(x)))
+        with handle.lock.shared():
+            check(lib.glow_inverse(handle.ptr, f32(eps), i32(labels), n, f32(x)))
         return x
 
     def logdet(self, x: np.ndarray, labels: ArrayLike | None = None) -> np.ndarray:
@@ -404,7 +424,8 @@ class Model:
         seed = _checks.seed(seed)
         labels = _checks.labels_array(labels, max(n, 0))
         x = np.empty((max(n, 0), *self._image_shape), dtype=np.float32)
-        check(lib.glow_sample(handle.ptr, n, temperature, seed, i32(labels), f32(x)))
+        with handle.lock.shared():
+            check(lib.glow_sample(handle.ptr, n, temperature, seed, i32(labels), f32(x)))
         return x
 
     def preprocess(self, pixels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -417,7 +438,8 @@ class Model:
         seed = _checks.seed(seed)
         n = pixels.shape[0]
         x = np.empty((n, *self._image_shape), dtype=np.float32)
-        check(lib.glow_preprocess(handle.ptr, u8(pixels), n, seed, f32(x)))
+        with handle.lock.shared():
+            check(lib.glow_preprocess(handle.ptr, u8(pixels), n, seed, f32(x)))
         return x
 
     def postprocess(self, x: np.ndarray) -> np.ndarray:
@@ -427,7 +449,8 @@ class Model:
         x = self._images(x)
         n = x.shape[0]
         pixels = np.empty((n, *self._image_shape), dtype=np.uint8)
-        check(lib.glow_postprocess(handle.ptr, f32(x), n, u8(pixels)))
+        with handle.lock.shared():
+            check(lib.glow_postprocess(handle.ptr, f32(x), n, u8(pixels)))
         return pixels
 
     def classify(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -440,7 +463,8 @@ class Model:
         n, k = x.shape[0], max(self._config.n_classes, 1)
         logits = np.empty((n, k), dtype=np.float32)
         probs = np.empty((n, k), dtype=np.float32)
-        check(lib.glow_classify(handle.ptr, f32(x), n, f32(logits), f32(probs)))
+        with handle.lock.shared():
+            check(lib.glow_classify(handle.ptr, f32(x), n, f32(logits), f32(probs)))
         return logits, probs
 
     # ---- training ------------------------------------------------------------
@@ -449,7 +473,8 @@ class Model:
         """Data-dependent initialisation of every actnorm from the batch ``x``
         (``glow_data_init``); required once before :meth:`backward`."""
         handle, x, labels = self._image_call(x, labels)
-        check(lib.glow_data_init(handle.ptr, f32(x), i32(labels), x.shape[0]))
+        with handle.lock.exclusive():
+            check(lib.glow_data_init(handle.ptr, f32(x), i32(labels), x.shape[0]))
 
     def backward(self, x: np.ndarray, labels: ArrayLike | None = None) -> float:
         """Loss and gradients of the batch ``x`` (``glow_backward``).
@@ -460,8 +485,9 @@ class Model:
         """
         handle, x, labels = self._image_call(x, labels)
         loss = ctypes.c_float()
-        check(lib.glow_backward(handle.ptr, f32(x), i32(labels), x.shape[0],
-                                ctypes.byref(loss)))
+        with handle.lock.exclusive():
+            check(lib.glow_backward(handle.ptr, f32(x), i32(labels), x.shape[0],
+                                    ctypes.byref(loss)))
         return float(loss.value)
 
     def __repr__(self) -> str:
