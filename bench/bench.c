@@ -3,6 +3,7 @@
  *
  *   bench [fashion|cifar|memory|all] [--seconds S] [--json] [--only OP]
  *         [--min-calls N] [--[no-]keep-workspace] [--blas] [--threads N]
+ *         [--batch N]
  *         [--model FILE] [--save-model FILE]
  *
  * fashion: 28x28x1, L=2, K=8, hidden 128, batch 64
@@ -32,6 +33,8 @@
  *   --blas            GLOW_OPT_GEMM = GLOW_GEMM_BLAS: the CBLAS computes
  *                     the products (default: automatic).
  *   --threads N       GLOW_OPT_THREADS = N (default 0, automatic).
+ *   --batch N         N images per call instead of the config's batch
+ *                     (latency: --batch 1).
  *   --model FILE      load the model from FILE (it must have the config's
  *                     shape) instead of creating and data-initialising one.
  *   --save-model FILE create the config's model as the benchmark does
@@ -60,7 +63,7 @@ static int g_json = 0, g_keep_ws = -1, g_min_calls = 3; /* -1: default */
 static int g_gemm = GLOW_GEMM_AUTO, g_threads = 0;
 static const char *g_only = NULL, *g_model_path = NULL, *g_save_path = NULL;
 
-static const bench_config configs[] = {
+static bench_config configs[] = {
     {"fashion", 28, 28, 1, 2, 8, 128, 64},
     {"cifar", 32, 32, 3, 3, 32, 512, 16},
 };
@@ -345,6 +348,11 @@ int main(int argc, char **argv) {
       g_gemm = GLOW_GEMM_BLAS;
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       g_threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+      const int32_t batch = atoi(argv[++i]);
+      for (int c = 0; c < 2; c++)
+        configs[c].batch = batch > 0 ? batch : configs[c].batch;
+    }
     else if (!strcmp(argv[i], "--model") && i + 1 < argc)
       g_model_path = argv[++i];
     else if (!strcmp(argv[i], "--save-model") && i + 1 < argc)

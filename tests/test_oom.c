@@ -434,21 +434,28 @@ static void test_oom_passes(void **state) {
                {"glow_sample", do_sample},     {"glow_log_prob", do_log_prob},
                {"glow_classify", do_classify},
                {"glow_preprocess", do_preprocess}};
-  for (int64_t t = 1; t <= 2; t++) {
-    set_threads(t);
-    for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++) {
-      snprintf(name, sizeof name, "%s, %lld thread(s)", calls[k].name,
-               (long long)t);
-      check_call(f, name, calls[k].fn);
-    }
-    for (int64_t mode = 0; mode <= 1; mode++) {
-      assert_int_equal(glow_set_option(f->m, GLOW_OPT_BACKWARD_MODE, mode),
+  /* Without kept workspaces every call allocates all it needs; with them
+   * (the default) a call that finds its workspaces kept allocates little,
+   * and one that does not allocates them for the next. */
+  for (int64_t keep = 0; keep <= 1; keep++)
+    for (int64_t t = 1; t <= 2; t++) {
+      assert_int_equal(glow_set_option(f->m, GLOW_OPT_KEEP_WORKSPACE, keep),
                        GLOW_OK);
-      snprintf(name, sizeof name, "glow_backward (%s), %lld thread(s)",
-               mode ? "store" : "recompute", (long long)t);
-      check_call(f, name, do_backward);
+      set_threads(t);
+      for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++) {
+        snprintf(name, sizeof name, "%s, %lld thread(s)%s", calls[k].name,
+                 (long long)t, keep ? ", kept" : "");
+        check_call(f, name, calls[k].fn);
+      }
+      for (int64_t mode = 0; mode <= 1; mode++) {
+        assert_int_equal(glow_set_option(f->m, GLOW_OPT_BACKWARD_MODE, mode),
+                         GLOW_OK);
+        snprintf(name, sizeof name, "glow_backward (%s), %lld thread(s)%s",
+                 mode ? "store" : "recompute", (long long)t,
+                 keep ? ", kept" : "");
+        check_call(f, name, do_backward);
+      }
     }
-  }
 }
 
 int main(void) {

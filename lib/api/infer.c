@@ -34,24 +34,24 @@ static void pass_shard(void *arg, int32_t s) {
   const int64_t d = m->dim, at = sh->first;
   const int32_t *labels = j->labels ? j->labels + at : NULL;
   const glow__mode plain = {0};
-  glow__ws ws;
-  int rc = glow__ws_alloc(m, sh->count, &ws);
+  glow__ws *ws = NULL;
+  int rc = glow__ws_take(m, sh->count, &ws);
   if (!rc && j->inverse)
-    rc = glow__flow_inverse(m, &ws, j->in + at * d, j->scale, labels,
+    rc = glow__flow_inverse(m, ws, j->in + at * d, j->scale, labels,
                             j->out + at * d);
   else if (!rc)
-    rc = glow__flow_forward(m, &ws, &plain, j->in + at * d, labels,
+    rc = glow__flow_forward(m, ws, &plain, j->in + at * d, labels,
                             j->out + at * d);
   if (!rc && !j->inverse) {
-    memcpy(j->ld + at, ws.ld, sizeof(double) * (size_t)sh->count);
-    if (j->ztop) { /* the top latent, which the forward leaves in ws.top */
+    memcpy(j->ld + at, ws->ld, sizeof(double) * (size_t)sh->count);
+    if (j->ztop) { /* the top latent, which the forward leaves in ws->top */
       const glow__layer *top = glow__model_top(m);
       const int64_t zs = glow__rows(&top->in, 1) * top->in.c;
-      memcpy(j->ztop + at * zs, ws.top,
+      memcpy(j->ztop + at * zs, ws->top,
              sizeof(float) * (size_t)(sh->count * zs));
     }
   }
-  glow__ws_free(&ws);
+  glow__ws_give(m, ws);
   glow__shard_done(&j->sh[s], rc);
 }
 

@@ -61,15 +61,19 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
     break;
   case GLOW_OPT_KEEP_WORKSPACE:
     m->opts.keep_workspace = (int32_t)value;
-    if (!value)
+    if (!value) {
       glow__train_ws_release(m);
+      glow__pool_release(m);
+    }
     break;
   case GLOW_OPT_THREADS:
     m->opts.threads = (int32_t)value; /* kept workspaces adapt on the next call */
     break;
   case GLOW_OPT_GEMM:
-    if (m->opts.gemm != value) /* the kept workspaces' packing buffers */
+    if (m->opts.gemm != value) { /* the kept workspaces' packing buffers */
       glow__train_ws_release(m);
+      glow__pool_release(m);
+    }
     m->opts.gemm = (int32_t)value;
     break;
   }

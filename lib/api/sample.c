@@ -73,25 +73,21 @@ static void sample_shard(void *arg, int32_t s) {
   sample_job *j = arg;
   const glow_model *m = j->m;
   const int32_t first = j->sh[s].first, n = j->sh[s].count;
-  const size_t count = (size_t)(n * m->dim);
-  float *eps = glow__malloc(sizeof(float) * count);
-  float *xb = glow__malloc(sizeof(float) * count);
   int32_t *idx = glow__malloc(sizeof(int32_t) * (size_t)n);
   int32_t *lab = glow__malloc(sizeof(int32_t) * (size_t)n);
-  glow__ws ws;
-  memset(&ws, 0, sizeof ws);
+  glow__ws *ws = NULL;
   int rc = GLOW_OK;
-  if (!eps || !xb || !idx || !lab)
+  if (!idx || !lab)
     rc = glow__fail(GLOW_ERR_NOMEM, "glow_sample: out of memory");
   if (!rc)
-    rc = glow__ws_alloc(m, n, &ws);
+    rc = glow__ws_take(m, n, &ws);
+  /* The noise and the redrawn images in the workspace's own buffers. */
   if (!rc)
-    rc = sample_batch(m, &ws, first, n, j->temperature, j->seed,
+    rc = sample_batch(m, ws, first, n, j->temperature, j->seed,
                       j->labels ? j->labels + first : NULL,
-                      j->x + (int64_t)first * m->dim, eps, xb, idx, lab);
-  glow__ws_free(&ws);
-  glow__free(eps);
-  glow__free(xb);
+                      j->x + (int64_t)first * m->dim, ws->io[0], ws->io[1],
+                      idx, lab);
+  glow__ws_give(m, ws);
   glow__free(idx);
   glow__free(lab);
   glow__shard_done(&j->sh[s], rc);

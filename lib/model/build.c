@@ -170,6 +170,11 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
   glow_model *m = glow__calloc(1, sizeof *m);
   if (!m)
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
+  if (pthread_mutex_init(&m->pool.lock, NULL) != 0) {
+    glow__free(m);
+    return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of resources "
+                                      "for a lock");
+  }
   glow__models_add(1); /* until glow__model_free */
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
@@ -212,6 +217,8 @@ void glow__model_free(glow_model *m) {
   if (!m)
     return;
   glow__train_ws_release(m);
+  glow__pool_release(m);
+  pthread_mutex_destroy(&m->pool.lock);
   glow__free(m->layers);
   glow__free(m->seg_first);
   glow__free(m->layer_state);

@@ -7,6 +7,7 @@
 #ifndef GLOW_MODEL_H
 #define GLOW_MODEL_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "core.h"
@@ -33,6 +34,16 @@ typedef struct {
 
 typedef struct glow__ws glow__ws;
 
+/* Inference workspaces kept between calls (GLOW_OPT_KEEP_WORKSPACE), for
+ * concurrent callers: a shard takes one that holds its images, or makes
+ * one, and gives it back at the end. */
+#define GLOW__POOL_MAX 16
+typedef struct {
+  pthread_mutex_t lock;
+  glow__ws *idle[GLOW__POOL_MAX]; /* not in use, each heap-allocated */
+  int32_t count;
+} glow__pool;
+
 struct glow_model {
   glow_config cfg;
   int64_t dim;          /* D = H*W*C */
@@ -48,6 +59,7 @@ struct glow_model {
   float *params, *grads; /* reg.n_params floats each */
   int initialized;      /* actnorms set from data */
   glow__options opts;
+  glow__pool pool;      /* kept inference workspaces */
   glow__ws *train_ws;   /* kept training workspaces, one per shard */
   int32_t n_train_ws;   /* how many train_ws holds (0: none) */
 };
@@ -98,6 +110,8 @@ struct glow__ws {
   float *tensor[2]; /* n*D each: a layer's input and its output, taking
                        turns */
   const float *top; /* after a forward: the top latent z */
+  float *io[2];     /* inference only: n*D each for the calling side of a
+                       pass (sampling's noise and redraws) */
   double *ld;       /* n: per-image log-determinant */
   glow__scratch s;  /* what layers borrow */
   /* Training only (glow__ws_alloc_train); NULL otherwise. */
@@ -132,6 +146,15 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws);
 int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
                          glow__ws *ws);
 void glow__ws_free(glow__ws *ws);
+/* An inference workspace for n images: from m's pool (the smallest idle
+ * one that holds n) or new; *out NULL after recording NOMEM.  Safe to
+ * call from concurrent inference calls on m. */
+int glow__ws_take(const glow_model *m, int32_t n, glow__ws **out);
+/* Give a taken workspace back: into the pool while the option keeps
+ * workspaces and the pool has room, else freed.  NULL is a no-op. */
+void glow__ws_give(const glow_model *m, glow__ws *ws);
+/* Free the pool's idle workspaces. */
+void glow__pool_release(glow_model *m);
 /* Recompute mode: point ws->replay at room for segment seg's layers. */
 void glow__ws_replay_route(const glow_model *m, glow__ws *ws, int32_t seg);
 /* Free the model's kept training workspaces. */

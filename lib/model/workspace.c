@@ -199,6 +199,8 @@ void glow__ws_free(glow__ws *ws) {
   glow__scratch *s = &ws->s;
   glow__free(ws->tensor[0]);
   glow__free(ws->tensor[1]);
+  glow__free(ws->io[0]);
+  glow__free(ws->io[1]);
   glow__free(ws->ld);
   glow__free(s->act);
   glow__free(s->conv.patches);
@@ -229,4 +231,83 @@ void glow__train_ws_release(glow_model *m) {
   glow__free(m->train_ws);
   m->train_ws = NULL;
   m->n_train_ws = 0;
+}
+
+/* The pool lives in the model, which inference calls see as const: its
+ * lock makes taking and giving safe between them, and models are never
+ * defined const (glow__model_new allocates them), so writing it through a
+ * cast is defined. */
+static glow__pool *pool_of(const glow_model *m) {
+  return (glow__pool *)&m->pool;
+}
+
+int glow__ws_take(const glow_model *m, int32_t n, glow__ws **out) {
+  glow__pool *pool = pool_of(m);
+  glow__ws *ws = NULL;
+  pthread_mutex_lock(&pool->lock);
+  int32_t best = -1;
+  for (int32_t i = 0; i < pool->count; i++)
+    if (pool->idle[i]->cap >= n &&
+        (best < 0 || pool->idle[i]->cap < pool->idle[best]->cap))
+      best = i;
+  if (best >= 0) {
+    ws = pool->idle[best];
+    pool->idle[best] = pool->idle[--pool->count];
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (!ws) {
+    const int64_t nd = (int64_t)n * m->dim;
+    ws = glow__calloc(1, sizeof *ws);
+    if (!ws)
+      return glow__fail(GLOW_ERR_NOMEM,
+                        "out of memory for the workspace of a batch of %d",
+                        n);
+    int rc = glow__ws_alloc(m, n, ws);
+    if (!rc) {
+      ws->io[0] = ws_buf(ws, nd, sizeof(float));
+      ws->io[1] = ws_buf(ws, nd, sizeof(float));
+      if (!ws->io[0] || !ws->io[1]) {
+        glow__ws_free(ws);
+        rc = glow__fail(GLOW_ERR_NOMEM,
+                        "out of memory for the workspace of a batch of %d",
+                        n);
+      }
+    }
+    if (rc) {
+      glow__free(ws);
+      return rc;
+    }
+  }
+  ws->n = n;
+  ws->n_total = n;
+  *out = ws;
+  return GLOW_OK;
+}
+
+void glow__ws_give(const glow_model *m, glow__ws *ws) {
+  if (!ws)
+    return;
+  glow__pool *pool = pool_of(m);
+  int kept = 0;
+  pthread_mutex_lock(&pool->lock);
+  if (m->opts.keep_workspace && pool->count < GLOW__POOL_MAX) {
+    pool->idle[pool->count++] = ws;
+    kept = 1;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (!kept) {
+    glow__ws_free(ws);
+    glow__free(ws);
+  }
+}
+
+void glow__pool_release(glow_model *m) {
+  glow__pool *pool = &m->pool;
+  pthread_mutex_lock(&pool->lock);
+  for (int32_t i = 0; i < pool->count; i++) {
+    glow__ws_free(pool->idle[i]);
+    glow__free(pool->idle[i]);
+  }
+  pool->count = 0;
+  pthread_mutex_unlock(&pool->lock);
 }
