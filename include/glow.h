@@ -756,9 +756,10 @@ typedef struct glow_allocator {
  * Make *a the process-wide allocator of the library (it is copied), or
  * with a NULL, the C library's malloc, calloc, realloc and free again.
  * Call it while no model exists, normally once at start-up, and while no
- * other libglow call runs in any thread; memory is always freed by the
+ * other libglow call runs in any thread: memory is always freed by the
  * allocator that gave it, so the allocator may not change under live
- * models.  Model files' headers are parsed with the system's cJSON, whose
+ * models (refused, see STATE below) nor under a call in progress (not
+ * detected; undefined behaviour).  Model files' headers are parsed with the system's cJSON, whose
  * allocation hooks are process-wide: libglow routes them to this
  * allocator from its first model load on.  A host that uses cJSON itself
  * gets its cJSON memory from this allocator too, and must not install

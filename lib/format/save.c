@@ -8,7 +8,7 @@
  * offsets and the metadata (metadata.c), then every tensor's data in the
  * order of glow__file_tensors.
  */
-#define _POSIX_C_SOURCE 200809L /* fsync, openat, renameat */
+#define _GNU_SOURCE /* O_PATH; fsync, openat, renameat */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -231,6 +231,10 @@ static int open_parent(const char *path, int *dfd) {
   memcpy(dir, slash ? path : ".", len);
   dir[len] = '\0';
   *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+#ifdef O_PATH
+  if (*dfd < 0 && errno == EACCES) /* write and search permission suffice */
+    *dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+#endif
   int rc = GLOW_OK;
   if (*dfd < 0)
     rc = glow__fail(GLOW_ERR_IO,
