@@ -49,10 +49,10 @@
  *           batch over threads of its own (GLOW_OPT_THREADS); they end
  *           before it returns.
  *
- * Memory.   Each call allocates the scratch memory it needs and frees it
- *           before returning, but for glow_backward's training workspaces,
- *           which the model keeps for its next call unless
- *           GLOW_OPT_KEEP_WORKSPACE is 0.  A model owns its parameters and
+ * Memory.   Each call allocates the scratch memory it needs, but for its
+ *           workspaces, which the model keeps for its next calls unless
+ *           GLOW_OPT_KEEP_WORKSPACE is 0 (then each call frees all it
+ *           allocated before returning).  A model owns its parameters and
  *           gradients (glow_params, glow_grads) and those workspaces;
  *           glow_model_free frees all of it.
  *           All of it comes from the allocator of glow_set_allocator().
@@ -459,15 +459,23 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 #define GLOW_BACKWARD_STORE 1
 
 /* GLOW_OPT_KEEP_WORKSPACE, bounds [0, 1], default 1.
- * 1: the model keeps the workspace of its last glow_backward call (one
- *    per shard, see GLOW_OPT_THREADS) and reuses it for every call with as
- *    many shards, none larger than the one it was allocated for (a larger
- *    batch, or another number of shards, replaces it).  It is freed when
- *    GLOW_OPT_BACKWARD_MODE or GLOW_OPT_GEMM is set to another value, when
- *    this option is set to 0, and with the model.  This saves the cost of
- *    first touching fresh memory on every call, which in STORE mode is as
- *    large as what the mode saves (docs/performance.md).
- * 0: glow_backward allocates its workspace and frees it before returning:
+ * 1: the model keeps the workspaces its calls used, for the next calls:
+ *    - glow_backward's (one per shard, see GLOW_OPT_THREADS), reused by
+ *      every call with as many shards, none larger than the one it was
+ *      allocated for (a larger batch, or another number of shards,
+ *      replaces them); freed when GLOW_OPT_BACKWARD_MODE is set to another
+ *      value;
+ *    - the inference calls' (glow_forward, glow_inverse, glow_logdet,
+ *      glow_log_prob, glow_bits_per_dim, glow_sample, glow_classify), one
+ *      per shard, up to 16 idle ones, shared by concurrent callers: a call
+ *      takes the smallest idle one that holds its shard, or allocates one,
+ *      and gives it back.  A repeated call of the same or a smaller batch
+ *      then allocates only small tables (a few hundred bytes per shard).
+ *    All are freed when GLOW_OPT_GEMM is set to another value, when this
+ *    option is set to 0, and with the model.  This saves the cost of
+ *    allocating and first touching fresh memory on every call, which in
+ *    STORE mode is as large as what the mode saves (docs/performance.md).
+ * 0: every call allocates its workspaces and frees them before returning:
  *    nothing is held between calls, at that cost.
  * Results do not depend on whether or which workspace was kept. */
 
