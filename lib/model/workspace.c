@@ -73,43 +73,40 @@ static int64_t in_floats(const glow__layer *ly, int32_t n) {
   return glow__rows(&ly->in, n) * ly->in.c;
 }
 
-/* 1 if layer i starts a segment. */
-static int seg_start(const glow_model *m, int32_t i) {
-  for (int32_t s = 0; s < m->n_segs; s++)
-    if (m->seg_first[s] == i)
-      return 1;
-  return 0;
-}
-
 /* What the training forward keeps.  Store mode: every layer's input (the
  * first layer's is the caller's) and activations, the memory that grows
  * with levels * depth.  Recompute mode: each segment's input only, its
  * checkpoint, from which the backward rebuilds the segment. */
 static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
   const int32_t nl = m->n_layers;
+  /* Which layers' inputs are kept (the first layer's is the caller's x):
+   * one walk over the sorted segment starts. */
   int64_t total = 0;
-  for (int32_t i = 0; i < nl; i++) {
-    const glow__layer *ly = &m->layers[i];
-    if (i > 0 && (ws->store || seg_start(m, i)))
-      total += in_floats(ly, n);
-    if (ws->store)
-      total += n * act_per_image(ly);
+  for (int32_t i = 1, s = 1; i < nl; i++) { /* s: the next segment start */
+    const int start = s < m->n_segs && m->seg_first[s] == i;
+    s += start;
+    if (ws->store || start)
+      total += in_floats(&m->layers[i], n);
   }
+  for (int32_t i = 0; ws->store && i < nl; i++)
+    total += n * act_per_image(&m->layers[i]);
   ws->keep_buf = ws_buf(ws, total, sizeof(float));
   if (!ws->keep_buf)
     return GLOW_ERR_NOMEM;
   float *next = ws->keep_buf;
-  for (int32_t i = 0; i < nl; i++) {
-    const glow__layer *ly = &m->layers[i];
-    if (i > 0 && (ws->store || seg_start(m, i))) {
+  for (int32_t i = 1, s = 1; i < nl; i++) {
+    const int start = s < m->n_segs && m->seg_first[s] == i;
+    s += start;
+    if (ws->store || start) {
       ws->kept.in[i] = next;
-      next += in_floats(ly, n);
-    }
-    if (ws->store && act_per_image(ly) > 0) {
-      ws->kept.act[i] = next;
-      next += n * act_per_image(ly);
+      next += in_floats(&m->layers[i], n);
     }
   }
+  for (int32_t i = 0; ws->store && i < nl; i++)
+    if (act_per_image(&m->layers[i]) > 0) {
+      ws->kept.act[i] = next;
+      next += n * act_per_image(&m->layers[i]);
+    }
   ws->kept.left = ws->store ? ws->handoffs : NULL;
   return GLOW_OK;
 }
