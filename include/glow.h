@@ -582,8 +582,8 @@ GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
  *            that much data can need (64 KiB of metadata plus 256 bytes
  *            per 4 bytes of data; checked before parsing, so a header's
  *            JSON tree costs memory in proportion to the data), a header
- *            that is not a JSON
- *            object, a tensor missing, duplicated, unexpected, not F32, of
+ *            that is not a JSON object, a tensor missing, duplicated,
+ *            unexpected, not F32, of
  *            the wrong shape, with offsets that overlap, leave a gap, run
  *            past the end or disagree with its shape, a shape whose size
  *            overflows, metadata missing or malformed, a configuration that
