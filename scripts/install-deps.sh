@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages libglow needs that are not installed yet.
 #   scripts/install-deps.sh build   compiler, CMake, CBLAS/LAPACKE, cJSON
-#   scripts/install-deps.sh test    build + cmocka, clang fuzzing, python3
+#   scripts/install-deps.sh test    build + cmocka, clang fuzzing, python3, Open MPI
 #   scripts/install-deps.sh demo    build + zlib, libpng, Fashion-MNIST
 # Uses sudo when not run as root.  Does nothing when all are present.
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev)
-test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev)
+test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev
+      libopenmpi-dev openmpi-bin)
 demo=(zlib1g-dev libpng-dev dataset-fashion-mnist)
 
 want=("${build[@]}")
