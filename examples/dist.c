@@ -3,6 +3,7 @@
  * MPI) when built with GLOW_WITH_MPI, else the trivial single-process
  * versions, so that the trainer has one code path.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "dist.h"
 
 #include <limits.h>
@@ -16,6 +17,14 @@
 static int my_rank = 0, n_ranks = 1;
 
 int dist_init(int *argc, char ***argv) {
+#ifdef OPEN_MPI
+  /* Ranks wait for each other in every step's collectives.  Open MPI
+   * busy-polls while it waits, which on cores shared with other work (or
+   * with more ranks than cores) takes the CPU from the ranks still
+   * computing: on 2 busy cores, 2 ranks trained 1.4 times as fast with
+   * yielding as without.  A setting of the user's own wins. */
+  setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
+#endif
   /* Only the main thread calls MPI; the library runs threads of its own
    * inside each rank (GLOW_OPT_THREADS). */
   int provided = 0;

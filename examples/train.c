@@ -540,11 +540,11 @@ static void check_data(const trainer *t) {
   const dataset *d[2] = {&t->train, &t->test};
   for (int k = 0; k < 2; k++) {
     const idx_set *s = &d[k]->set;
-    const size_t n = (size_t)s->n;
-    h = hash_bytes(h, &s->n, 3 * sizeof s->n); /* n, h, w */
-    h = hash_bytes(h, s->pixels, n * (size_t)s->h * (size_t)s->w);
+    const int32_t shape[3] = {s->n, s->h, s->w};
+    h = hash_bytes(h, shape, sizeof shape);
+    h = hash_bytes(h, s->pixels, (size_t)s->n * (size_t)s->h * (size_t)s->w);
     if (s->labels)
-      h = hash_bytes(h, s->labels, n);
+      h = hash_bytes(h, s->labels, (size_t)s->n);
   }
   check_same(h, "training or test data");
 }
@@ -631,8 +631,9 @@ static report local_step(trainer *t) {
   if (rc && rc != GLOW_ERR_NUMERIC)
     die("backward", rc);
   r.rc = rc || !isfinite(r.loss) ? GLOW_ERR_NUMERIC : GLOW_OK;
-  snprintf(r.why, sizeof r.why, "%s",
-           rc ? glow_last_error() : "non-finite loss");
+  if (r.rc)
+    snprintf(r.why, sizeof r.why, "%s",
+             rc ? glow_last_error() : "non-finite loss");
   r.clock = now() - t->start;
   return r;
 }

@@ -9,7 +9,7 @@ trap 'rm -rf "$dir"' EXIT
 python3 "$(dirname "$0")/make_idx.py" "$dir"
 common=(--data "$dir" --levels 2 --depth 2 --hidden 16 --batch 16)
 "$bin/train" "${common[@]}" --steps 12 --minutes 2 --out "$dir/run" 2>&1 | tail -n 3
-for f in model.safetensors optimizer.bin samples.png log.csv; do
+for f in model.safetensors optimizer.bin samples.png log.csv curve.png; do
   test -s "$dir/run/$f" || { echo "train did not write $f"; exit 1; }
 done
 "$bin/train" --data "$dir" --resume "$dir/run" --steps 16 --out "$dir/run2" 2>&1 | tail -n 3

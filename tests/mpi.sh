@@ -30,52 +30,47 @@ same_files() { # same_files DIR_A DIR_B: bit-identical model and optimizer
   done
 }
 test_bpd() { sed -n 's/^test bits\/dim: //p' "$1"; }
+# pair N NAME ARGS...: the trainer with ARGS as one process of N threads
+# (into $dir/NAME-1) and as N ranks of one thread (into $dir/NAME-N).
+pair() {
+  local n=$1 name=$2
+  shift 2
+  "$train" "$@" --threads "$n" --out "$dir/$name-1" >"$dir/$name-1.txt" 2>&1 ||
+    { cat "$dir/$name-1.txt"; fail "1 process of $n threads failed"; }
+  mpirun "$n" "$train" "$@" --threads 1 --out "$dir/$name-$n" \
+    >"$dir/$name-$n.txt" 2>&1 || { cat "$dir/$name-$n.txt"; fail "$n ranks failed"; }
+  tail -n 5 "$dir/$name-$n.txt"
+  grep -q "over $n ranks" "$dir/$name-$n.txt" || fail "not $n ranks"
+}
 
 case $case in
 same)
-  "$train" "${common[@]}" --batch 16 --steps 20 --threads 2 --out "$dir/one" \
-    >"$dir/one.txt" 2>&1 || { cat "$dir/one.txt"; fail "1 process failed"; }
-  mpirun 2 "$train" "${common[@]}" --batch 16 --steps 20 --threads 1 \
-    --out "$dir/two" >"$dir/two.txt" 2>&1 || { cat "$dir/two.txt"; fail "2 ranks failed"; }
-  tail -n 5 "$dir/two.txt"
-  grep -q "batch 16 over 2 ranks" "$dir/two.txt" || fail "not 2 ranks"
-  same_files "$dir/one" "$dir/two"
-  [ "$(test_bpd "$dir/one.txt")" = "$(test_bpd "$dir/two.txt")" ] ||
+  pair 2 run "${common[@]}" --batch 16 --steps 20
+  same_files "$dir/run-1" "$dir/run-2"
+  [ "$(test_bpd "$dir/run-1.txt")" = "$(test_bpd "$dir/run-2.txt")" ] ||
     fail "test bits/dim differ"
   for f in samples.png curve.png log.csv; do
-    test -s "$dir/two/$f" || fail "2 ranks did not write $f"
+    test -s "$dir/run-2/$f" || fail "2 ranks did not write $f"
   done
   # Only rank 0 talks: one banner, one result.
-  [ "$(grep -c '^libglow' "$dir/two.txt")" = 1 ] || fail "more than one rank printed"
+  [ "$(grep -c '^libglow' "$dir/run-2.txt")" = 1 ] || fail "more than one rank printed"
   # 4 ranks add their parts in the order 4 threads add their shards.  Not
   # in sanitizer builds (GLOW_TEST_QUICK): four instrumented processes on
   # two cores take minutes, and the code is the 2-rank case's.
   [ -n "${GLOW_TEST_QUICK:-}" ] && { echo "mpi same: 4 ranks skipped"; exit 0; }
-  "$train" "${common[@]}" --batch 16 --steps 20 --threads 4 --out "$dir/one4" \
-    >/dev/null 2>&1 || fail "1 process with 4 threads failed"
-  mpirun 4 "$train" "${common[@]}" --batch 16 --steps 20 --threads 1 \
-    --out "$dir/four" >"$dir/four.txt" 2>&1 || { cat "$dir/four.txt"; fail "4 ranks failed"; }
-  same_files "$dir/one4" "$dir/four"
+  pair 4 four "${common[@]}" --batch 16 --steps 20
+  same_files "$dir/four-1" "$dir/four-4"
   ;;
 bound)
-  "$train" "${common[@]}" --batch 18 --steps 20 --threads 3 --out "$dir/one" \
-    >"$dir/one.txt" 2>&1 || { cat "$dir/one.txt"; fail "1 process failed"; }
-  mpirun 3 "$train" "${common[@]}" --batch 18 --steps 20 --threads 1 \
-    --out "$dir/three" >"$dir/three.txt" 2>&1 || { cat "$dir/three.txt"; fail "3 ranks failed"; }
-  tail -n 5 "$dir/three.txt"
-  grep -q "batch 18 over 3 ranks" "$dir/three.txt" || fail "not 3 ranks"
-  python3 "$here/compare_params.py" "$dir/one" "$dir/three" 1e-6
+  pair 3 run "${common[@]}" --batch 18 --steps 20
+  python3 "$here/compare_params.py" "$dir/run-1" "$dir/run-3" 1e-6
   ;;
 resume)
   "$train" "${common[@]}" --batch 16 --steps 12 --out "$dir/run" >/dev/null 2>&1
-  "$train" --data "$dir" --resume "$dir/run" --steps 20 --threads 2 \
-    --out "$dir/one" >"$dir/one.txt" 2>&1 || { cat "$dir/one.txt"; fail "1 process failed"; }
-  mpirun 2 "$train" --data "$dir" --resume "$dir/run" --steps 20 --threads 1 \
-    --out "$dir/two" >"$dir/two.txt" 2>&1 || { cat "$dir/two.txt"; fail "2 ranks failed"; }
-  tail -n 5 "$dir/two.txt"
-  grep -q "resumed Adam state at step 12" "$dir/two.txt" || fail "did not resume at step 12"
-  grep -q "^20 steps" "$dir/two.txt" || fail "did not reach step 20"
-  same_files "$dir/one" "$dir/two"
+  pair 2 resumed --data "$dir" --resume "$dir/run" --steps 20
+  grep -q "resumed Adam state at step 12" "$dir/resumed-2.txt" || fail "did not resume at step 12"
+  grep -q "^20 steps" "$dir/resumed-2.txt" || fail "did not reach step 20"
+  same_files "$dir/resumed-1" "$dir/resumed-2"
   ;;
 faults)
   # Each rank writes its pid, then becomes the trainer; rank 1 may get
