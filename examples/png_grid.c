@@ -9,6 +9,19 @@
 
 #include <png.h>
 
+int png_write_canvas(const char *path, const uint8_t *pixels, int w, int h,
+                     int c) {
+  if (c != 1 && c != 3)
+    return -1;
+  png_image image;
+  memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = (png_uint_32)w;
+  image.height = (png_uint_32)h;
+  image.format = c == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  return png_image_write_to_file(&image, path, 0, pixels, 0, NULL) ? 0 : -1;
+}
+
 int png_write_grid(const char *path, const uint8_t *pixels, int rows,
                    int cols, int h, int w, int c, int pad) {
   if (c != 1 && c != 3)
@@ -26,13 +39,7 @@ int png_write_grid(const char *path, const uint8_t *pixels, int rows,
                          k * (w + pad)) * c,
                img + (size_t)y * w * c, (size_t)w * c);
     }
-  png_image image;
-  memset(&image, 0, sizeof image);
-  image.version = PNG_IMAGE_VERSION;
-  image.width = (png_uint_32)W;
-  image.height = (png_uint_32)H;
-  image.format = c == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  int ok = png_image_write_to_file(&image, path, 0, canvas, 0, NULL);
+  int rc = png_write_canvas(path, canvas, W, H, c);
   free(canvas);
-  return ok ? 0 : -1;
+  return rc;
 }

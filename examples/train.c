@@ -10,12 +10,25 @@
  * Output folder: model.safetensors (the model, averaged weights when Polyak
  * averaging is on), optimizer.bin (Adam state, for --resume), samples.png
  * (one row per temperature; one column per class for conditional models),
- * log.csv (the training curve).
+ * log.csv (the training curve) and curve.png (the same, drawn).
+ *
+ * Built with MPI (dist.c), the same program trains data-parallel:
+ *
+ *   mpirun -np N train [options]
+ *
+ * --batch stays the global batch; every rank reads the data, follows the
+ * one shuffled order and computes its contiguous N-th of each batch.  The
+ * gradients are summed in rank order (dist_sum_ordered), and every rank
+ * then makes the same decisions (skip, roll back, clip) from the same
+ * reduced numbers and the same Adam step, so the ranks hold the same
+ * parameters throughout; a checksum confirms it at the start, at every
+ * snapshot and at the end.  Rank 0 alone prints and writes files.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +38,44 @@
 
 #include <glow.h>
 
+#include "curve.h"
+#include "dist.h"
 #include "idx.h"
 #include "png_grid.h"
+
+/* ---- messages ------------------------------------------------------------ */
+
+/* Rank 0 speaks for all: what every rank knows, only it prints. */
+static void say(const char *fmt, ...) {
+  if (dist_rank())
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+}
+
+/* A failure only this rank saw: say so, naming the rank, and end every
+ * rank (the others may be waiting for this one in a collective). */
+static _Noreturn void fail(const char *fmt, ...) {
+  fprintf(stderr, "\ntrain");
+  if (dist_size() > 1)
+    fprintf(stderr, " (rank %d of %d)", dist_rank(), dist_size());
+  fputs(": ", stderr);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  dist_abort(1);
+}
 
 /* ---- options -------------------------------------------------------------- */
 
 typedef struct {
   glow_config cfg;
   const char *data, *out, *resume;
-  int32_t batch, warmup, init_batch, eval_batch, store;
+  int32_t batch, warmup, init_batch, eval_batch, store, threads;
   double lr, minutes, polyak, clip, eval_every;
   int32_t cosine;
   int64_t max_steps;
@@ -55,6 +97,8 @@ static void usage(void) {
       "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
       "  --eval-every MINUTES (0 = only at the end)\n"
       "  --backward store|recompute (store: faster, memory grows with K)\n"
+      "  --threads T (0: one per CPU the process may use)\n"
+      "under mpirun -np N: --batch is the global batch, a multiple of N\n"
       "files:\n"
       "  --data DIR (/usr/share/datasets/fashion-mnist)\n"
       "  --out DIR (out)  --resume DIR (continue from DIR/model.safetensors)");
@@ -96,13 +140,14 @@ static int parse_args(int argc, char **argv, options *o) {
   o->eval_every = 0.0;
   o->max_steps = -1;
   o->store = 1;
+  o->threads = 0;
   o->cosine = 0;
   for (int i = 1; i < argc; i++) {
     const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(k, "--help") || !strcmp(k, "-h"))
-      return usage(), 1;
+      return dist_rank() ? 1 : (usage(), 1);
     if (!v) {
-      fprintf(stderr, "train: %s needs a value\n", k);
+      say("train: %s needs a value\n", k);
       return -1;
     }
     i++;
@@ -127,18 +172,26 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (!strcmp(k, "--eval-every")) o->eval_every = atof(v);
     else if (!strcmp(k, "--decay")) o->cosine = !strcmp(v, "cosine") ? 1 : !strcmp(v, "none") ? 0 : -1;
     else if (!strcmp(k, "--backward")) o->store = !strcmp(v, "store") ? 1 : !strcmp(v, "recompute") ? 0 : -1;
+    else if (!strcmp(k, "--threads")) o->threads = atoi(v);
     else if (!strcmp(k, "--data")) o->data = v;
     else if (!strcmp(k, "--out")) o->out = v;
     else if (!strcmp(k, "--resume")) o->resume = v;
     else {
-      fprintf(stderr, "train: unknown option %s (see --help)\n", k);
+      say("train: unknown option %s (see --help)\n", k);
       return -1;
     }
   }
   if (o->batch < 1 || o->lr <= 0 || o->minutes <= 0 || o->polyak < 0 ||
       o->polyak >= 1 || o->clip < 0 || o->warmup < 0 || o->store < 0 ||
-      o->cosine < 0) {
-    fprintf(stderr, "train: an option is out of range (see --help)\n");
+      o->cosine < 0 || o->threads < 0) {
+    say("train: an option is out of range (see --help)\n");
+    return -1;
+  }
+  /* Every rank takes an equal, contiguous share of each batch. */
+  if (o->batch % dist_size()) {
+    say("train: --batch %d does not split over %d ranks: give a multiple "
+        "of %d\n",
+        o->batch, dist_size(), dist_size());
     return -1;
   }
   return 0;
@@ -152,18 +205,14 @@ static double now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void die(const char *what, int rc) {
-  fprintf(stderr, "\ntrain: %s failed: %s: %s\n", what,
-          glow_status_string(rc), glow_last_error());
-  exit(1);
+static _Noreturn void die(const char *what, int rc) {
+  fail("%s failed: %s: %s", what, glow_status_string(rc), glow_last_error());
 }
 
 static void *xmalloc(size_t n) {
   void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "train: out of memory\n");
-    exit(1);
-  }
+  if (!p)
+    fail("out of memory");
   return p;
 }
 
@@ -201,11 +250,9 @@ static void load_split(const options *o, const char *prefix, dataset *d) {
   char img[1024], lab[1024], err[256];
   snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", o->data, prefix);
   snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", o->data, prefix);
-  if (idx_load(img, lab, &d->set, err, sizeof err)) {
-    fprintf(stderr, "train: %s\n(install Debian's dataset-fashion-mnist, or "
-                    "pass --data DIR)\n", err);
-    exit(1);
-  }
+  if (idx_load(img, lab, &d->set, err, sizeof err))
+    fail("%s\n(install Debian's dataset-fashion-mnist, or pass --data DIR)",
+         err);
   d->order = xmalloc(sizeof(int32_t) * (size_t)d->set.n);
   for (int32_t i = 0; i < d->set.n; i++)
     d->order[i] = i;
@@ -253,7 +300,7 @@ static void adam_init(adam *a, int64_t n, const float *params) {
   a->v = calloc((size_t)n, sizeof(float));
   a->avg = xmalloc(sizeof(float) * (size_t)n);
   if (!a->m || !a->v)
-    exit(1);
+    fail("out of memory");
   memcpy(a->avg, params, sizeof(float) * (size_t)n);
 }
 
@@ -347,31 +394,46 @@ static int adam_load(adam *a, float *params, const char *path) {
 
 /* ---- evaluation and pictures --------------------------------------------- */
 
-/* Mean test bits/dim over the whole set, with fixed dequantisation noise. */
+/* Mean test bits/dim over the whole set, with fixed dequantisation noise.
+ * Each chunk of `batch` images is shared out over the ranks as a training
+ * batch is.  Every image's bits/dim goes to its own slot of one array that
+ * the ranks then add up (one rank writes each slot: the sum is exact), and
+ * every rank adds the slots in image order, as one process does. */
 static double evaluate(glow_model *m, const dataset *test, int32_t batch,
                        int conditional) {
   const int64_t dim = glow_model_dim(m);
+  const int32_t n = test->set.n, rank = dist_rank(), ranks = dist_size();
   float *x = xmalloc(sizeof(float) * (size_t)(batch * dim));
-  float *bpd = xmalloc(sizeof(float) * (size_t)batch);
+  float *bpd = calloc((size_t)n + 1, sizeof(float));
   int32_t *labels = xmalloc(sizeof(int32_t) * (size_t)batch);
-  double sum = 0.0;
-  for (int32_t i0 = 0; i0 < test->set.n; i0 += batch) {
-    int32_t nb = test->set.n - i0 < batch ? test->set.n - i0 : batch;
+  if (!bpd)
+    fail("out of memory");
+  for (int32_t i0 = 0; i0 < n; i0 += batch) {
+    const int32_t nb = n - i0 < batch ? n - i0 : batch;
+    const int32_t lo = (int32_t)((int64_t)nb * rank / ranks);
+    const int32_t hi = (int32_t)((int64_t)nb * (rank + 1) / ranks);
+    if (hi == lo)
+      continue;
+    /* The whole chunk: an image's noise depends on its place in it. */
     int rc = glow_preprocess(m, test->set.pixels + (size_t)i0 * dim, nb,
                              (uint64_t)i0, x);
     for (int32_t i = 0; i < nb; i++)
       labels[i] = test->set.labels[i0 + i];
     if (!rc)
-      rc = glow_bits_per_dim(m, x, conditional ? labels : NULL, nb, bpd);
+      rc = glow_bits_per_dim(m, x + (int64_t)lo * dim,
+                             conditional ? labels + lo : NULL, hi - lo,
+                             bpd + i0 + lo);
     if (rc)
       die("evaluation", rc);
-    for (int32_t i = 0; i < nb; i++)
-      sum += bpd[i];
   }
+  dist_sum_disjoint(bpd, n);
+  double sum = 0.0;
+  for (int32_t i = 0; i < n; i++)
+    sum += bpd[i];
   free(x);
   free(bpd);
   free(labels);
-  return sum / test->set.n;
+  return sum / n;
 }
 
 /* Rows of temperatures; columns are classes for a conditional model. */
@@ -402,6 +464,14 @@ static void write_samples(glow_model *m, const char *path, int32_t n_classes,
 
 /* ---- training ------------------------------------------------------------- */
 
+/* What each rank tells every other after its share of a step. */
+typedef struct {
+  double clock;  /* seconds since the start; rank 0's is the run's clock */
+  float loss;    /* mean over this rank's images */
+  int32_t rc;    /* GLOW_OK, or GLOW_ERR_NUMERIC: the batch is unusable */
+  char why[112]; /* what was not finite */
+} report;
+
 typedef struct {
   const options *o;
   glow_model *m;
@@ -412,12 +482,72 @@ typedef struct {
   int64_t last_spike; /* step of the last skipped batch */
   int32_t spikes;     /* skipped batches in a row, about */
   double ema, start, last_print, last_eval, grad_norm;
+  /* Rank 0's clock, the same on every rank, so that the time budget, the
+   * evaluations and a cosine schedule are decided alike everywhere. */
+  double clock;
   int conditional, tty;
-  FILE *log;
+  int rank, ranks; /* this process, and how many train together */
+  int32_t local;   /* images of each batch this rank computes */
+  report *reports; /* one per rank */
+  FILE *log;       /* rank 0 only */
   uint8_t *px;
   float *x;
   int32_t *labels;
 } trainer;
+
+/* 64-bit checksum of n bytes, eight at a time (not cryptographic: it
+ * catches ranks that drifted apart, not an adversary). */
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t w = 0;
+    memcpy(&w, b + i, n - i < 8 ? n - i : 8);
+    h = (h ^ w) * 0x100000001b3ULL;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+/* End every rank, with rank 0's message, unless all passed the same value:
+ * a mismatch means the ranks no longer train one model. */
+static void check_same(uint64_t value, const char *what) {
+  int other;
+  if (dist_same(value, &other))
+    return;
+  say("\ntrain: rank %d's %s differ from rank 0's; stopping\n", other, what);
+  dist_exit(1);
+}
+
+/* Parameters and the whole optimizer state. */
+static void check_state(const trainer *t) {
+  const size_t b = sizeof(float) * (size_t)t->n_params;
+  const adam *a = &t->opt;
+  uint64_t h = hash_bytes(1469598103934665603ULL, &a->t, sizeof a->t);
+  h = hash_bytes(h, &a->lr_scale, sizeof a->lr_scale);
+  h = hash_bytes(h, glow_params(t->m), b);
+  h = hash_bytes(h, a->m, b);
+  h = hash_bytes(h, a->v, b);
+  h = hash_bytes(h, a->avg, b);
+  char what[96];
+  snprintf(what, sizeof what, "parameters or optimizer state at step %lld",
+           (long long)t->step);
+  check_same(h, what);
+}
+
+/* The data sets, read by every rank for itself. */
+static void check_data(const trainer *t) {
+  uint64_t h = 1469598103934665603ULL;
+  const dataset *d[2] = {&t->train, &t->test};
+  for (int k = 0; k < 2; k++) {
+    const idx_set *s = &d[k]->set;
+    const int32_t shape[3] = {s->n, s->h, s->w};
+    h = hash_bytes(h, shape, sizeof shape);
+    h = hash_bytes(h, s->pixels, (size_t)s->n * (size_t)s->h * (size_t)s->w);
+    if (s->labels)
+      h = hash_bytes(h, s->labels, (size_t)s->n);
+  }
+  check_same(h, "training or test data");
+}
 
 static void take_snapshot(trainer *t) {
   memcpy(t->good.params, glow_params(t->m),
@@ -425,13 +555,15 @@ static void take_snapshot(trainer *t) {
   adam_copy(&t->good.opt, &t->opt);
   t->good.step = t->step;
   t->good.valid = 1;
+  /* A state worth going back to is one that every rank holds. */
+  check_state(t);
 }
 
 /* Back to the last good state with half the learning rate. */
 static void recover(trainer *t, const char *why) {
   if (!t->good.valid) {
-    fprintf(stderr, "\ntrain: %s before any good state; giving up\n", why);
-    exit(1);
+    say("\ntrain: %s before any good state; giving up\n", why);
+    dist_exit(1);
   }
   double scale = t->opt.lr_scale * 0.5;
   memcpy(glow_params(t->m), t->good.params,
@@ -439,10 +571,9 @@ static void recover(trainer *t, const char *why) {
   adam_copy(&t->opt, &t->good.opt);
   t->opt.lr_scale = scale;
   t->good.opt.lr_scale = scale;
-  fprintf(stderr, "%sstep %lld: %s; restored step %lld, learning rate now "
-                  "%.2e\n",
-          t->tty ? "\r\033[K" : "", (long long)t->step, why,
-          (long long)t->good.step, t->o->lr * scale);
+  say("%sstep %lld: %s; restored step %lld, learning rate now %.2e\n",
+      t->tty ? "\r\033[K" : "", (long long)t->step, why,
+      (long long)t->good.step, t->o->lr * scale);
   t->step = t->good.step;
 }
 
@@ -454,7 +585,7 @@ static double learning_rate(const trainer *t) {
                               : 1.0;
   double decay = 1.0;
   if (o->cosine) {
-    double done = (now() - t->start) / (o->minutes * 60.0);
+    double done = t->clock / (o->minutes * 60.0);
     if (o->max_steps > 0)
       done = fmax(done, (double)(t->step - t->first_step) /
                             (double)(o->max_steps - t->first_step));
@@ -473,36 +604,97 @@ static int reject_batch(trainer *t, const char *why) {
     recover(t, why);
     t->spikes = 0;
   } else {
-    fprintf(stderr, "%sstep %lld: %s; batch skipped\n",
-            t->tty ? "\r\033[K" : "", (long long)t->step, why);
+    say("%sstep %lld: %s; batch skipped\n", t->tty ? "\r\033[K" : "",
+        (long long)t->step, why);
   }
   return -1;
 }
 
-/* One step; returns 0, or -1 when the batch was rejected. */
-static int train_step(trainer *t) {
+/* This rank's share of the next batch: the mean loss of its images, and
+ * their gradients in glow_grads().  Every rank draws and dequantises the
+ * whole batch (cheap next to the flow): an image's noise depends on its
+ * place in the batch. */
+static report local_step(trainer *t) {
   const options *o = t->o;
-  float loss = 0.0f;
+  report r;
+  memset(&r, 0, sizeof r);
   next_batch(&t->train, o->batch, t->px, t->labels);
   int rc = glow_preprocess(t->m, t->px, o->batch,
                            (uint64_t)t->step * 7919u + o->cfg.seed, t->x);
   if (rc)
     die("preprocess", rc);
+  const int64_t first = (int64_t)t->rank * t->local;
   glow_zero_grad(t->m);
-  rc = glow_backward(t->m, t->x, t->conditional ? t->labels : NULL, o->batch,
-                     &loss);
-  if (rc == GLOW_ERR_NUMERIC || (rc == GLOW_OK && !isfinite(loss)))
-    return reject_batch(t, rc ? glow_last_error() : "non-finite loss");
-  if (rc)
+  rc = glow_backward(t->m, t->x + first * t->dim,
+                     t->conditional ? t->labels + first : NULL, t->local,
+                     &r.loss);
+  if (rc && rc != GLOW_ERR_NUMERIC)
     die("backward", rc);
+  r.rc = rc || !isfinite(r.loss) ? GLOW_ERR_NUMERIC : GLOW_OK;
+  if (r.rc)
+    snprintf(r.why, sizeof r.why, "%s",
+             rc ? glow_last_error() : "non-finite loss");
+  r.clock = now() - t->start;
+  return r;
+}
+
+/* Every rank's report to every rank.  The batch's loss is the mean of the
+ * ranks' (equal shares), added in rank order.  Returns 0, or -1 with the
+ * first failing rank's reason in why. */
+static int gather_reports(trainer *t, const report *mine, float *loss,
+                          char *why, size_t len) {
+  dist_allgather(mine, t->reports, sizeof *mine);
+  t->clock = t->reports[0].clock;
+  double sum = 0.0;
+  for (int r = 0; r < t->ranks; r++) {
+    const report *p = &t->reports[r];
+    if (p->rc) {
+      if (t->ranks > 1)
+        snprintf(why, len, "rank %d: %s", r, p->why);
+      else
+        snprintf(why, len, "%s", p->why);
+      return -1;
+    }
+    sum += p->loss;
+  }
+  *loss = (float)(sum / t->ranks);
+  return 0;
+}
+
+/* The batch's gradient, on every rank.  A rank's is the mean over its
+ * share, so 1/N of it is its part of the batch mean (exactly, when N is a
+ * power of two: the library's own shard of the same images gets the same
+ * bits), and the parts are added in rank order, as the library adds its
+ * threads' shards. */
+static void reduce_grads(trainer *t) {
+  if (t->ranks == 1)
+    return;
+  float *g = glow_grads(t->m);
+  const float k = (float)t->ranks;
+  for (int64_t i = 0; i < t->n_params; i++)
+    g[i] /= k;
+  dist_sum_ordered(g, t->n_params);
+}
+
+/* One step; returns 0, or -1 when the batch was rejected.  Every decision
+ * below is taken from numbers that are the same on every rank. */
+static int train_step(trainer *t) {
+  const options *o = t->o;
+  float loss = 0.0f;
+  char why[160];
+  report mine = local_step(t);
+  if (gather_reports(t, &mine, &loss, why, sizeof why))
+    return reject_batch(t, why);
   if (t->ema > 0 && t->opt.t > o->warmup &&
       loss > t->ema + fmax(1.0, 0.25 * t->ema)) {
-    char why[96];
     snprintf(why, sizeof why, "loss %.2f, far above the average %.2f", loss,
              t->ema);
     return reject_batch(t, why);
   }
+  reduce_grads(t);
   t->grad_norm = clip_grads(glow_grads(t->m), t->n_params, o->clip);
+  if (!isfinite(t->grad_norm)) /* the ranks' finite parts overflowed */
+    return reject_batch(t, "the summed gradient is not finite");
   adam_step(&t->opt, glow_params(t->m), glow_grads(t->m), learning_rate(t),
             o->polyak);
   t->ema = t->ema > 0 ? 0.98 * t->ema + 0.02 * loss : loss;
@@ -513,6 +705,8 @@ static int train_step(trainer *t) {
   return 0;
 }
 
+/* The progress line (rank 0): images/s are the whole batch's, that is,
+ * over all ranks. */
 static void print_progress(trainer *t, double elapsed, double budget) {
   static double last_step_time = 0;
   static int64_t last_step = 0;
@@ -545,150 +739,285 @@ static double evaluate_averaged(trainer *t) {
   return bpd;
 }
 
-static void setup_model(trainer *t) {
+/* ---- setting up ---------------------------------------------------------- */
+
+/* The bytes of the file at path. */
+static uint8_t *read_file(const char *path, uint64_t *len) {
+  FILE *f = fopen(path, "rb");
+  long size = -1;
+  if (f && fseek(f, 0, SEEK_END) == 0)
+    size = ftell(f);
+  if (size < 0 || fseek(f, 0, SEEK_SET) != 0)
+    fail("cannot read %s: %s", path, strerror(errno));
+  uint8_t *bytes = xmalloc((size_t)size);
+  if (fread(bytes, 1, (size_t)size, f) != (size_t)size)
+    fail("cannot read all of %s", path);
+  fclose(f);
+  *len = (uint64_t)size;
+  return bytes;
+}
+
+/* A new model whose actnorms are initialised from the data (openai/glow's
+ * data-dependent init) on a larger first batch.  Every rank draws that
+ * batch, to stay at the same place in the data; rank 0 alone initialises
+ * (and returns) the model, on the whole batch. */
+static glow_model *new_model(trainer *t) {
   const options *o = t->o;
-  char path[1024];
-  if (o->resume) {
-    path_join(path, sizeof path, o->resume, "model.safetensors");
-    int rc = glow_model_load(path, &t->m);
-    if (rc)
-      die("loading the model to resume", rc);
-    return;
-  }
-  glow_config cfg = o->cfg;
-  cfg.height = t->train.set.h;
-  cfg.width = t->train.set.w;
-  cfg.channels = 1;
-  int rc = glow_model_create(&cfg, &t->m);
-  if (rc)
-    die("creating the model", rc);
-  /* Data-dependent init of the actnorms from a larger first batch. */
   const int32_t n = o->init_batch;
   uint8_t *px = xmalloc((size_t)n * (size_t)t->dim);
-  float *x = xmalloc(sizeof(float) * (size_t)n * (size_t)t->dim);
   int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)n);
   next_batch(&t->train, n, px, lab);
-  rc = glow_preprocess(t->m, px, n, 12345, x);
-  if (!rc)
-    rc = glow_data_init(t->m, x, cfg.n_classes > 0 ? lab : NULL, n);
-  if (rc)
-    die("data-dependent initialisation", rc);
+  glow_model *m = NULL;
+  if (t->rank == 0) {
+    glow_config cfg = o->cfg;
+    cfg.height = t->train.set.h;
+    cfg.width = t->train.set.w;
+    cfg.channels = 1;
+    int rc = glow_model_create(&cfg, &m);
+    if (rc)
+      die("creating the model", rc);
+    float *x = xmalloc(sizeof(float) * (size_t)n * (size_t)t->dim);
+    rc = glow_preprocess(m, px, n, 12345, x);
+    if (!rc)
+      rc = glow_data_init(m, x, cfg.n_classes > 0 ? lab : NULL, n);
+    if (rc)
+      die("data-dependent initialisation", rc);
+    free(x);
+  }
   free(px);
-  free(x);
   free(lab);
+  return m;
+}
+
+/* rank 0's model file, as bytes. */
+static uint8_t *model_bytes(glow_model *m, uint64_t *len) {
+  size_t size = 0;
+  int rc = glow_model_save_buffer(m, NULL, 0, &size);
+  uint8_t *bytes = rc ? NULL : xmalloc(size);
+  if (!rc)
+    rc = glow_model_save_buffer(m, bytes, size, &size);
+  if (rc)
+    die("writing the model to send it", rc);
+  *len = size;
+  return bytes;
+}
+
+/* Every rank's model, the same bits: rank 0 reads it (to resume) or makes
+ * it, and every rank loads rank 0's model file bytes. */
+static void setup_model(trainer *t) {
+  const options *o = t->o;
+  uint8_t *bytes = NULL;
+  uint64_t len = 0;
+  if (!o->resume) {
+    t->m = new_model(t);
+    if (t->ranks == 1)
+      return;
+    if (t->rank == 0) {
+      bytes = model_bytes(t->m, &len);
+      glow_model_free(t->m);
+      t->m = NULL;
+    }
+  } else if (t->rank == 0) {
+    char path[1024];
+    path_join(path, sizeof path, o->resume, "model.safetensors");
+    bytes = read_file(path, &len);
+  }
+  dist_bcast(&len, sizeof len, 0);
+  if (t->rank)
+    bytes = xmalloc((size_t)len);
+  dist_bcast(bytes, (size_t)len, 0);
+  int rc = glow_model_load_buffer(bytes, (size_t)len, &t->m);
+  free(bytes);
+  if (rc)
+    die(o->resume ? "loading the model to resume" : "loading rank 0's model",
+        rc);
+}
+
+/* Rank 0 reads the optimizer state that the resumed run left, if any, and
+ * every rank gets it. */
+static void resume_adam(trainer *t) {
+  char path[1024];
+  path_join(path, sizeof path, t->o->resume, "optimizer.bin");
+  adam *a = &t->opt;
+  int32_t ok = t->rank == 0 && adam_load(a, glow_params(t->m), path) == 0;
+  dist_bcast(&ok, sizeof ok, 0);
+  if (!ok)
+    return;
+  const size_t b = sizeof(float) * (size_t)a->n;
+  dist_bcast(&a->t, sizeof a->t, 0);
+  dist_bcast(&a->lr_scale, sizeof a->lr_scale, 0);
+  dist_bcast(glow_params(t->m), b, 0);
+  dist_bcast(a->m, b, 0);
+  dist_bcast(a->v, b, 0);
+  dist_bcast(a->avg, b, 0);
+  say("resumed Adam state at step %lld\n", (long long)a->t);
+}
+
+/* The run-time options of every rank's model. */
+static void set_options(trainer *t) {
+  const options *o = t->o;
+  /* Store mode keeps every step's activations (fast; memory grows with K);
+   * keeping the workspace between steps saves re-faulting it each time. */
+  int rc = glow_set_option(t->m, GLOW_OPT_BACKWARD_MODE,
+                           o->store ? GLOW_BACKWARD_STORE
+                                    : GLOW_BACKWARD_RECOMPUTE);
+  if (!rc)
+    rc = glow_set_option(t->m, GLOW_OPT_KEEP_WORKSPACE, 1);
+  if (!rc)
+    rc = glow_set_option(t->m, GLOW_OPT_THREADS, o->threads);
+  if (rc)
+    die("setting options", rc);
+}
+
+/* Model, optimizer and buffers, the same on every rank (checked). */
+static void setup(trainer *t) {
+  const options *o = t->o;
+  load_split(o, "train", &t->train);
+  load_split(o, "t10k", &t->test);
+  check_data(t);
+  t->dim = (int64_t)t->train.set.h * t->train.set.w;
+  setup_model(t);
+  glow_config cfg;
+  glow_config_init(&cfg);
+  glow_model_config(t->m, &cfg);
+  t->conditional = cfg.n_classes > 0;
+  set_options(t);
+  t->n_params = glow_param_count(t->m);
+  adam_init(&t->opt, t->n_params, glow_params(t->m));
+  adam_init(&t->good.opt, t->n_params, glow_params(t->m));
+  t->good.params = xmalloc(sizeof(float) * (size_t)t->n_params);
+  if (o->resume)
+    resume_adam(t);
+  t->step = t->first_step = t->opt.t;
+  take_snapshot(t);
+  t->px = xmalloc((size_t)o->batch * (size_t)t->dim);
+  t->x = xmalloc(sizeof(float) * (size_t)o->batch * (size_t)t->dim);
+  t->labels = xmalloc(sizeof(int32_t) * (size_t)o->batch);
+  t->reports = xmalloc(sizeof(report) * (size_t)t->ranks);
+  if (t->rank == 0) {
+    char path[1024];
+    path_join(path, sizeof path, o->out, "log.csv");
+    t->log = fopen(path, o->resume ? "a" : "w");
+    if (!t->log)
+      fail("cannot write %s", path);
+    if (!o->resume)
+      fprintf(t->log, "seconds,step,train_bpd,test_bpd,lr,grad_norm\n");
+  }
+  say("libglow %s | %dx%d | L=%d K=%d hidden %d | %s coupling | %lld "
+      "parameters | batch %d",
+      glow_version_string(), cfg.height, cfg.width, cfg.levels, cfg.depth,
+      cfg.hidden, cfg.coupling == GLOW_COUPLING_AFFINE ? "affine" : "additive",
+      (long long)t->n_params, o->batch);
+  if (t->ranks > 1)
+    say(" over %d ranks", t->ranks);
+  say(" | %.1f min\n", o->minutes);
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+static void run(trainer *t) {
+  const options *o = t->o;
+  const double budget = o->minutes * 60.0;
+  t->start = now();
+  for (;;) {
+    if (t->clock >= budget || (o->max_steps >= 0 && t->step >= o->max_steps))
+      break;
+    train_step(t);
+    if (t->rank == 0 && now() - t->last_print > 1.0) {
+      t->last_print = now();
+      print_progress(t, now() - t->start, budget);
+    }
+    if (o->eval_every > 0 && t->clock - t->last_eval > o->eval_every * 60.0) {
+      double bpd = evaluate_averaged(t);
+      t->last_eval = t->clock;
+      if (t->rank == 0)
+        fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", now() - t->start,
+                (long long)t->step, t->ema, bpd, learning_rate(t));
+      say("%sstep %lld: test %.4f bits/dim\n", t->tty ? "\r\033[K" : "",
+          (long long)t->step, bpd);
+    }
+  }
+}
+
+/* Rank 0: the last log row, the files and the pictures. */
+static void finish(trainer *t, double bpd, double train_time) {
+  const options *o = t->o;
+  fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time, (long long)t->step,
+          t->ema, bpd, learning_rate(t));
+  fclose(t->log);
+  fprintf(stderr, "%s%lld steps in %.1f min (%.0f img/s); test %.4f "
+                  "bits/dim on %d images\n",
+          t->tty ? "\r\033[K" : "", (long long)t->step, train_time / 60.0,
+          (double)(t->step - t->first_step) * o->batch / train_time, bpd,
+          t->test.set.n);
+
+  /* Save the averaged weights with the raw ones' optimizer state. */
+  char path[1024], png[1024], log[1024], curve[1024];
+  path_join(path, sizeof path, o->out, "optimizer.bin");
+  if (adam_save(&t->opt, glow_params(t->m), path))
+    fprintf(stderr, "train: could not write %s\n", path);
+  if (o->polyak > 0)
+    memcpy(glow_params(t->m), t->opt.avg, sizeof(float) * (size_t)t->n_params);
+  path_join(path, sizeof path, o->out, "model.safetensors");
+  int rc = glow_model_save(t->m, path);
+  if (rc)
+    die("saving the model", rc);
+  glow_config cfg;
+  glow_config_init(&cfg);
+  glow_model_config(t->m, &cfg);
+  path_join(png, sizeof png, o->out, "samples.png");
+  write_samples(t->m, png, cfg.n_classes, cfg.height, cfg.width, 1);
+  path_join(log, sizeof log, o->out, "log.csv");
+  path_join(curve, sizeof curve, o->out, "curve.png");
+  if (curve_write(log, curve))
+    fprintf(stderr, "train: could not write %s\n", curve);
+  printf("test bits/dim: %.4f\nmodel: %s\nsamples: %s\ncurve: %s\n", bpd, path,
+         png, curve);
+}
+
+static void release(trainer *t) {
+  adam_free(&t->opt);
+  adam_free(&t->good.opt);
+  free(t->good.params);
+  free(t->px);
+  free(t->x);
+  free(t->labels);
+  free(t->reports);
+  free(t->train.order);
+  free(t->test.order);
+  idx_free(&t->train.set);
+  idx_free(&t->test.set);
+  glow_model_free(t->m);
 }
 
 int main(int argc, char **argv) {
-  options o;
-  int pr = parse_args(argc, argv, &o);
-  if (pr)
-    return pr > 0 ? 0 : 2;
-  if (mkdir(o.out, 0777) && errno != EEXIST) {
-    fprintf(stderr, "train: cannot create %s\n", o.out);
+  if (dist_init(&argc, &argv)) {
+    fprintf(stderr, "train: MPI did not start\n");
     return 1;
   }
+  options o;
+  int pr = parse_args(argc, argv, &o);
+  if (pr) {
+    dist_finalize();
+    return pr > 0 ? 0 : 2;
+  }
+  if (dist_rank() == 0 && mkdir(o.out, 0777) && errno != EEXIST)
+    fail("cannot create %s", o.out);
   trainer t;
   memset(&t, 0, sizeof t);
   t.o = &o;
-  t.tty = isatty(2);
-  load_split(&o, "train", &t.train);
-  load_split(&o, "t10k", &t.test);
-  t.dim = (int64_t)t.train.set.h * t.train.set.w;
-  setup_model(&t);
-  glow_config cfg;
-  glow_config_init(&cfg);
-  glow_model_config(t.m, &cfg);
-  t.conditional = cfg.n_classes > 0;
-  /* Store mode keeps every step's activations (fast; memory grows with K);
-   * keeping the workspace between steps saves re-faulting it each time. */
-  int rc0 = glow_set_option(t.m, GLOW_OPT_BACKWARD_MODE,
-                            o.store ? GLOW_BACKWARD_STORE
-                                    : GLOW_BACKWARD_RECOMPUTE);
-  if (!rc0)
-    rc0 = glow_set_option(t.m, GLOW_OPT_KEEP_WORKSPACE, 1);
-  if (rc0)
-    die("setting options", rc0);
-  t.n_params = glow_param_count(t.m);
-  adam_init(&t.opt, t.n_params, glow_params(t.m));
-  adam_init(&t.good.opt, t.n_params, glow_params(t.m));
-  t.good.params = xmalloc(sizeof(float) * (size_t)t.n_params);
-  char path[1024];
-  path_join(path, sizeof path, o.resume ? o.resume : o.out, "optimizer.bin");
-  if (o.resume && adam_load(&t.opt, glow_params(t.m), path) == 0)
-    fprintf(stderr, "resumed Adam state at step %lld\n", (long long)t.opt.t);
-  t.step = t.first_step = t.opt.t;
-  take_snapshot(&t);
-  t.px = xmalloc((size_t)o.batch * (size_t)t.dim);
-  t.x = xmalloc(sizeof(float) * (size_t)o.batch * (size_t)t.dim);
-  t.labels = xmalloc(sizeof(int32_t) * (size_t)o.batch);
-  path_join(path, sizeof path, o.out, "log.csv");
-  t.log = fopen(path, o.resume ? "a" : "w");
-  if (!t.log)
-    return fprintf(stderr, "train: cannot write %s\n", path), 1;
-  if (!o.resume)
-    fprintf(t.log, "seconds,step,train_bpd,test_bpd,lr,grad_norm\n");
-
-  fprintf(stderr, "libglow %s | %dx%d | L=%d K=%d hidden %d | %s coupling | "
-                  "%lld parameters | batch %d | %.1f min\n",
-          glow_version_string(), cfg.height, cfg.width, cfg.levels,
-          cfg.depth, cfg.hidden,
-          cfg.coupling == GLOW_COUPLING_AFFINE ? "affine" : "additive",
-          (long long)t.n_params, o.batch, o.minutes);
-  const double budget = o.minutes * 60.0;
-  t.start = now();
-  for (;;) {
-    double elapsed = now() - t.start;
-    if (elapsed >= budget || (o.max_steps >= 0 && t.step >= o.max_steps))
-      break;
-    train_step(&t);
-    if (now() - t.last_print > 1.0) {
-      t.last_print = now();
-      print_progress(&t, now() - t.start, budget);
-    }
-    if (o.eval_every > 0 && now() - t.last_eval > o.eval_every * 60.0) {
-      double bpd = evaluate_averaged(&t);
-      t.last_eval = now();
-      fprintf(t.log, "%.1f,%lld,%.4f,%.4f,%.3e\n", now() - t.start,
-              (long long)t.step, t.ema, bpd, learning_rate(&t));
-      fprintf(stderr, "%sstep %lld: test %.4f bits/dim\n",
-              t.tty ? "\r\033[K" : "", (long long)t.step, bpd);
-    }
-  }
+  t.rank = dist_rank();
+  t.ranks = dist_size();
+  t.local = o.batch / t.ranks;
+  t.tty = t.rank == 0 && isatty(2);
+  setup(&t);
+  run(&t);
   double train_time = now() - t.start;
   double bpd = evaluate_averaged(&t);
-  fprintf(t.log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time, (long long)t.step,
-          t.ema, bpd, learning_rate(&t));
-  fclose(t.log);
-  fprintf(stderr, "%s%lld steps in %.1f min; test %.4f bits/dim on %d "
-                  "images\n",
-          t.tty ? "\r\033[K" : "", (long long)t.step, train_time / 60.0, bpd,
-          t.test.set.n);
-
-  /* Save the averaged weights with the raw ones' optimizer state. */
-  path_join(path, sizeof path, o.out, "optimizer.bin");
-  if (adam_save(&t.opt, glow_params(t.m), path))
-    fprintf(stderr, "train: could not write %s\n", path);
-  if (o.polyak > 0)
-    memcpy(glow_params(t.m), t.opt.avg, sizeof(float) * (size_t)t.n_params);
-  path_join(path, sizeof path, o.out, "model.safetensors");
-  int rc = glow_model_save(t.m, path);
-  if (rc)
-    die("saving the model", rc);
-  char png[1024];
-  path_join(png, sizeof png, o.out, "samples.png");
-  write_samples(t.m, png, cfg.n_classes, cfg.height, cfg.width, 1);
-  printf("test bits/dim: %.4f\nmodel: %s\nsamples: %s\n", bpd, path, png);
-
-  adam_free(&t.opt);
-  adam_free(&t.good.opt);
-  free(t.good.params);
-  free(t.px);
-  free(t.x);
-  free(t.labels);
-  free(t.train.order);
-  free(t.test.order);
-  idx_free(&t.train.set);
-  idx_free(&t.test.set);
-  glow_model_free(t.m);
+  check_state(&t);
+  if (t.rank == 0)
+    finish(&t, bpd, train_time);
+  release(&t);
+  dist_finalize();
   return 0;
 }

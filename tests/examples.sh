@@ -6,29 +6,10 @@ set -euo pipefail
 bin=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-# 28x28 images: class k is a bar whose position and brightness follow k.
-python3 - "$dir" <<'PY'
-import gzip, struct, sys, random
-d = sys.argv[1]
-def write(prefix, n, seed):
-    rng = random.Random(seed)
-    labels = [i % 10 for i in range(n)]
-    pixels = bytearray()
-    for k in labels:
-        for y in range(28):
-            for x in range(28):
-                on = 2 * k <= x < 2 * k + 6
-                pixels.append(min(255, (120 + 13 * k if on else 0) + rng.randrange(8)))
-    with gzip.open(f"{d}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + bytes(pixels))
-    with gzip.open(f"{d}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + bytes(labels))
-write("train", 200, 1)
-write("t10k", 60, 2)
-PY
+python3 "$(dirname "$0")/make_idx.py" "$dir"
 common=(--data "$dir" --levels 2 --depth 2 --hidden 16 --batch 16)
 "$bin/train" "${common[@]}" --steps 12 --minutes 2 --out "$dir/run" 2>&1 | tail -n 3
-for f in model.safetensors optimizer.bin samples.png log.csv; do
+for f in model.safetensors optimizer.bin samples.png log.csv curve.png; do
   test -s "$dir/run/$f" || { echo "train did not write $f"; exit 1; }
 done
 "$bin/train" --data "$dir" --resume "$dir/run" --steps 16 --out "$dir/run2" 2>&1 | tail -n 3
