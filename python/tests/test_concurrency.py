@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import glow
+
 SCENARIO = textwrap.dedent(
     """
     import threading
@@ -58,9 +60,10 @@ def test_training_threads_and_options_are_serialised():
     """Two threads training one model while a third changes its options
     and evaluates it: every call completes, nothing crashes."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [os.path.join(os.path.dirname(__file__), ".."), env.get("PYTHONPATH")] if p
-    )
+    # The child imports the package this session tests: the source tree's
+    # or an installed one.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(glow.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [here, env.get("PYTHONPATH")] if p)
     proc = subprocess.run(
         [sys.executable, "-c", SCENARIO],
         env=env,
