@@ -19,9 +19,11 @@
 #define GLOW__GEMM_KC 256
 #define GLOW__GEMM_MC 192
 #define GLOW__GEMM_NC 2048
-/* Floats of packing scratch the own kernel needs, either version. */
+/* Floats of packing scratch the own kernel needs, either version: the
+ * blocks, and room to start them on a cache line. */
 #define GLOW__GEMM_PACK                                                        \
-  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC + (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC)
+  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC +                                    \
+   (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC + 16)
 /* What computes a product: the CBLAS, or a version of the own kernel
  * (ordered: a CPU that runs one runs those before it). */
 typedef enum {
