@@ -75,9 +75,9 @@ static glow__gemm_isa choose_isa(void) {
 }
 
 glow__gemm_isa glow__gemm_isa_used(void) {
-  /* Read once, so that every product of a process uses the same kernel
-   * (a workspace is sized for it).  Threads racing here compute the same
-   * value. */
+  /* Chosen once: a process runs one version throughout, and the
+   * environment is not read on every product.  Threads racing here compute
+   * the same value. */
   static atomic_int chosen = -1;
   int isa = atomic_load_explicit(&chosen, memory_order_relaxed);
   if (isa < 0) {
@@ -125,7 +125,11 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
     const int64_t cols = nc - jr < nr ? nc - jr : nr;
     const float *src = b + jr * cs;
     for (int64_t k = 0; k < kc; k++, pb += nr) {
-      if (cs == 1) {
+      if (cs == 1 && cols == 32) { /* whole panels: fixed-size copies */
+        memcpy(pb, src + k * rs, sizeof(float) * 32);
+      } else if (cs == 1 && cols == 16) {
+        memcpy(pb, src + k * rs, sizeof(float) * 16);
+      } else if (cs == 1) {
         memcpy(pb, src + k * rs, sizeof(float) * (size_t)cols);
       } else {
         for (int64_t j = 0; j < cols; j++)
