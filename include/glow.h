@@ -518,11 +518,16 @@ GLOW_API int glow_backward(glow_model *m, const float *x,
 
 /** Values of GLOW_OPT_GEMM, bounds [0, 1], default AUTO: what computes the
  * matrix products (the convolutions and the 1x1 convs).
- * AUTO: libglow's own single-threaded kernel on CPUs with AVX-512F
- *   (x86-64), else the CBLAS.  It sums each product's terms in a fixed
- *   order, so an image's results do not depend on the batch it is in or on
- *   the number of threads.  It needs about 2.2 MiB of packing scratch per
- *   thread, part of each call's workspace.
+ * AUTO: libglow's own single-threaded kernel on x86-64 CPUs with AVX-512F
+ *   or, failing that, with AVX2 and FMA (chosen at run time), else the
+ *   CBLAS.  It sums each product's terms in a fixed order, so an image's
+ *   results do not depend on the batch it is in or on the number of
+ *   threads; its AVX-512 and AVX2 versions sum in the same order and give
+ *   the same products, bit for bit.  It needs about 2.2 MiB of packing
+ *   scratch per thread, part of each call's workspace.  The environment
+ *   variable GLOW_GEMM_ISA=avx2, read once per process at its first
+ *   product, holds a CPU with AVX-512F to the AVX2 version (to test or
+ *   measure it there); other values are ignored.
  * BLAS: the CBLAS libglow was linked with, always.
  * The two agree up to float rounding.  Which is faster depends on the
  * CBLAS and the CPU (docs/performance.md). */

@@ -1,22 +1,25 @@
 /*
  * test_gemm.c -- glow__sgemm, the matrix product under every convolution:
- * the own kernel and the CBLAS path against a double-precision reference,
- * over shapes that cover whole and partial register tiles and blocks, all
- * four transpose combinations and both overwrite and accumulate; and the
+ * every kernel this CPU runs (the CBLAS, the own kernel's AVX-512 and
+ * AVX2 versions) against a double-precision reference, over shapes that
+ * cover whole and partial register tiles (12 x 32 and 6 x 16) and blocks,
+ * all four transpose combinations and both overwrite and accumulate; the
  * own kernel's promise that a row of the result does not depend on how
- * many rows the product has.
+ * many rows the product has, in each version; that the two versions give
+ * the same bits; and which version glow__sgemm runs.
  */
 #include "testutil.h"
 
 #include "kernels.h"
 
-/* C = op(A) op(B) (+ C0) in double, A and B as glow__sgemm reads them. */
+/* C = op(A) op(B) (+ C0, row stride ldc0) in double, A and B as
+ * glow__sgemm reads them; C is m x n, contiguous. */
 static void reference(int ta, int tb, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda, const float *b,
-                      int64_t ldb, const float *c0, double *c) {
+                      int64_t ldb, const float *c0, int64_t ldc0, double *c) {
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) {
-      double s = c0 ? c0[i * n + j] : 0.0;
+      double s = c0 ? c0[i * ldc0 + j] : 0.0;
       for (int64_t p = 0; p < k; p++)
         s += (double)(ta ? a[p * lda + i] : a[i * lda + p]) *
              (tb ? b[j * ldb + p] : b[p * ldb + j]);
@@ -32,103 +35,203 @@ static float *random_floats(int64_t count, uint64_t seed) {
   return v;
 }
 
-/* One product through one path; fails with the shape on a bad element. */
-static void check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
-                          int accumulate, float *pack) {
+/* The kernels, the CBLAS first. */
+static const glow__gemm_isa kernels[] = {GLOW__GEMM_CBLAS, GLOW__GEMM_AVX512,
+                                         GLOW__GEMM_AVX2};
+enum { N_KERNELS = sizeof kernels / sizeof kernels[0] };
+
+static const char *kernel_name(glow__gemm_isa isa) {
+  return isa == GLOW__GEMM_AVX512 ? "AVX-512"
+         : isa == GLOW__GEMM_AVX2 ? "AVX2"
+                                  : "CBLAS";
+}
+
+/* The own kernel's versions this CPU runs, into isa; how many. */
+static int own_kernels(glow__gemm_isa isa[N_KERNELS]) {
+  int count = 0;
+  for (int i = 0; i < N_KERNELS; i++)
+    if (kernels[i] != GLOW__GEMM_CBLAS && glow__gemm_runs(kernels[i]))
+      isa[count++] = kernels[i];
+  return count;
+}
+
+/* Floats of a rows x cols matrix with row stride ld whose buffer ends at
+ * its last element, so that a read past it leaves the allocation (which
+ * the sanitizer build reports). */
+static int64_t tight(int64_t rows, int64_t cols, int64_t ld) {
+  return (rows - 1) * ld + cols;
+}
+
+/* One product through every kernel this CPU runs, each against the
+ * reference, with C's columns past n left as they were, and the own
+ * kernel's versions against each other, bit for bit; fails with the kernel
+ * and the shape.  Returns the kernels run. */
+static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                         int accumulate, float *pack) {
   /* Leading dimensions wider than the operands, as the convolutions pass
    * (a row stride of c for c/2 channels). */
-  const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5;
-  float *a = random_floats((ta ? k : m) * lda, 11 + (uint64_t)m);
-  float *b = random_floats((tb ? n : k) * ldb, 13 + (uint64_t)n);
-  float *c = random_floats(m * n, 17);
-  float *c0 = malloc(sizeof(float) * (size_t)(m * n));
-  memcpy(c0, c, sizeof(float) * (size_t)(m * n));
+  const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
+  const size_t bytes = sizeof(float) * (size_t)(m * ldc);
+  float *a = random_floats(ta ? tight(k, m, lda) : tight(m, k, lda),
+                           11 + (uint64_t)m);
+  float *b = random_floats(tb ? tight(n, k, ldb) : tight(k, n, ldb),
+                           13 + (uint64_t)n);
+  float *c0 = random_floats(m * ldc, 17);
+  float *c = malloc(bytes), *own = malloc(bytes);
   double *ref = malloc(sizeof(double) * (size_t)(m * n));
-  reference(ta, tb, m, n, k, a, lda, b, ldb, accumulate ? c0 : NULL, ref);
-  glow__sgemm(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, n, pack);
+  reference(ta, tb, m, n, k, a, lda, b, ldb, accumulate ? c0 : NULL, ldc,
+            ref);
   /* Float sums of k unit-variance products: error ~ sqrt(k) eps. */
   const double tol = 1e-5 * (4.0 + sqrt((double)k)) * 4.0;
-  for (int64_t i = 0; i < m * n; i++)
-    if (!(fabs(c[i] - ref[i]) <= tol))
-      fail_msg("%s %c%c m=%lld n=%lld k=%lld%s: C[%lld] = %g, expected %g",
-               pack ? "own" : "CBLAS", ta ? 'T' : 'N', tb ? 'T' : 'N',
+  int runs = 0, owns = 0;
+  for (int p = 0; p < N_KERNELS; p++) {
+    const glow__gemm_isa isa = kernels[p];
+    if (!glow__gemm_runs(isa))
+      continue;
+    memcpy(c, c0, bytes);
+    glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
+                   pack);
+    runs++;
+    for (int64_t i = 0; i < m * ldc; i++) {
+      const int64_t row = i / ldc, col = i % ldc;
+      const double want = col < n ? ref[row * n + col] : c0[i];
+      if (!(fabs(c[i] - want) <= (col < n ? tol : 0.0)))
+        fail_msg("%s %c%c m=%lld n=%lld k=%lld%s: C[%lld][%lld] = %g, "
+                 "expected %g",
+                 kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N',
+                 (long long)m, (long long)n, (long long)k,
+                 accumulate ? " (accumulate)" : "", (long long)row,
+                 (long long)col, (double)c[i], want);
+    }
+    if (isa == GLOW__GEMM_CBLAS)
+      continue;
+    /* The same sums in the same order: the same bits. */
+    if (owns++ == 0)
+      memcpy(own, c, bytes);
+    else if (memcmp(own, c, bytes) != 0)
+      fail_msg("%s %c%c m=%lld n=%lld k=%lld%s: not the bits of %s",
+               kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N',
                (long long)m, (long long)n, (long long)k,
-               accumulate ? " (accumulate)" : "", (long long)i, (double)c[i],
-               ref[i]);
+               accumulate ? " (accumulate)" : "", kernel_name(kernels[1]));
+  }
   free(a);
   free(b);
   free(c);
   free(c0);
+  free(own);
   free(ref);
+  return runs;
 }
 
 static void test_products(void **state) {
   (void)state;
-  /* Around the tile (12 x 32) and block (KC 256, MC 192) sizes. */
+  /* Around the tiles (AVX-512 12 x 32, AVX2 6 x 16) and blocks (KC 256,
+   * MC 192): whole tiles, one row or column past them, partial ones. */
   static const int64_t ms[] = {1, 5, 12, 13, 37, 193, 400};
-  static const int64_t ns[] = {1, 4, 18, 32, 33, 108, 130};
+  static const int64_t ns[] = {1, 8, 16, 23, 32, 33, 108, 143};
   static const int64_t ks[] = {1, 7, 54, 255, 257, 600};
-  float *pack = glow__gemm_own_available()
-                    ? malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK)
-                    : NULL;
-  if (!pack)
-    print_message("  this CPU has no AVX-512F: the CBLAS path only\n");
+  float *pack = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
+  glow__gemm_isa own[N_KERNELS];
+  const int n_own = own_kernels(own);
+  print_message("  own kernel versions on this CPU: %d%s%s\n", n_own,
+                n_own > 0 ? ", first " : "",
+                n_own > 0 ? kernel_name(own[0]) : "");
   int64_t checks = 0;
-  for (int path = 0; path < 2; path++) {
-    if (path == 1 && !pack)
-      break;
-    for (int t = 0; t < 4; t++)
-      for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++)
-        for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
-          for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ik++) {
-            /* Every shape once; the largest only for a few combinations. */
-            if (ms[im] * ns[in] * ks[ik] > 4000000 && (t != 0 || ik % 2))
-              continue;
-            check_product(t & 1, t >> 1, ms[im], ns[in], ks[ik],
-                          (int)((im + in + ik) % 2), path ? pack : NULL);
-            checks++;
-          }
-  }
-  /* Wider than one NC block of B. */
-  if (pack)
-    check_product(0, 0, 3, GLOW__GEMM_NC + 40, 9, 0, pack);
+  for (int t = 0; t < 4; t++)
+    for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++)
+      for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
+        for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ik++) {
+          /* Every shape once; the largest only for a few combinations. */
+          if (ms[im] * ns[in] * ks[ik] > 4000000 && (t != 0 || ik % 2))
+            continue;
+          checks += check_product(t & 1, t >> 1, ms[im], ns[in], ks[ik],
+                                  (int)((im + in + ik) % 2), pack);
+        }
+  /* Wider than one NC block of B, in each layout of the operands. */
+  for (int t = 0; t < 4; t++)
+    checks += check_product(t & 1, t >> 1, 3, GLOW__GEMM_NC + 40, 9, t % 2,
+                            pack);
   print_message("  %lld products checked\n", (long long)checks);
   free(pack);
 }
 
 /* The own kernel sums each element's products in a fixed order, so the
  * first rows of a product come out the same, bit for bit, whatever the
- * number of rows below them: shards of any size give the same images. */
+ * number of rows below them: shards of any size give the same images.  In
+ * each version. */
 static void test_rows_independent_of_m(void **state) {
   (void)state;
-  if (!glow__gemm_own_available())
+  glow__gemm_isa own[N_KERNELS];
+  const int n_own = own_kernels(own);
+  if (n_own == 0)
     skip();
   float *pack = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
   const int64_t n = 70, k = 300, rows = 500;
-  for (int ta = 0; ta < 2; ta++) {
-    const int64_t lda = ta ? rows : k;
-    float *a = random_floats((ta ? k : rows) * lda, 5);
-    float *b = random_floats(k * n, 6);
-    float *full = malloc(sizeof(float) * (size_t)(rows * n));
-    float *part = malloc(sizeof(float) * (size_t)(rows * n));
-    glow__sgemm(ta, 0, rows, n, k, a, lda, b, n, 0, full, n, pack);
-    static const int64_t ms[] = {1, 7, 12, 100, 191, 250};
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
-      glow__sgemm(ta, 0, ms[i], n, k, a, lda, b, n, 0, part, n, pack);
-      assert_memory_equal(part, full, sizeof(float) * (size_t)(ms[i] * n));
+  for (int v = 0; v < n_own; v++)
+    for (int ta = 0; ta < 2; ta++) {
+      const int64_t lda = ta ? rows : k;
+      float *a = random_floats((ta ? k : rows) * lda, 5);
+      float *b = random_floats(k * n, 6);
+      float *full = malloc(sizeof(float) * (size_t)(rows * n));
+      float *part = malloc(sizeof(float) * (size_t)(rows * n));
+      glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n,
+                     pack);
+      static const int64_t ms[] = {1, 5, 7, 12, 100, 191, 250};
+      for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        glow__sgemm_on(own[v], ta, 0, ms[i], n, k, a, lda, b, n, 0, part, n,
+                       pack);
+        assert_memory_equal(part, full, sizeof(float) * (size_t)(ms[i] * n));
+      }
+      free(a);
+      free(b);
+      free(full);
+      free(part);
     }
-    free(a);
-    free(b);
-    free(full);
-    free(part);
-  }
   free(pack);
+}
+
+/* glow__sgemm runs the best version this CPU has, AVX-512F before AVX2,
+ * held to AVX2 by GLOW_GEMM_ISA=avx2 (ctest runs test_threads so), and
+ * the CBLAS without a packing buffer. */
+static void test_kernel_choice(void **state) {
+  (void)state;
+  assert_true(glow__gemm_runs(GLOW__GEMM_CBLAS));
+  /* Every CPU with AVX-512F has AVX2 and FMA. */
+  if (glow__gemm_runs(GLOW__GEMM_AVX512))
+    assert_true(glow__gemm_runs(GLOW__GEMM_AVX2));
+  const char *cap = getenv("GLOW_GEMM_ISA");
+  const int avx2_only = cap && strcmp(cap, "avx2") == 0;
+  glow__gemm_isa best = GLOW__GEMM_CBLAS;
+  if (glow__gemm_runs(GLOW__GEMM_AVX512) && !avx2_only)
+    best = GLOW__GEMM_AVX512;
+  else if (glow__gemm_runs(GLOW__GEMM_AVX2))
+    best = GLOW__GEMM_AVX2;
+  assert_int_equal(glow__gemm_isa_used(), best);
+  assert_int_equal(glow__gemm_own_available(), best != GLOW__GEMM_CBLAS);
+  /* With a packing buffer, that version's bits; without, the CBLAS's. */
+  const int64_t m = 37, n = 45, k = 300;
+  float *a = random_floats(m * k, 3), *b = random_floats(k * n, 4);
+  float *pack = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
+  float *c = malloc(sizeof(float) * (size_t)(m * n));
+  float *expect = malloc(sizeof(float) * (size_t)(m * n));
+  for (int with_pack = 0; with_pack < 2; with_pack++) {
+    glow__sgemm_on(with_pack ? best : GLOW__GEMM_CBLAS, 0, 0, m, n, k, a, k,
+                   b, n, 0, expect, n, pack);
+    glow__sgemm(0, 0, m, n, k, a, k, b, n, 0, c, n, with_pack ? pack : NULL);
+    assert_memory_equal(c, expect, sizeof(float) * (size_t)(m * n));
+  }
+  free(a);
+  free(b);
+  free(pack);
+  free(c);
+  free(expect);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_products),
       cmocka_unit_test(test_rows_independent_of_m),
+      cmocka_unit_test(test_kernel_choice),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,11 @@ static void test_option(void **state) {
   assert_int_equal(v, GLOW_GEMM_AUTO);
   assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM, 2), GLOW_ERR_ARG);
   assert_int_equal(glow__model_gemm_own(m), glow__gemm_own_available());
+  /* ctest runs this file again with GLOW_GEMM_ISA=avx2: on the AVX2
+   * kernel wherever the CPU has it. */
+  const char *isa = getenv("GLOW_GEMM_ISA");
+  if (isa && strcmp(isa, "avx2") == 0 && glow__gemm_runs(GLOW__GEMM_AVX2))
+    assert_int_equal(glow__gemm_isa_used(), GLOW__GEMM_AVX2);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 257), GLOW_ERR_ARG);
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, -1), GLOW_ERR_ARG);

@@ -11,25 +11,48 @@
 #include "core.h"
 
 /* ---- Matrix products (gemm.c) ----------------------------------------------
- * Blocking of libglow's own kernel: MR x NR register tiles, op(A) packed
- * in MC x KC blocks and op(B) in KC x NC blocks. */
-#define GLOW__GEMM_MR 12
-#define GLOW__GEMM_NR 32
+ * Blocking of libglow's own kernel, the same for its AVX-512 (12 x 32
+ * register tiles) and AVX2 (6 x 16) versions: op(A) packed in MC x KC
+ * blocks and op(B) in KC x NC blocks.  KC fixes the order of the sums
+ * (each element of C adds its products KC at a time, the blocks in order),
+ * so both versions give the same bits. */
 #define GLOW__GEMM_KC 256
 #define GLOW__GEMM_MC 192
 #define GLOW__GEMM_NC 2048
-/* Floats of packing scratch the own kernel needs. */
+/* Floats of packing scratch the own kernel needs, either version: the
+ * blocks, and room to start them on a cache line. */
 #define GLOW__GEMM_PACK                                                        \
-  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC + (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC)
-/* 1 if this CPU runs the own kernel (AVX-512F on x86-64). */
+  ((int64_t)GLOW__GEMM_MC * GLOW__GEMM_KC +                                    \
+   (int64_t)GLOW__GEMM_KC * GLOW__GEMM_NC + 16)
+/* What computes a product: the CBLAS, or a version of the own kernel
+ * (ordered: a CPU that runs one runs those before it). */
+typedef enum {
+  GLOW__GEMM_CBLAS = 0,
+  GLOW__GEMM_AVX2 = 1,  /* AVX2 and FMA */
+  GLOW__GEMM_AVX512 = 2 /* AVX-512F */
+} glow__gemm_isa;
+/* 1 if this CPU, and this build, run isa's kernel (always the CBLAS). */
+int glow__gemm_runs(glow__gemm_isa isa);
+/* The version glow__sgemm's own kernel runs: the best this CPU has,
+ * AVX-512F, then AVX2 with FMA, held to AVX2 by GLOW_GEMM_ISA=avx2 in the
+ * environment; the CBLAS where neither runs.  Chosen at the first call,
+ * the same for the rest of the process. */
+glow__gemm_isa glow__gemm_isa_used(void);
+/* 1 if the own kernel runs here: glow__gemm_isa_used() is not the CBLAS. */
 int glow__gemm_own_available(void);
 /* C (m x n, row stride ldc) = op(A) op(B), or C += op(A) op(B) when
  * accumulate != 0, where op(A) is m x k (A^T if ta; row stride lda of A as
  * stored), op(B) k x n likewise.  With pack (GLOW__GEMM_PACK floats) the
- * own kernel computes it, else the CBLAS. */
+ * own kernel computes it (glow__gemm_isa_used()), else the CBLAS. */
 void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                  const float *a, int64_t lda, const float *b, int64_t ldb,
                  int accumulate, float *c, int64_t ldc, float *pack);
+/* The same on isa's kernel, which must run here (glow__gemm_runs); pack
+ * as above unless isa is the CBLAS.  For tests and benchmarks. */
+void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
+                    int64_t k, const float *a, int64_t lda, const float *b,
+                    int64_t ldb, int accumulate, float *c, int64_t ldc,
+                    float *pack);
 
 /* ---- Convolutions (conv.c) ------------------------------------------------- */
 
