@@ -126,8 +126,8 @@ static glow_model *load(const bench_config *b, float **x) {
   if (cfg.height != b->h || cfg.width != b->w || cfg.channels != b->c ||
       cfg.levels != b->levels || cfg.depth != b->depth ||
       cfg.hidden != b->hidden) {
-    fprintf(stderr, "bench: %s is not a model of the %s config\n",
-            g_model_path, b->name);
+    fprintf(stderr, "bench: %s is not a model of the %s config\n", g_model_path,
+            b->name);
     exit(1);
   }
   *x = make_input(m, b);
@@ -151,8 +151,7 @@ static glow_model *make(const bench_config *b, int32_t depth, float **x) {
 }
 
 /* Median seconds per call of `op` over at least `seconds` of runs. */
-typedef int (*op_fn)(glow_model *m, const bench_config *b, float *x,
-                     float *y);
+typedef int (*op_fn)(glow_model *m, const bench_config *b, float *x, float *y);
 
 static int op_forward(glow_model *m, const bench_config *b, float *x,
                       float *y) {
@@ -162,13 +161,11 @@ static int op_inverse(glow_model *m, const bench_config *b, float *x,
                       float *y) {
   return glow_inverse(m, x, NULL, b->batch, y);
 }
-static int op_sample(glow_model *m, const bench_config *b, float *x,
-                     float *y) {
+static int op_sample(glow_model *m, const bench_config *b, float *x, float *y) {
   (void)x;
   return glow_sample(m, b->batch, 0.7f, 3, NULL, y);
 }
-static int op_train(glow_model *m, const bench_config *b, float *x,
-                    float *y) {
+static int op_train(glow_model *m, const bench_config *b, float *x, float *y) {
   (void)y;
   float loss;
   glow_zero_grad(m);
@@ -180,8 +177,8 @@ static int cmp_double(const void *a, const void *b) {
   return (d > 0) - (d < 0);
 }
 
-static double time_op(op_fn op, glow_model *m, const bench_config *b,
-                      float *x, float *y, double seconds, int *calls) {
+static double time_op(op_fn op, glow_model *m, const bench_config *b, float *x,
+                      float *y, double seconds, int *calls) {
   double t[256];
   int n = 0;
   const int min_calls = g_min_calls < 256 ? g_min_calls : 256;
@@ -215,8 +212,7 @@ static void run_speed(const bench_config *b, double seconds) {
        GLOW_BACKWARD_RECOMPUTE},
       {"train step (store)", "train-store", op_train, GLOW_BACKWARD_STORE}};
   if (g_keep_ws >= 0)
-    check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, g_keep_ws),
-          "set_option");
+    check(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, g_keep_ws), "set_option");
   int64_t keep = 0;
   check(glow_get_option(m, GLOW_OPT_KEEP_WORKSPACE, &keep), "get_option");
   check(glow_set_option(m, GLOW_OPT_GEMM, g_gemm), "set_option");
@@ -224,8 +220,8 @@ static void run_speed(const bench_config *b, double seconds) {
   if (!g_json)
     printf("%s: %dx%dx%d, L=%d, K=%d, hidden %d, batch %d, %lld "
            "parameters\n",
-           b->name, b->h, b->w, b->c, b->levels, b->depth, b->hidden,
-           b->batch, (long long)glow_param_count(m));
+           b->name, b->h, b->w, b->c, b->levels, b->depth, b->hidden, b->batch,
+           (long long)glow_param_count(m));
   for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
     if (g_only && strcmp(g_only, ops[i].key))
       continue;
@@ -253,8 +249,7 @@ static void run_speed(const bench_config *b, double seconds) {
            peak > total ? peak : total);
   }
   if (!g_json)
-    printf("  peak resident memory     %9.1f MiB\n",
-           proc_status_mib("VmHWM"));
+    printf("  peak resident memory     %9.1f MiB\n", proc_status_mib("VmHWM"));
   free(y);
   free(x);
   glow_model_free(m);
@@ -352,8 +347,7 @@ int main(int argc, char **argv) {
       const int32_t batch = atoi(argv[++i]);
       for (int c = 0; c < 2; c++)
         configs[c].batch = batch > 0 ? batch : configs[c].batch;
-    }
-    else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+    } else if (!strcmp(argv[i], "--model") && i + 1 < argc)
       g_model_path = argv[++i];
     else if (!strcmp(argv[i], "--save-model") && i + 1 < argc)
       g_save_path = argv[++i];

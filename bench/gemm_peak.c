@@ -62,8 +62,8 @@ static int parse(int argc, char **argv, job *j) {
     const char *a = argv[i];
     if (strcmp(a, "--kernel") == 0 && i + 1 < argc) {
       a = argv[++i];
-      j->isa = strcmp(a, "avx512") == 0 ? GLOW__GEMM_AVX512
-               : strcmp(a, "avx2") == 0 ? GLOW__GEMM_AVX2
+      j->isa = strcmp(a, "avx512") == 0  ? GLOW__GEMM_AVX512
+               : strcmp(a, "avx2") == 0  ? GLOW__GEMM_AVX2
                : strcmp(a, "cblas") == 0 ? GLOW__GEMM_CBLAS
                                          : (glow__gemm_isa)-1;
       if ((int)j->isa < 0)
@@ -125,8 +125,8 @@ int main(int argc, char **argv) {
     b[i] = (float)((i * 5 + 1) % 13) / 13.0f - 0.5f;
   for (int r = -1; r < j.reps; r++) { /* r = -1 is the warm-up */
     const double t0 = now();
-    glow__sgemm_on(j.isa, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c,
-                   j.n, pack);
+    glow__sgemm_on(j.isa, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c, j.n,
+                   pack);
     if (r >= 0)
       dt[r] = now() - t0;
   }
@@ -139,8 +139,7 @@ int main(int argc, char **argv) {
          "\"n\": %d, \"k\": %d, \"gflops\": %.2f, \"gflops_median\": %.2f, "
          "\"check\": %g}\n",
          impl, j.ta ? 't' : 'n', j.tb ? 't' : 'n', j.m, j.m, j.n, j.k,
-         flops / dt[0] / 1e9, flops / dt[j.reps / 2] / 1e9,
-         (double)c[nc / 2]);
+         flops / dt[0] / 1e9, flops / dt[j.reps / 2] / 1e9, (double)c[nc / 2]);
   free(a);
   free(b);
   free(c);

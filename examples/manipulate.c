@@ -23,15 +23,14 @@
 #include "idx.h"
 #include "png_grid.h"
 
-static const char *const class_names[] = {"tshirt", "trouser", "pullover",
-                                          "dress",  "coat",    "sandal",
-                                          "shirt",  "sneaker", "bag",
-                                          "boot"};
+static const char *const class_names[] = {
+    "tshirt", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt",   "sneaker",  "bag",   "boot"};
 
 static void check(int rc, const char *what) {
   if (rc != GLOW_OK) {
-    fprintf(stderr, "manipulate: %s: %s (%s)\n", what,
-            glow_status_string(rc), glow_last_error());
+    fprintf(stderr, "manipulate: %s: %s (%s)\n", what, glow_status_string(rc),
+            glow_last_error());
     exit(1);
   }
 }
@@ -71,8 +70,7 @@ static int32_t encode_class(context *c, int k, int32_t count, float *eps,
   float *x = xmalloc(sizeof(float) * (size_t)(n * c->d));
   int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)(n ? n : 1));
   for (int32_t i = 0; i < n; i++) {
-    memcpy(px + i * c->d, c->data.pixels + (size_t)idx[i] * c->d,
-           (size_t)c->d);
+    memcpy(px + i * c->d, c->data.pixels + (size_t)idx[i] * c->d, (size_t)c->d);
     lab[i] = k;
   }
   if (n > 0) {
@@ -136,12 +134,18 @@ int main(int argc, char **argv) {
   int32_t count = 500;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-    if (!strcmp(a, "--with")) with = parse_class(v), i++;
-    else if (!strcmp(a, "--without")) without = parse_class(v), i++;
-    else if (!strcmp(a, "--data")) data = v, i++;
-    else if (!strcmp(a, "--count")) count = atoi(v), i++;
-    else if (!model) model = a;
-    else out = a;
+    if (!strcmp(a, "--with"))
+      with = parse_class(v), i++;
+    else if (!strcmp(a, "--without"))
+      without = parse_class(v), i++;
+    else if (!strcmp(a, "--data"))
+      data = v, i++;
+    else if (!strcmp(a, "--count"))
+      count = atoi(v), i++;
+    else if (!model)
+      model = a;
+    else
+      out = a;
   }
   if (!model || with < 0 || without < 0 || with == without || count < 1) {
     fprintf(stderr, "usage: manipulate MODEL [OUT_DIR] [--with CLASS] "
@@ -200,7 +204,8 @@ int main(int argc, char **argv) {
 
   if (failed_tiles)
     printf("%d images could not be decoded (out of float range): grey "
-           "tiles\n", failed_tiles);
+           "tiles\n",
+           failed_tiles);
   free(e1);
   free(e0);
   free(i1);

@@ -22,8 +22,8 @@ int png_write_canvas(const char *path, const uint8_t *pixels, int w, int h,
   return png_image_write_to_file(&image, path, 0, pixels, 0, NULL) ? 0 : -1;
 }
 
-int png_write_grid(const char *path, const uint8_t *pixels, int rows,
-                   int cols, int h, int w, int c, int pad) {
+int png_write_grid(const char *path, const uint8_t *pixels, int rows, int cols,
+                   int h, int w, int c, int pad) {
   if (c != 1 && c != 3)
     return -1;
   const int W = cols * w + (cols + 1) * pad, H = rows * h + (rows + 1) * pad;
@@ -36,7 +36,8 @@ int png_write_grid(const char *path, const uint8_t *pixels, int rows,
       const uint8_t *img = pixels + ((size_t)r * cols + k) * h * w * c;
       for (int y = 0; y < h; y++)
         memcpy(canvas + ((size_t)(pad + r * (h + pad) + y) * W + pad +
-                         k * (w + pad)) * c,
+                         k * (w + pad)) *
+                            c,
                img + (size_t)y * w * c, (size_t)w * c);
     }
   int rc = png_write_canvas(path, canvas, W, H, c);

@@ -12,7 +12,7 @@ int png_write_canvas(const char *path, const uint8_t *pixels, int w, int h,
 
 /* rows x cols images of h x w x c (c = 1 grey or 3 RGB), row-major in
  * `pixels`, with a `pad`-pixel white border between them.  Returns 0 or -1. */
-int png_write_grid(const char *path, const uint8_t *pixels, int rows,
-                   int cols, int h, int w, int c, int pad);
+int png_write_grid(const char *path, const uint8_t *pixels, int rows, int cols,
+                   int h, int w, int c, int pad);
 
 #endif

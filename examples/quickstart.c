@@ -10,14 +10,14 @@
 
 #include <glow.h>
 
-#define CHECK(call)                                                         \
-  do {                                                                      \
-    int rc_ = (call);                                                       \
-    if (rc_ != GLOW_OK) {                                                   \
-      fprintf(stderr, "%s failed: %s (%s)\n", #call,                        \
-              glow_status_string(rc_), glow_last_error());                  \
-      exit(1);                                                              \
-    }                                                                       \
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    int rc_ = (call);                                                          \
+    if (rc_ != GLOW_OK) {                                                      \
+      fprintf(stderr, "%s failed: %s (%s)\n", #call, glow_status_string(rc_),  \
+              glow_last_error());                                              \
+      exit(1);                                                                 \
+    }                                                                          \
   } while (0)
 
 int main(int argc, char **argv) {
@@ -36,8 +36,8 @@ int main(int argc, char **argv) {
   const int64_t d = glow_model_dim(m);
   printf("libglow %s: %dx%dx%d images, %d levels x %d steps, %lld "
          "parameters\n",
-         glow_version_string(), cfg.height, cfg.width, cfg.channels,
-         cfg.levels, cfg.depth, (long long)glow_param_count(m));
+         glow_version_string(), cfg.height, cfg.width, cfg.channels, cfg.levels,
+         cfg.depth, (long long)glow_param_count(m));
 
   float *x = malloc(sizeof(float) * (size_t)(n * d));
   float *eps = malloc(sizeof(float) * (size_t)(n * d));

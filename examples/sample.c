@@ -27,8 +27,8 @@ static void check(int rc, const char *what) {
 /* rows x cols samples; row r at temperature temps[r] (or t0 when temps is
  * NULL) with labels from label_of(r, c). */
 static void grid(glow_model *m, const glow_config *cfg, const char *path,
-                 int rows, int cols, const float *temps, float t0,
-                 int by_row, uint64_t seed) {
+                 int rows, int cols, const float *temps, float t0, int by_row,
+                 uint64_t seed) {
   const int64_t d = glow_model_dim(m);
   float *x = malloc(sizeof(float) * (size_t)(cols * d));
   uint8_t *px = malloc((size_t)(rows * cols * d));

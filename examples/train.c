@@ -82,32 +82,32 @@ typedef struct {
 } options;
 
 static void usage(void) {
-  puts(
-      "usage: train [options]\n"
-      "model (ignored with --resume, which reads them from the model file):\n"
-      "  --levels L (2)  --depth K (8)  --hidden H (128)\n"
-      "  --coupling affine|additive (affine)\n"
-      "  --permutation conv|lu|reverse|shuffle (lu)\n"
-      "  --n-bits B (8)  --classes N (10; 0 = unconditional)\n"
-      "  --learn-top 0|1 (1)  --class-weight W (0.01)  --seed S (1)\n"
-      "training:\n"
-      "  --batch N (32)  --lr R (1e-3)  --warmup STEPS (200)\n"
-      "  --decay none|cosine (none; cosine: to 0 over the time or step budget)\n"
-      "  --minutes M (4.5, training time)  --steps N (no limit)\n"
-      "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
-      "  --eval-every MINUTES (0 = only at the end)\n"
-      "  --backward store|recompute (store: faster, memory grows with K)\n"
-      "  --threads T (0: one per CPU the process may use)\n"
-      "under mpirun -np N: --batch is the global batch, a multiple of N\n"
-      "files:\n"
-      "  --data DIR (/usr/share/datasets/fashion-mnist)\n"
-      "  --out DIR (out)  --resume DIR (continue from DIR/model.safetensors)");
+  puts("usage: train [options]\n"
+       "model (ignored with --resume, which reads them from the model file):\n"
+       "  --levels L (2)  --depth K (8)  --hidden H (128)\n"
+       "  --coupling affine|additive (affine)\n"
+       "  --permutation conv|lu|reverse|shuffle (lu)\n"
+       "  --n-bits B (8)  --classes N (10; 0 = unconditional)\n"
+       "  --learn-top 0|1 (1)  --class-weight W (0.01)  --seed S (1)\n"
+       "training:\n"
+       "  --batch N (32)  --lr R (1e-3)  --warmup STEPS (200)\n"
+       "  --decay none|cosine (none; cosine: to 0 over the time or step "
+       "budget)\n"
+       "  --minutes M (4.5, training time)  --steps N (no limit)\n"
+       "  --polyak DECAY (0.999; 0 = off)  --clip NORM (50; 0 = off)\n"
+       "  --eval-every MINUTES (0 = only at the end)\n"
+       "  --backward store|recompute (store: faster, memory grows with K)\n"
+       "  --threads T (0: one per CPU the process may use)\n"
+       "under mpirun -np N: --batch is the global batch, a multiple of N\n"
+       "files:\n"
+       "  --data DIR (/usr/share/datasets/fashion-mnist)\n"
+       "  --out DIR (out)  --resume DIR (continue from DIR/model.safetensors)");
 }
 
 static int parse_coupling(const char *s) {
   return !strcmp(s, "additive") ? GLOW_COUPLING_ADDITIVE
-                                : !strcmp(s, "affine") ? GLOW_COUPLING_AFFINE
-                                                       : -1;
+         : !strcmp(s, "affine") ? GLOW_COUPLING_AFFINE
+                                : -1;
 }
 
 static int parse_permutation(const char *s) {
@@ -152,30 +152,54 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     i++;
     glow_config *c = &o->cfg;
-    if (!strcmp(k, "--levels")) c->levels = atoi(v);
-    else if (!strcmp(k, "--depth")) c->depth = atoi(v);
-    else if (!strcmp(k, "--hidden")) c->hidden = atoi(v);
-    else if (!strcmp(k, "--coupling")) c->coupling = parse_coupling(v);
-    else if (!strcmp(k, "--permutation")) c->permutation = parse_permutation(v);
-    else if (!strcmp(k, "--n-bits")) c->n_bits = atoi(v);
-    else if (!strcmp(k, "--classes")) c->n_classes = atoi(v);
-    else if (!strcmp(k, "--learn-top")) c->learn_top = atoi(v);
-    else if (!strcmp(k, "--class-weight")) c->class_weight = (float)atof(v);
-    else if (!strcmp(k, "--seed")) c->seed = strtoull(v, NULL, 10);
-    else if (!strcmp(k, "--batch")) o->batch = atoi(v);
-    else if (!strcmp(k, "--lr")) o->lr = atof(v);
-    else if (!strcmp(k, "--warmup")) o->warmup = atoi(v);
-    else if (!strcmp(k, "--minutes")) o->minutes = atof(v);
-    else if (!strcmp(k, "--steps")) o->max_steps = atoll(v);
-    else if (!strcmp(k, "--polyak")) o->polyak = atof(v);
-    else if (!strcmp(k, "--clip")) o->clip = atof(v);
-    else if (!strcmp(k, "--eval-every")) o->eval_every = atof(v);
-    else if (!strcmp(k, "--decay")) o->cosine = !strcmp(v, "cosine") ? 1 : !strcmp(v, "none") ? 0 : -1;
-    else if (!strcmp(k, "--backward")) o->store = !strcmp(v, "store") ? 1 : !strcmp(v, "recompute") ? 0 : -1;
-    else if (!strcmp(k, "--threads")) o->threads = atoi(v);
-    else if (!strcmp(k, "--data")) o->data = v;
-    else if (!strcmp(k, "--out")) o->out = v;
-    else if (!strcmp(k, "--resume")) o->resume = v;
+    if (!strcmp(k, "--levels"))
+      c->levels = atoi(v);
+    else if (!strcmp(k, "--depth"))
+      c->depth = atoi(v);
+    else if (!strcmp(k, "--hidden"))
+      c->hidden = atoi(v);
+    else if (!strcmp(k, "--coupling"))
+      c->coupling = parse_coupling(v);
+    else if (!strcmp(k, "--permutation"))
+      c->permutation = parse_permutation(v);
+    else if (!strcmp(k, "--n-bits"))
+      c->n_bits = atoi(v);
+    else if (!strcmp(k, "--classes"))
+      c->n_classes = atoi(v);
+    else if (!strcmp(k, "--learn-top"))
+      c->learn_top = atoi(v);
+    else if (!strcmp(k, "--class-weight"))
+      c->class_weight = (float)atof(v);
+    else if (!strcmp(k, "--seed"))
+      c->seed = strtoull(v, NULL, 10);
+    else if (!strcmp(k, "--batch"))
+      o->batch = atoi(v);
+    else if (!strcmp(k, "--lr"))
+      o->lr = atof(v);
+    else if (!strcmp(k, "--warmup"))
+      o->warmup = atoi(v);
+    else if (!strcmp(k, "--minutes"))
+      o->minutes = atof(v);
+    else if (!strcmp(k, "--steps"))
+      o->max_steps = atoll(v);
+    else if (!strcmp(k, "--polyak"))
+      o->polyak = atof(v);
+    else if (!strcmp(k, "--clip"))
+      o->clip = atof(v);
+    else if (!strcmp(k, "--eval-every"))
+      o->eval_every = atof(v);
+    else if (!strcmp(k, "--decay"))
+      o->cosine = !strcmp(v, "cosine") ? 1 : !strcmp(v, "none") ? 0 : -1;
+    else if (!strcmp(k, "--backward"))
+      o->store = !strcmp(v, "store") ? 1 : !strcmp(v, "recompute") ? 0 : -1;
+    else if (!strcmp(k, "--threads"))
+      o->threads = atoi(v);
+    else if (!strcmp(k, "--data"))
+      o->data = v;
+    else if (!strcmp(k, "--out"))
+      o->out = v;
+    else if (!strcmp(k, "--resume"))
+      o->resume = v;
     else {
       say("train: unknown option %s (see --help)\n", k);
       return -1;
@@ -581,8 +605,8 @@ static void recover(trainer *t, const char *why) {
  * budget: whichever of the time and step budgets runs out first. */
 static double learning_rate(const trainer *t) {
   const options *o = t->o;
-  double warm = o->warmup > 0 ? fmin(1.0, (double)(t->opt.t + 1) / o->warmup)
-                              : 1.0;
+  double warm =
+      o->warmup > 0 ? fmin(1.0, (double)(t->opt.t + 1) / o->warmup) : 1.0;
   double decay = 1.0;
   if (o->cosine) {
     double done = t->clock / (o->minutes * 60.0);
@@ -715,8 +739,9 @@ static void print_progress(trainer *t, double elapsed, double budget) {
   last_step_time = elapsed;
   last_step = t->step;
   double left = fmax(0.0, budget - elapsed);
-  fprintf(stderr, "%sstep %6lld | %6.0f img/s | train %.3f bits/dim | lr "
-                  "%.2e | %d:%02d elapsed, ETA %d:%02d%s",
+  fprintf(stderr,
+          "%sstep %6lld | %6.0f img/s | train %.3f bits/dim | lr "
+          "%.2e | %d:%02d elapsed, ETA %d:%02d%s",
           t->tty ? "\r\033[K" : "", (long long)t->step, ips, t->ema,
           learning_rate(t), (int)elapsed / 60, (int)elapsed % 60,
           (int)left / 60, (int)left % 60, t->tty ? "" : "\n");
@@ -858,9 +883,9 @@ static void set_options(trainer *t) {
   const options *o = t->o;
   /* Store mode keeps every step's activations (fast; memory grows with K);
    * keeping the workspace between steps saves re-faulting it each time. */
-  int rc = glow_set_option(t->m, GLOW_OPT_BACKWARD_MODE,
-                           o->store ? GLOW_BACKWARD_STORE
-                                    : GLOW_BACKWARD_RECOMPUTE);
+  int rc =
+      glow_set_option(t->m, GLOW_OPT_BACKWARD_MODE,
+                      o->store ? GLOW_BACKWARD_STORE : GLOW_BACKWARD_RECOMPUTE);
   if (!rc)
     rc = glow_set_option(t->m, GLOW_OPT_KEEP_WORKSPACE, 1);
   if (!rc)
@@ -945,8 +970,9 @@ static void finish(trainer *t, double bpd, double train_time) {
   fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time, (long long)t->step,
           t->ema, bpd, learning_rate(t));
   fclose(t->log);
-  fprintf(stderr, "%s%lld steps in %.1f min (%.0f img/s); test %.4f "
-                  "bits/dim on %d images\n",
+  fprintf(stderr,
+          "%s%lld steps in %.1f min (%.0f img/s); test %.4f "
+          "bits/dim on %d images\n",
           t->tty ? "\r\033[K" : "", (long long)t->step, train_time / 60.0,
           (double)(t->step - t->first_step) * o->batch / train_time, bpd,
           t->test.set.n);

@@ -72,7 +72,7 @@ extern "C" {
 #define GLOW_VERSION_MAJOR 0
 #define GLOW_VERSION_MINOR 2
 #define GLOW_VERSION_PATCH 0
-#define GLOW_VERSION_NUMBER \
+#define GLOW_VERSION_NUMBER                                                    \
   (GLOW_VERSION_MAJOR * 10000 + GLOW_VERSION_MINOR * 100 + GLOW_VERSION_PATCH)
 
 /* ---- Export macro --------------------------------------------------------
@@ -203,9 +203,8 @@ GLOW_API int glow_model_config(const glow_model *m, glow_config *out);
  * first factored-out level, level L-1 the top.  Any output pointer may be
  * NULL.  Errors: NULL (m), ARG (level outside [0, L)).
  */
-GLOW_API int glow_latent_layout(const glow_model *m, int32_t level,
-                                int32_t *h, int32_t *w, int32_t *c,
-                                int64_t *offset);
+GLOW_API int glow_latent_layout(const glow_model *m, int32_t level, int32_t *h,
+                                int32_t *w, int32_t *c, int64_t *offset);
 
 /* ---- Inference ---------------------------------------------------------- */
 
@@ -216,8 +215,9 @@ GLOW_API int glow_latent_layout(const glow_model *m, int32_t level,
  * Errors: NULL, BATCH, LABEL, NUMERIC (singular 1x1 weight, non-finite
  * latent), NOMEM.
  */
-GLOW_API int glow_forward(const glow_model *m, const float *x, const int32_t *labels,
-                          int32_t n, float *eps, float *logdet);
+GLOW_API int glow_forward(const glow_model *m, const float *x,
+                          const int32_t *labels, int32_t n, float *eps,
+                          float *logdet);
 
 /**
  * Map latents back to images: the exact inverse of glow_forward.
@@ -229,8 +229,8 @@ GLOW_API int glow_inverse(const glow_model *m, const float *eps,
                           const int32_t *labels, int32_t n, float *x);
 
 /** log|det d eps / dx| per image (n outputs).  Errors as glow_forward. */
-GLOW_API int glow_logdet(const glow_model *m, const float *x, const int32_t *labels,
-                         int32_t n, float *logdet);
+GLOW_API int glow_logdet(const glow_model *m, const float *x,
+                         const int32_t *labels, int32_t n, float *logdet);
 
 /** Log density of each image in nats (n outputs):
  *  sum_j log N(eps_j; 0, 1) + logdet.  Errors as glow_forward; NUMERIC
@@ -331,8 +331,7 @@ GLOW_API int glow_latent_direction(const float *with, int32_t n_with,
 /** out[i] = z[i] + scale * direction for each of the n rows of z (n x dim);
  *  out: n x dim outputs. */
 GLOW_API int glow_latent_shift(const float *z, const float *direction,
-                               int32_t n, int64_t dim, float scale,
-                               float *out);
+                               int32_t n, int64_t dim, float scale, float *out);
 
 /* ---- Training ----------------------------------------------------------- */
 
@@ -420,8 +419,8 @@ GLOW_API int glow_zero_grad(glow_model *m);
  * glow_grads() already holds a non-finite value, or adding this batch's
  * gradients to it overflows).
  */
-GLOW_API int glow_backward(glow_model *m, const float *x,
-                           const int32_t *labels, int32_t n, float *loss);
+GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
+                           int32_t n, float *loss);
 
 /* ---- Options ------------------------------------------------------------
  * Run-time settings of a model, set and read by number so that new ones
@@ -549,8 +548,7 @@ GLOW_API int glow_get_option(const glow_model *m, int32_t option,
 
 /** The valid values of option `option`: [*lower, *upper].
  *  Errors: NULL, ARG (unknown option). */
-GLOW_API int glow_option_bounds(int32_t option, int64_t *lower,
-                                int64_t *upper);
+GLOW_API int glow_option_bounds(int32_t option, int64_t *lower, int64_t *upper);
 
 /* ---- Model files -------------------------------------------------------- */
 
@@ -653,8 +651,8 @@ GLOW_API int glow_model_load(const char *path, glow_model **out);
  * Errors: NULL (m or size NULL, or buf NULL with cap > 0), BUFFER, NUMERIC
  * (as glow_model_save; the size query still answers), NOMEM.
  */
-GLOW_API int glow_model_save_buffer(const glow_model *m, void *buf,
-                                    size_t cap, size_t *size);
+GLOW_API int glow_model_save_buffer(const glow_model *m, void *buf, size_t cap,
+                                    size_t *size);
 
 /**
  * Read a model from the `len` bytes at `data` (the bytes of a model file)
@@ -694,21 +692,21 @@ GLOW_API int glow_model_load_buffer(const void *data, size_t len,
  * GLOW_ERR_ARG (GLOW_ERR_CONFIG_SIZE is glow_config's alone).
  */
 typedef struct glow_tensor_info {
-  uint32_t size;        /* sizeof(glow_tensor_info), set by the caller    */
-  int32_t ndim;         /* number of dimensions, 1..GLOW_TENSOR_MAX_DIMS */
-  const char *name;     /* e.g. "level.1.step.7.coupling.conv1.weight";
+  uint32_t size;    /* sizeof(glow_tensor_info), set by the caller    */
+  int32_t ndim;     /* number of dimensions, 1..GLOW_TENSOR_MAX_DIMS */
+  const char *name; /* e.g. "level.1.step.7.coupling.conv1.weight";
                            owned by the model, valid until
                            glow_model_free()                              */
-  int64_t offset;       /* first element in glow_params()/glow_grads()    */
-  int64_t count;        /* number of elements, the product of shape       */
+  int64_t offset;   /* first element in glow_params()/glow_grads()    */
+  int64_t count;    /* number of elements, the product of shape       */
   int32_t shape[GLOW_TENSOR_MAX_DIMS]; /* sizes, outermost first; entries
                            from ndim on are 0                             */
 } glow_tensor_info;
 
 /** Size of the first version of glow_tensor_info; smaller sizes are
  *  rejected. */
-#define GLOW_TENSOR_INFO_SIZE_V1 \
-  ((uint32_t)(offsetof(glow_tensor_info, shape) + \
+#define GLOW_TENSOR_INFO_SIZE_V1                                               \
+  ((uint32_t)(offsetof(glow_tensor_info, shape) +                              \
               GLOW_TENSOR_MAX_DIMS * sizeof(int32_t)))
 
 /** Number of parameter tensors; -1 if m is NULL. */
@@ -762,7 +760,7 @@ typedef struct glow_allocator {
 } glow_allocator;
 
 /** Size of the first version of glow_allocator. */
-#define GLOW_ALLOCATOR_SIZE_V1 \
+#define GLOW_ALLOCATOR_SIZE_V1                                                 \
   ((uint32_t)(offsetof(glow_allocator, ctx) + sizeof(void *)))
 
 /**

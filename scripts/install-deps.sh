@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages libglow needs that are not installed yet.
 #   scripts/install-deps.sh build   compiler, CMake, CBLAS/LAPACKE, cJSON
-#   scripts/install-deps.sh test    build + cmocka, clang fuzzing, python3
+#   scripts/install-deps.sh test    build + cmocka, clang fuzzing, clang-format, python3
 #                                   (numpy, pytest, pip, PyTorch), Fashion-MNIST,
 #                                   abigail-tools (the ABI check), Open MPI
 #   scripts/install-deps.sh demo    build + zlib, libpng, Fashion-MNIST
@@ -9,7 +9,7 @@
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev)
-test=(libcmocka-dev g++ clang libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev
+test=(libcmocka-dev g++ clang clang-format libclang-rt-14-dev python3 python3-numpy python3-pytest binutils zlib1g-dev libpng-dev
       python3-torch python3-pip python3-setuptools python3-wheel dataset-fashion-mnist abigail-tools
       libopenmpi-dev openmpi-bin)
 demo=(zlib1g-dev libpng-dev dataset-fashion-mnist)

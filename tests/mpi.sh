@@ -89,11 +89,12 @@ SH
   mpirun 2 "$dir/rank.sh" "$train" "${common[@]}" --batch 16 --steps 100000 \
     --minutes 5 --out "$dir/kill" >"$dir/kill.txt" 2>&1 &
   run=$!
+  # Until the first step's row is in the log (the header comes first).
   for _ in $(seq 600); do
-    [ -s "$dir/kill/log.csv" ] && [ -s "$PIDS/1" ] && break
+    grep -qs '^0' "$dir/kill/log.csv" && [ -s "$PIDS/1" ] && break
     sleep 0.1
   done
-  grep -q '^0' "$dir/kill/log.csv" || fail "training did not start"
+  grep -qs '^0' "$dir/kill/log.csv" || { cat "$dir/kill.txt"; fail "training did not start"; }
   sleep 1
   kill -KILL "$(cat "$PIDS/1")"
   rc=0

@@ -8,8 +8,8 @@
 #include "testutil.h"
 
 static glow_model *tiny(int32_t n_classes) {
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 4, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 4, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   cfg.n_classes = n_classes;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);

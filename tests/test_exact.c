@@ -107,8 +107,7 @@ static double check_modes(glow_model *m, const float *x, int32_t n,
     const double rel = gn > 0.0 ? sqrt(dn / gn) : sqrt(dn);
     worst = rel > worst ? rel : worst;
     if (!(rel <= 1e-4))
-      fail_msg("%s: %s differs by %g of its gradient norm", what, ti.name,
-               rel);
+      fail_msg("%s: %s differs by %g of its gradient norm", what, ti.name, rel);
   }
   assert_memory_equal(gr, gs, sizeof(float) * (size_t)np);
   /* How badly an inverse would rebuild this batch. */

@@ -80,8 +80,8 @@ static void test_round_trip_three_levels(void **state) {
  * matches forward's; each image's results do not depend on the batch. */
 static void test_scores_agree(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   cfg.n_bits = 5;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
@@ -117,8 +117,8 @@ static void test_scores_agree(void **state) {
  * the inverse of the zero latent; samples are eps at temperature T. */
 static void test_sampling(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   tu_perturb(m, 0.05, 2);
@@ -166,8 +166,8 @@ static void test_sampling(void **state) {
  * failing; at an absurd temperature it gives up with NUMERIC. */
 static void test_sample_redraws_overflow(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   tu_perturb(m, 0.1, 5);
@@ -229,8 +229,8 @@ static void test_creation_deterministic(void **state) {
 /* Parameter writes are seen by the next call. */
 static void test_param_writes_visible(void **state) {
   (void)state;
-  glow_config cfg = tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_ADDITIVE,
-                              GLOW_PERMUTE_REVERSE);
+  glow_config cfg =
+      tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_ADDITIVE, GLOW_PERMUTE_REVERSE);
   cfg.learn_top = 1;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);

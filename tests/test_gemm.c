@@ -15,8 +15,8 @@
 /* C = op(A) op(B) (+ C0, row stride ldc0) in double, A and B as
  * glow__sgemm reads them; C is m x n, contiguous. */
 static void reference(int ta, int tb, int64_t m, int64_t n, int64_t k,
-                      const float *a, int64_t lda, const float *b,
-                      int64_t ldb, const float *c0, int64_t ldc0, double *c) {
+                      const float *a, int64_t lda, const float *b, int64_t ldb,
+                      const float *c0, int64_t ldc0, double *c) {
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) {
       double s = c0 ? c0[i * ldc0 + j] : 0.0;
@@ -72,15 +72,14 @@ static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
    * (a row stride of c for c/2 channels). */
   const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
   const size_t bytes = sizeof(float) * (size_t)(m * ldc);
-  float *a = random_floats(ta ? tight(k, m, lda) : tight(m, k, lda),
-                           11 + (uint64_t)m);
-  float *b = random_floats(tb ? tight(n, k, ldb) : tight(k, n, ldb),
-                           13 + (uint64_t)n);
+  float *a =
+      random_floats(ta ? tight(k, m, lda) : tight(m, k, lda), 11 + (uint64_t)m);
+  float *b =
+      random_floats(tb ? tight(n, k, ldb) : tight(k, n, ldb), 13 + (uint64_t)n);
   float *c0 = random_floats(m * ldc, 17);
   float *c = malloc(bytes), *own = malloc(bytes);
   double *ref = malloc(sizeof(double) * (size_t)(m * n));
-  reference(ta, tb, m, n, k, a, lda, b, ldb, accumulate ? c0 : NULL, ldc,
-            ref);
+  reference(ta, tb, m, n, k, a, lda, b, ldb, accumulate ? c0 : NULL, ldc, ref);
   /* Float sums of k unit-variance products: error ~ sqrt(k) eps. */
   const double tol = 1e-5 * (4.0 + sqrt((double)k)) * 4.0;
   int runs = 0, owns = 0;
@@ -98,10 +97,9 @@ static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
       if (!(fabs(c[i] - want) <= (col < n ? tol : 0.0)))
         fail_msg("%s %c%c m=%lld n=%lld k=%lld%s: C[%lld][%lld] = %g, "
                  "expected %g",
-                 kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N',
-                 (long long)m, (long long)n, (long long)k,
-                 accumulate ? " (accumulate)" : "", (long long)row,
-                 (long long)col, (double)c[i], want);
+                 kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m,
+                 (long long)n, (long long)k, accumulate ? " (accumulate)" : "",
+                 (long long)row, (long long)col, (double)c[i], want);
     }
     if (isa == GLOW__GEMM_CBLAS)
       continue;
@@ -110,9 +108,9 @@ static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
       memcpy(own, c, bytes);
     else if (memcmp(own, c, bytes) != 0)
       fail_msg("%s %c%c m=%lld n=%lld k=%lld%s: not the bits of %s",
-               kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N',
-               (long long)m, (long long)n, (long long)k,
-               accumulate ? " (accumulate)" : "", kernel_name(kernels[1]));
+               kernel_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m,
+               (long long)n, (long long)k, accumulate ? " (accumulate)" : "",
+               kernel_name(kernels[1]));
   }
   free(a);
   free(b);
@@ -149,8 +147,8 @@ static void test_products(void **state) {
         }
   /* Wider than one NC block of B, in each layout of the operands. */
   for (int t = 0; t < 4; t++)
-    checks += check_product(t & 1, t >> 1, 3, GLOW__GEMM_NC + 40, 9, t % 2,
-                            pack);
+    checks +=
+        check_product(t & 1, t >> 1, 3, GLOW__GEMM_NC + 40, 9, t % 2, pack);
   print_message("  %lld products checked\n", (long long)checks);
   free(pack);
 }
@@ -174,8 +172,7 @@ static void test_rows_independent_of_m(void **state) {
       float *b = random_floats(k * n, 6);
       float *full = malloc(sizeof(float) * (size_t)(rows * n));
       float *part = malloc(sizeof(float) * (size_t)(rows * n));
-      glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n,
-                     pack);
+      glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n, pack);
       static const int64_t ms[] = {1, 5, 7, 12, 100, 191, 250};
       for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
         glow__sgemm_on(own[v], ta, 0, ms[i], n, k, a, lda, b, n, 0, part, n,
@@ -215,8 +212,8 @@ static void test_kernel_choice(void **state) {
   float *c = malloc(sizeof(float) * (size_t)(m * n));
   float *expect = malloc(sizeof(float) * (size_t)(m * n));
   for (int with_pack = 0; with_pack < 2; with_pack++) {
-    glow__sgemm_on(with_pack ? best : GLOW__GEMM_CBLAS, 0, 0, m, n, k, a, k,
-                   b, n, 0, expect, n, pack);
+    glow__sgemm_on(with_pack ? best : GLOW__GEMM_CBLAS, 0, 0, m, n, k, a, k, b,
+                   n, 0, expect, n, pack);
     glow__sgemm(0, 0, m, n, k, a, k, b, n, 0, c, n, with_pack ? pack : NULL);
     assert_memory_equal(c, expect, sizeof(float) * (size_t)(m * n));
   }

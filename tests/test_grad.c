@@ -17,8 +17,7 @@ static const int32_t perms[] = {GLOW_PERMUTE_CONV1X1, GLOW_PERMUTE_CONV1X1_LU,
                                 GLOW_PERMUTE_REVERSE, GLOW_PERMUTE_SHUFFLE};
 
 /* The tensor `name`, and its offset in glow_params(). */
-static const glow__tensor *tensor_named(const glow_model *m,
-                                        const char *name) {
+static const glow__tensor *tensor_named(const glow_model *m, const char *name) {
   int32_t i = -1;
   if (glow_tensor_find(m, name, &i) != GLOW_OK)
     fail_msg("no tensor '%s'", name);
@@ -41,8 +40,7 @@ static double loss64(glow_model *m, const float *x, const int32_t *labels,
   glow__ws ws;
   float *eps = malloc(sizeof(float) * (size_t)(n * d));
   assert_int_equal(glow__ws_alloc(m, n, &ws), GLOW_OK);
-  assert_int_equal(glow__flow_forward(m, &ws, &plain, x, labels, eps),
-                   GLOW_OK);
+  assert_int_equal(glow__flow_forward(m, &ws, &plain, x, labels, eps), GLOW_OK);
   double bpd = 0.0;
   for (int32_t i = 0; i < n; i++) {
     double sq = 0.0;
@@ -91,8 +89,7 @@ static double loss64(glow_model *m, const float *x, const int32_t *labels,
  * zero-initialised layers do real work), initialised from data, then moved
  * again so that no actnorm sits exactly at its data-init point. */
 static glow_model *tiny_model(glow_config cfg, const float *x,
-                              const int32_t *labels, int32_t n,
-                              uint64_t seed) {
+                              const int32_t *labels, int32_t n, uint64_t seed) {
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   tu_perturb(m, 0.05, seed);
@@ -232,8 +229,8 @@ static void test_conv_kernels(void **state) {
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     const int32_t cin = shapes[k][0], cout = shapes[k][1];
     const int64_t ldx = cin + 2, rows = (int64_t)n * h * w;
-    const int64_t per = glow__conv3x3_col_per_image(
-        h, w, cin > cout ? cin : cout);
+    const int64_t per =
+        glow__conv3x3_col_per_image(h, w, cin > cout ? cin : cout);
     const int64_t nw = 9 * (int64_t)cin * cout;
     float *x = malloc(sizeof(float) * (size_t)(rows * ldx));
     float *wt = malloc(sizeof(float) * (size_t)nw);
@@ -302,8 +299,8 @@ static void test_conv_kernels(void **state) {
       /* Sums of at most 9 cin (or 9 cout, or n h w) unit-variance
        * products, in float. */
       if (!(ey < 1e-4 && egx < 1e-4 && egw < 1e-3))
-        fail_msg("conv %d -> %d (%s, %s): errors %g (y), %g (dx), %g (dW)",
-                 cin, cout, chunked ? "one image per chunk" : "one chunk",
+        fail_msg("conv %d -> %d (%s, %s): errors %g (y), %g (dx), %g (dW)", cin,
+                 cout, chunked ? "one image per chunk" : "one chunk",
                  own ? "own GEMM" : "CBLAS", ey, egx, egw);
       free(col.patches);
       free(col.weight);
@@ -348,16 +345,16 @@ static void test_conv_kernels(void **state) {
 #define FD_NOISE 6e-8
 
 typedef struct {
-  double fd;   /* finite-difference directional derivative */
-  double an;   /* the analytic one along the same steps */
-  double tol;  /* allowed |fd - an| */
-  int shrunk;  /* times h was divided by 4 */
+  double fd;  /* finite-difference directional derivative */
+  double an;  /* the analytic one along the same steps */
+  double tol; /* allowed |fd - an| */
+  int shrunk; /* times h was divided by 4 */
 } fd_result;
 
 static fd_result directional_fd(glow_model *m, const float *x,
-                                const int32_t *labels, int32_t n,
-                                int64_t off, const double *v, int64_t count,
-                                const float *g, double gnorm) {
+                                const int32_t *labels, int32_t n, int64_t off,
+                                const double *v, int64_t count, const float *g,
+                                double gnorm) {
   float *p = glow_params(m) + off;
   float *saved = malloc(sizeof(float) * (size_t)count);
   memcpy(saved, p, sizeof(float) * (size_t)count);
@@ -446,7 +443,8 @@ static int check_gradients(glow_config cfg, const char *what) {
       double err = fabs(r.an - r.fd) / gn;
       worst = err > worst ? err : worst;
       shrunk += r.shrunk;
-      if (r.tol / gn > maxtol) maxtol = r.tol / gn;
+      if (r.tol / gn > maxtol)
+        maxtol = r.tol / gn;
       if (!(fabs(r.an - r.fd) <= r.tol))
         fail_msg("%s: %s, direction %d: analytic %.6g, finite difference "
                  "%.6g (|g| %.3g, step shrunk %d times)",
@@ -498,8 +496,8 @@ static void test_gradients_narrow_hidden(void **state) {
   static const char *what[] = {"hidden < c/2, affine",
                                "hidden < c/2, additive"};
   for (size_t c = 0; c < 2; c++) {
-    glow_config cfg = tu_config(8, 8, 3, 2, 2, 5, couplings[c],
-                                GLOW_PERMUTE_CONV1X1_LU);
+    glow_config cfg =
+        tu_config(8, 8, 3, 2, 2, 5, couplings[c], GLOW_PERMUTE_CONV1X1_LU);
     glow_model *m = NULL;
     assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
     for (int32_t l = 0; l < cfg.levels; l++)
@@ -573,8 +571,8 @@ static void test_lu_masked_entries(void **state) {
 static void test_modes_agree(void **state) {
   (void)state;
   for (size_t c = 0; c < 2; c++) {
-    glow_config cfg = tu_config(8, 8, 2, 2, 4, 8, couplings[c],
-                                GLOW_PERMUTE_CONV1X1);
+    glow_config cfg =
+        tu_config(8, 8, 2, 2, 4, 8, couplings[c], GLOW_PERMUTE_CONV1X1);
     glow_model *m = NULL;
     assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
     const int32_t n = 4;
@@ -612,8 +610,8 @@ static void test_modes_agree(void **state) {
       if (!(rel <= 1e-4))
         fail_msg("%s: modes differ by %g of |g|", tn->name, rel);
     }
-    printf("  coupling %d: modes differ by at most %.1e of |g|\n",
-           couplings[c], worst);
+    printf("  coupling %d: modes differ by at most %.1e of |g|\n", couplings[c],
+           worst);
     free(gr);
     free(gs);
     free(x);
@@ -667,8 +665,7 @@ static void test_keep_workspace(void **state) {
   /* Another mode: the old workspace is freed at once, a new one comes with
    * the next call, and the same gradients up to rounding. */
   assert_int_equal(
-      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
-      GLOW_OK);
+      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE), GLOW_OK);
   assert_null(m->train_ws);
   gradient(m, x, labels, n, gs, &ls);
   assert_non_null(m->train_ws);
@@ -740,8 +737,8 @@ static void test_memory_in_depth(void **state) {
   }
   printf("  workspace bytes: recompute %lld (K=2) %lld (K=8); store %lld "
          "(K=2) %lld (K=8)\n",
-         (long long)bytes[0][0], (long long)bytes[1][0],
-         (long long)bytes[0][1], (long long)bytes[1][1]);
+         (long long)bytes[0][0], (long long)bytes[1][0], (long long)bytes[0][1],
+         (long long)bytes[1][1]);
   /* Recompute mode: the 6 extra steps' inputs at each level (16 images of
    * 8x8x4 and 4x4x8), plus a pointer and a hand-off per added layer. */
   const int64_t ckpt = (int64_t)6 * 16 * (8 * 8 * 4 + 4 * 4 * 8) * 4;
@@ -772,9 +769,8 @@ static void assert_normalised(const float *v, int64_t rows, int32_t c,
   }
 }
 
-static void visit_normalised(void *ctx, const float *v, int64_t rows,
-                             int32_t c, int relu, const char *what, int32_t l,
-                             int32_t k) {
+static void visit_normalised(void *ctx, const float *v, int64_t rows, int32_t c,
+                             int relu, const char *what, int32_t l, int32_t k) {
   (void)relu;
   (*(int *)ctx)++;
   assert_normalised(v, rows, c, what, l, k);
@@ -784,8 +780,8 @@ static void visit_normalised(void *ctx, const float *v, int64_t rows,
  * each coupling network's two, before their ReLU -- is normalised. */
 static void test_data_init_normalises(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 2, 2, 3, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 2, 2, 3, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   tu_perturb(m, 0.05, 3); /* couplings and priors do real work */
@@ -812,8 +808,8 @@ static int all_finite(const float *v, int64_t count) {
  * finite (1 / 1e-6), and so must everything downstream. */
 static void test_data_init_constant_channel(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 2, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   const int32_t n = 4;
@@ -844,8 +840,8 @@ static void test_data_init_constant_channel(void **state) {
  * parameters (and the initialised flag) as they were. */
 static void test_data_init_failure_restores(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   const int64_t np = glow_param_count(m);
@@ -866,8 +862,8 @@ static void test_data_init_failure_restores(void **state) {
 
 static void test_backward_requires_init(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   float *x = tu_images(m, 2, 8), loss = -1.0f;
@@ -924,8 +920,8 @@ static void test_loss_and_accumulation(void **state) {
 /* Argument errors, and failures leave grads and params untouched. */
 static void test_backward_errors(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   cfg.n_classes = 3;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
@@ -983,8 +979,7 @@ static void test_backward_errors(void **state) {
   assert_int_equal(glow_backward(v, x, NULL, 2, &loss), GLOW_ERR_NUMERIC);
   assert_non_null(strstr(glow_last_error(), "level 0 step 1"));
   assert_int_equal(
-      glow_set_option(v, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE),
-      GLOW_OK);
+      glow_set_option(v, GLOW_OPT_BACKWARD_MODE, GLOW_BACKWARD_STORE), GLOW_OK);
   assert_int_equal(glow_backward(v, x, NULL, 2, &loss), GLOW_ERR_NUMERIC);
   assert_non_null(strstr(glow_last_error(), "gradient"));
   assert_non_null(strstr(glow_last_error(), "level 0 step 1 permutation"));
@@ -1027,8 +1022,8 @@ static void test_backward_errors(void **state) {
 
 static void test_options(void **state) {
   (void)state;
-  glow_config cfg = tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_REVERSE);
+  glow_config cfg =
+      tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_REVERSE);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   int64_t v = -5, lo = -5, hi = -5;
@@ -1041,13 +1036,11 @@ static void test_options(void **state) {
   assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, 1), GLOW_OK);
   assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &v), GLOW_OK);
   assert_int_equal(v, GLOW_BACKWARD_STORE);
-  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, 2),
-                   GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, 2), GLOW_ERR_ARG);
   assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, -1),
                    GLOW_ERR_ARG);
-  assert_int_equal(
-      glow_set_option(m, GLOW_OPT_BACKWARD_MODE, INT64_C(1) << 40),
-      GLOW_ERR_ARG);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, INT64_C(1) << 40),
+                   GLOW_ERR_ARG);
   assert_int_equal(glow_get_option(m, GLOW_OPT_BACKWARD_MODE, &v), GLOW_OK);
   assert_int_equal(v, GLOW_BACKWARD_STORE); /* failed sets change nothing */
   assert_int_equal(glow_set_option(m, 0, 0), GLOW_ERR_ARG);
@@ -1086,8 +1079,8 @@ static void test_options(void **state) {
  * than 0.1.) */
 static void test_learning(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 16, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   const int32_t n = 32, steps = 300, window = 50;
@@ -1099,10 +1092,10 @@ static void test_learning(void **state) {
     double contrast = 0.15 + 0.2 * tu_uniform(&s);
     for (int32_t y = 0; y < 8; y++)
       for (int32_t xx = 0; xx < 8; xx++) {
-        double v = pat == 0 ? (y - 3.5) / 3.5
-                 : pat == 1 ? (xx - 3.5) / 3.5
-                 : pat == 2 ? cos(0.8 * (y + xx))
-                            : sin(0.9 * y) * cos(0.7 * xx);
+        double v = pat == 0   ? (y - 3.5) / 3.5
+                   : pat == 1 ? (xx - 3.5) / 3.5
+                   : pat == 2 ? cos(0.8 * (y + xx))
+                              : sin(0.9 * y) * cos(0.7 * xx);
         x[(int64_t)i * d + y * 8 + xx] =
             (float)(contrast * v + 0.02 * tu_normal(&s));
       }

@@ -12,8 +12,7 @@
 /* A small model, perturbed by `scale` (couplings start as the identity);
  * conditional when n_classes > 0. */
 static glow_model *small(int32_t coupling, int32_t n_classes, double scale) {
-  glow_config cfg = tu_config(8, 8, 2, 2, 2, 4, coupling,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg = tu_config(8, 8, 2, 2, 2, 4, coupling, GLOW_PERMUTE_CONV1X1);
   cfg.n_classes = n_classes;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);

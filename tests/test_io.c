@@ -20,8 +20,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "testutil.h"
 #include "model.h" /* m->initialized */
+#include "testutil.h"
 
 static char tmpdir[64];
 
@@ -98,8 +98,8 @@ static void write_all(const char *path, const void *b, size_t n) {
 }
 
 /* A small perturbed model, so that every layer does real work. */
-static glow_model *make_model(int32_t coupling, int32_t perm,
-                              int32_t n_classes, int32_t learn_top) {
+static glow_model *make_model(int32_t coupling, int32_t perm, int32_t n_classes,
+                              int32_t learn_top) {
   glow_config cfg = tu_config(8, 8, 2, 2, 2, 6, coupling, perm);
   cfg.n_classes = n_classes;
   cfg.learn_top = learn_top;
@@ -178,8 +178,10 @@ static void assert_same_model(glow_model *a, glow_model *b) {
   int32_t labels[2] = {1, 0};
   const int32_t *lab = cfg.n_classes ? labels : NULL;
   float *x = tu_images(a, n, 99);
-  float *ea = malloc(sizeof(float) * n * d), *eb = malloc(sizeof(float) * n * d);
-  float *xa = malloc(sizeof(float) * n * d), *xb = malloc(sizeof(float) * n * d);
+  float *ea = malloc(sizeof(float) * n * d),
+        *eb = malloc(sizeof(float) * n * d);
+  float *xa = malloc(sizeof(float) * n * d),
+        *xb = malloc(sizeof(float) * n * d);
   float la[2], lb[2];
   assert_int_equal(glow_forward(a, x, lab, n, ea, la), GLOW_OK);
   assert_int_equal(glow_forward(b, x, lab, n, eb, lb), GLOW_OK);
@@ -223,8 +225,8 @@ static void test_roundtrip_file_all_kinds(void **state) {
 /* Conditional, no learned top prior, three levels: the optional tensors. */
 static void test_roundtrip_conditional(void **state) {
   (void)state;
-  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, 3,
-                             0);
+  glow_model *m =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, 3, 0);
   size_t len;
   uint8_t *b = save_mem(m, &len);
   glow_model *back = NULL;
@@ -290,11 +292,9 @@ static void test_save_buffer_size_rules(void **state) {
   assert_int_equal(glow_model_save_buffer(m, b, need + 16, &got), GLOW_OK);
   assert_int_equal(got, need);
   assert_true(b[need] == 0xAB); /* nothing past the file */
-  assert_int_equal(glow_model_save_buffer(NULL, b, need, &got),
-                   GLOW_ERR_NULL);
+  assert_int_equal(glow_model_save_buffer(NULL, b, need, &got), GLOW_ERR_NULL);
   assert_int_equal(glow_model_save_buffer(m, b, need, NULL), GLOW_ERR_NULL);
-  assert_int_equal(glow_model_save_buffer(m, NULL, need, &got),
-                   GLOW_ERR_NULL);
+  assert_int_equal(glow_model_save_buffer(m, NULL, need, &got), GLOW_ERR_NULL);
   free(b);
   glow_model_free(m);
 }
@@ -304,8 +304,8 @@ static void test_save_buffer_size_rules(void **state) {
  * starting with the parameter buffer, buffers named as documented. */
 static void test_file_layout(void **state) {
   (void)state;
-  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, 0,
-                             1);
+  glow_model *m =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, 0, 1);
   m->initialized = 1;
   size_t len;
   uint8_t *b = save_mem(m, &len);
@@ -344,8 +344,8 @@ static void test_file_layout(void **state) {
     assert_int_equal(glow_tensor_get(m, i, &info), GLOW_OK);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(h, info.name);
     assert_non_null(e);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "dtype")->valuestring,
-                        "F32");
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(e, "dtype")->valuestring, "F32");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     assert_int_equal(cJSON_GetArraySize(shape), info.ndim);
     for (int32_t d = 0; d < info.ndim; d++)
@@ -416,8 +416,7 @@ static void test_tensor_introspection(void **state) {
   /* A documented name and shape: [3][3][c/2][hidden] at level 1 (c = 16). */
   int32_t i;
   assert_int_equal(
-      glow_tensor_find(m, "level.1.step.1.coupling.conv1.weight", &i),
-      GLOW_OK);
+      glow_tensor_find(m, "level.1.step.1.coupling.conv1.weight", &i), GLOW_OK);
   glow_tensor_info info = {.size = sizeof info};
   assert_int_equal(glow_tensor_get(m, i, &info), GLOW_OK);
   assert_int_equal(info.ndim, 4);
@@ -463,8 +462,8 @@ static void test_save_atomic_replace(void **state) {
   char path[256];
   path_in(path, sizeof path, "atomic.safetensors");
   glow_model *a = tiny_model(GLOW_PERMUTE_SHUFFLE);
-  glow_model *big = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, 0,
-                               1);
+  glow_model *big =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, 0, 1);
   assert_int_equal(glow_model_save(big, path), GLOW_OK);
   assert_int_equal(chmod(path, 0640), 0);
   assert_int_equal(glow_model_save(a, path), GLOW_OK); /* replaces */
@@ -567,8 +566,8 @@ static void test_save_unwritable_location(void **state) {
 
 /* What save refuses to replace stays what it was: a FIFO, a socket, a
  * symbolic link (to a device, to a FIFO, even to a regular file). */
-static void expect_save_refused(glow_model *m, const char *path,
-                                mode_t type, const char *part) {
+static void expect_save_refused(glow_model *m, const char *path, mode_t type,
+                                const char *part) {
   int rc = glow_model_save(m, path);
   if (rc != GLOW_ERR_IO)
     fail_msg("save over '%s': %d (%s)", path, rc, glow_last_error());
@@ -837,16 +836,14 @@ static void offsets(const parts *p, const char *name, size_t *begin,
   *end = (size_t)cJSON_GetArrayItem(o, 1)->valuedouble;
 }
 
-static void set_offsets(parts *p, const char *name, double begin,
-                        double end) {
+static void set_offsets(parts *p, const char *name, double begin, double end) {
   cJSON *e = entry(p, name);
-  cJSON_ReplaceItemInObjectCaseSensitive(e, "data_offsets",
-                                         cJSON_CreateDoubleArray(
-                                             (const double[]){begin, end}, 2));
+  cJSON_ReplaceItemInObjectCaseSensitive(
+      e, "data_offsets",
+      cJSON_CreateDoubleArray((const double[]){begin, end}, 2));
 }
 
-static void set_shape(parts *p, const char *name, const double *dims,
-                      int n) {
+static void set_shape(parts *p, const char *name, const double *dims, int n) {
   cJSON_ReplaceItemInObjectCaseSensitive(entry(p, name), "shape",
                                          cJSON_CreateDoubleArray(dims, n));
 }
@@ -898,7 +895,8 @@ static void drop_tensor(parts *p, const char *name) {
 static float *tensor_floats(parts *p, const char *name) {
   size_t b, e;
   offsets(p, name, &b, &e);
-  return (float *)(void *)(p->data + b); /* data is malloc-aligned, b % 4 == 0 */
+  return (float *)(void *)(p->data +
+                           b); /* data is malloc-aligned, b % 4 == 0 */
 }
 
 static void test_load_header_length_past_end(void **state) {
@@ -929,8 +927,15 @@ static void test_load_header_length_absurd(void **state) {
 
 static void test_load_header_not_object(void **state) {
   (void)state;
-  const char *texts[] = {"[1, 2, 3]", "\"text\"", "42", "null", "{\"a\": ",
-                         "{} {}", "", "   ", "{\"__metadata__\": {}}x",
+  const char *texts[] = {"[1, 2, 3]",
+                         "\"text\"",
+                         "42",
+                         "null",
+                         "{\"a\": ",
+                         "{} {}",
+                         "",
+                         "   ",
+                         "{\"__metadata__\": {}}x",
                          "{\"a\\u0000b\": 1}"};
   const uint8_t data[4] = {0};
   for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
@@ -971,8 +976,7 @@ static void test_load_escaped_nul(void **state) {
   }
   /* The same place in the JSON text holding a real escape, alone or after
    * an escaped backslash. */
-  const char *bad[] = {"\\u0000", "x\\u0000", "\\\\\\u0000",
-                       "\\\\\\\\\\u0000"};
+  const char *bad[] = {"\\u0000", "x\\u0000", "\\\\\\u0000", "\\\\\\\\\\u0000"};
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
     parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
     set_meta(&p, "note", "@@");
@@ -998,8 +1002,9 @@ static void test_load_missing_tensor(void **state) {
   (void)state;
   parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
   drop_tensor(&p, "level.0.step.0.coupling.conv2.weight");
-  expect_load(&p, GLOW_ERR_FORMAT, "'level.0.step.0.coupling.conv2.weight' "
-                                   "is missing");
+  expect_load(&p, GLOW_ERR_FORMAT,
+              "'level.0.step.0.coupling.conv2.weight' "
+              "is missing");
   free_parts(&p);
   /* a missing fixed buffer */
   p = valid_parts(GLOW_PERMUTE_CONV1X1_LU);
@@ -1043,9 +1048,9 @@ static void test_load_unexpected_tensor(void **state) {
   free_parts(&p);
   /* a fixed buffer that this permutation does not have */
   p = valid_parts(GLOW_PERMUTE_CONV1X1);
-  cJSON_AddItemToObject(p.h, "level.0.step.0.permute.index",
-                        cJSON_Duplicate(entry(&p, "level.0.step.0.actnorm.bias"),
-                                        1));
+  cJSON_AddItemToObject(
+      p.h, "level.0.step.0.permute.index",
+      cJSON_Duplicate(entry(&p, "level.0.step.0.actnorm.bias"), 1));
   set_offsets(&p, "level.0.step.0.permute.index", (double)p.data_len,
               (double)p.data_len + 16);
   memset(p.data + p.data_len, 0, 16);
@@ -1087,8 +1092,9 @@ static void test_load_wrong_shape(void **state) {
   const char *name = "level.0.step.0.coupling.conv2.weight";
   parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
   set_shape(&p, name, (const double[]){4}, 1);
-  expect_load(&p, GLOW_ERR_FORMAT, "has shape [4], the configuration gives "
-                                   "[2, 2]");
+  expect_load(&p, GLOW_ERR_FORMAT,
+              "has shape [4], the configuration gives "
+              "[2, 2]");
   free_parts(&p);
   p = valid_parts(GLOW_PERMUTE_CONV1X1);
   set_shape(&p, name, (const double[]){1, 4}, 2);
@@ -1117,10 +1123,10 @@ static void test_load_wrong_shape(void **state) {
 static void test_load_shape_overflow(void **state) {
   (void)state;
   const char *name = "level.0.step.0.coupling.conv2.weight";
-  const double dims[][4] = {{4294967296.0, 4294967296.0, 1, 1},
-                            {2199023255552.0, 1048576, 4,
-                             1}, /* 2^63 elements: * 4 bytes overflows */
-                            {9007199254740992.0, 9007199254740992.0, 0, 1}};
+  const double dims[][4] = {
+      {4294967296.0, 4294967296.0, 1, 1},
+      {2199023255552.0, 1048576, 4, 1}, /* 2^63 elements: * 4 bytes overflows */
+      {9007199254740992.0, 9007199254740992.0, 0, 1}};
   for (int k = 0; k < 2; k++) {
     parts p = valid_parts(GLOW_PERMUTE_CONV1X1);
     set_shape(&p, name, dims[k], 4);
@@ -1146,8 +1152,7 @@ static void test_load_overlapping_offsets(void **state) {
   /* partial overlap: shift logs back by one float */
   p = valid_parts(GLOW_PERMUTE_CONV1X1);
   offsets(&p, "level.0.step.0.actnorm.logs", &b, &e);
-  set_offsets(&p, "level.0.step.0.actnorm.logs", (double)b - 4,
-              (double)e - 4);
+  set_offsets(&p, "level.0.step.0.actnorm.logs", (double)b - 4, (double)e - 4);
   expect_load(&p, GLOW_ERR_FORMAT, "overlap");
   free_parts(&p);
 }
@@ -1227,8 +1232,8 @@ static void test_load_bad_offsets(void **state) {
 static void test_load_invalid_config(void **state) {
   (void)state;
   const char *cases[][2] = {
-      {"glow.config.height", "5"},   {"glow.config.levels", "0"},
-      {"glow.config.n_bits", "9"},   {"glow.config.hidden", "-1"},
+      {"glow.config.height", "5"},    {"glow.config.levels", "0"},
+      {"glow.config.n_bits", "9"},    {"glow.config.hidden", "-1"},
       {"glow.config.learn_top", "2"}, {"glow.config.class_weight", "-1"},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -1332,37 +1337,42 @@ static void test_load_bad_metadata(void **state) {
   expect_load(&p, GLOW_ERR_FORMAT, "__metadata__");
   free_parts(&p);
   p = valid_parts(GLOW_PERMUTE_CONV1X1);
-  cJSON_ReplaceItemInObjectCaseSensitive(entry(&p, "__metadata__"),
-                                         "glow.config.depth",
-                                         cJSON_CreateNumber(1));
+  cJSON_ReplaceItemInObjectCaseSensitive(
+      entry(&p, "__metadata__"), "glow.config.depth", cJSON_CreateNumber(1));
   expect_load(&p, GLOW_ERR_FORMAT, "not a string");
   free_parts(&p);
   /* each required key missing */
-  const char *keys[] = {"glow.initialized",     "glow.config.height",
-                        "glow.config.width",    "glow.config.channels",
-                        "glow.config.levels",   "glow.config.depth",
-                        "glow.config.hidden",   "glow.config.coupling",
-                        "glow.config.permutation", "glow.config.n_bits",
-                        "glow.config.n_classes", "glow.config.learn_top",
+  const char *keys[] = {"glow.initialized",         "glow.config.height",
+                        "glow.config.width",        "glow.config.channels",
+                        "glow.config.levels",       "glow.config.depth",
+                        "glow.config.hidden",       "glow.config.coupling",
+                        "glow.config.permutation",  "glow.config.n_bits",
+                        "glow.config.n_classes",    "glow.config.learn_top",
                         "glow.config.class_weight", "glow.config.seed"};
   for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
     p = valid_parts(GLOW_PERMUTE_CONV1X1);
-    cJSON_DeleteItemFromObjectCaseSensitive(entry(&p, "__metadata__"),
-                                            keys[k]);
+    cJSON_DeleteItemFromObjectCaseSensitive(entry(&p, "__metadata__"), keys[k]);
     expect_load(&p, GLOW_ERR_FORMAT, keys[k]);
     free_parts(&p);
   }
   /* malformed values */
   const char *vals[][2] = {
-      {"glow.initialized", "yes"},        {"glow.initialized", "10"},
-      {"glow.config.depth", "1x"},        {"glow.config.depth", "+1"},
-      {"glow.config.depth", "2147483648"}, {"glow.config.depth", " 1"},
-      {"glow.config.depth", ""},          {"glow.config.coupling", "Affine"},
-      {"glow.config.coupling", "0"},      {"glow.config.permutation", "lu"},
-      {"glow.config.class_weight", "nan"}, {"glow.config.class_weight", "inf"},
-      {"glow.config.class_weight", "0x1p-3"}, {"glow.config.class_weight", "1e"},
-      {"glow.config.seed", "-1"},         {"glow.config.seed",
-                                           "18446744073709551616"},
+      {"glow.initialized", "yes"},
+      {"glow.initialized", "10"},
+      {"glow.config.depth", "1x"},
+      {"glow.config.depth", "+1"},
+      {"glow.config.depth", "2147483648"},
+      {"glow.config.depth", " 1"},
+      {"glow.config.depth", ""},
+      {"glow.config.coupling", "Affine"},
+      {"glow.config.coupling", "0"},
+      {"glow.config.permutation", "lu"},
+      {"glow.config.class_weight", "nan"},
+      {"glow.config.class_weight", "inf"},
+      {"glow.config.class_weight", "0x1p-3"},
+      {"glow.config.class_weight", "1e"},
+      {"glow.config.seed", "-1"},
+      {"glow.config.seed", "18446744073709551616"},
   };
   for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
     p = valid_parts(GLOW_PERMUTE_CONV1X1);
@@ -1385,9 +1395,9 @@ static void test_load_bad_metadata(void **state) {
 static void test_load_bad_permutation(void **state) {
   (void)state;
   /* tiny models have c = 4 channels at level 0 */
-  const float bad[][4] = {{0, 1, 1, 3},   /* not a permutation */
-                          {0, 1, 2, 4},   /* out of range */
-                          {0, 1, 2, -1},  /* negative */
+  const float bad[][4] = {{0, 1, 1, 3},    /* not a permutation */
+                          {0, 1, 2, 4},    /* out of range */
+                          {0, 1, 2, -1},   /* negative */
                           {0, 1, 2.5f, 3}, /* not an integer */
                           {0, 1, 2, NAN}};
   const int32_t kinds[] = {GLOW_PERMUTE_SHUFFLE, GLOW_PERMUTE_CONV1X1_LU};
@@ -1397,8 +1407,8 @@ static void test_load_bad_permutation(void **state) {
     for (int k = 0; k < 5; k++) {
       parts p = valid_parts(kinds[kind]);
       memcpy(tensor_floats(&p, names[kind]), bad[k], sizeof bad[k]);
-      expect_load(&p, GLOW_ERR_FORMAT, k == 0 ? "not a permutation"
-                                              : "not a channel index");
+      expect_load(&p, GLOW_ERR_FORMAT,
+                  k == 0 ? "not a permutation" : "not a channel index");
       free_parts(&p);
     }
   /* a valid permutation, but 'reverse' means exactly c-1-j */
@@ -1469,8 +1479,8 @@ static void test_python_reader_doc(void **state) {
   free(md);
 
   /* 8x8x1: level 0 has c = 4 channels; known actnorm biases. */
-  glow_config cfg = tu_config(8, 8, 1, 1, 1, 4, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 1, 1, 4, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   int32_t i;

@@ -104,8 +104,8 @@ static const float *tensor(glow_model *m, const char *name) {
  * block and the top prior; probabilities are their softmax. */
 static void test_classify(void **state) {
   (void)state;
-  glow_config cfg = tu_config(8, 8, 1, 2, 2, 6, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1);
+  glow_config cfg =
+      tu_config(8, 8, 1, 2, 2, 6, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   cfg.n_classes = 3;
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);

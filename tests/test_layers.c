@@ -41,10 +41,9 @@ static double brute_logdet(const layer_map *f, const float *x0) {
       jac[i * d + j] = ((double)yp[i] - (double)ym[i]) / (hp - hm);
   }
   lapack_int *ipiv = malloc(sizeof(lapack_int) * (size_t)d);
-  assert_int_equal(
-      LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)d, (lapack_int)d, jac,
-                     (lapack_int)d, ipiv),
-      0);
+  assert_int_equal(LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)d,
+                                  (lapack_int)d, jac, (lapack_int)d, ipiv),
+                   0);
   double s = 0.0;
   for (int64_t i = 0; i < d; i++)
     s += log(fabs(jac[i * d + i]));
@@ -130,10 +129,9 @@ static void apply_layer(void *p, const float *in, float *out, double *ld) {
                      .s = &c->ws.s,
                      .n_total = 1};
   c->ws.ld[0] = 0.0;
-  assert_int_equal(
-      ly->ops->forward(ly, &pass, in, ly->out.c ? c->y : NULL, c->ws.s.act,
-                       NULL),
-      GLOW_OK);
+  assert_int_equal(ly->ops->forward(ly, &pass, in, ly->out.c ? c->y : NULL,
+                                    c->ws.s.act, NULL),
+                   GLOW_OK);
   const int64_t ny = (int64_t)ly->out.h * ly->out.w * ly->out.c;
   const int64_t block = layer_dim(ly) - ny;
   memcpy(out, c->y, sizeof(float) * (size_t)ny);

@@ -15,10 +15,10 @@
 /* ---- A counting allocator that fails on demand ----------------------------- */
 
 typedef struct {
-  atomic_long calls;  /* allocations so far */
-  atomic_long live;   /* blocks not yet freed */
+  atomic_long calls;   /* allocations so far */
+  atomic_long live;    /* blocks not yet freed */
   atomic_long fail_at; /* the allocation that fails, -1: none */
-  atomic_int failed;  /* whether it has */
+  atomic_int failed;   /* whether it has */
 } counter;
 
 static counter ctr = {0, 0, -1, 0};
@@ -72,7 +72,7 @@ static void t_free(void *ctx, void *ptr) {
 }
 
 static const glow_allocator counting = {sizeof counting, t_malloc, t_calloc,
-                                        t_realloc, t_free, &ctr};
+                                        t_realloc,       t_free,   &ctr};
 
 /* Fail allocation n (-1: none) from now on, counting from 0. */
 static void arm(long n) {
@@ -136,12 +136,12 @@ typedef struct {
   int64_t dim, np;
   float *x, *eps;
   int32_t labels[N];
-  float *out, *ref;      /* outputs, each large enough for any call */
-  int64_t out_count;     /* floats of `out` the current call writes */
-  glow_model *made;      /* a model a call created or loaded */
-  uint8_t *file;         /* the model's file bytes */
+  float *out, *ref;  /* outputs, each large enough for any call */
+  int64_t out_count; /* floats of `out` the current call writes */
+  glow_model *made;  /* a model a call created or loaded */
+  uint8_t *file;     /* the model's file bytes */
   size_t file_len;
-  char path[128];        /* where save writes */
+  char path[128]; /* where save writes */
   char dir[64];
 } fixture;
 
@@ -177,15 +177,15 @@ static long oom_loop(fixture *f, const char *name, call fn, long *absorbed) {
       ++*absorbed;
       if (memcmp(f->out, f->ref, sizeof(float) * (size_t)f->out_count))
         fail_msg("%s: allocation %ld failed, the call went on and "
-                 "computed something else", name, n);
+                 "computed something else",
+                 name, n);
       continue;
     }
     if (rc != GLOW_ERR_NOMEM)
       fail_msg("%s: allocation %ld failed: status %d (%s)", name, n, rc,
                glow_last_error());
     if (!strstr(glow_last_error(), "memory"))
-      fail_msg("%s: allocation %ld: message '%s'", name, n,
-               glow_last_error());
+      fail_msg("%s: allocation %ld: message '%s'", name, n, glow_last_error());
     if (atomic_load(&ctr.live) != live)
       fail_msg("%s: allocation %ld: %ld blocks leaked", name, n,
                atomic_load(&ctr.live) - live);
@@ -290,8 +290,7 @@ static int do_create(fixture *f) {
 }
 
 static int do_load_buffer(fixture *f) {
-  return take_params(f, glow_model_load_buffer(f->file, f->file_len,
-                                               &f->made));
+  return take_params(f, glow_model_load_buffer(f->file, f->file_len, &f->made));
 }
 
 static int do_load_file(fixture *f) {
@@ -373,9 +372,9 @@ static int setup(void **state) {
   assert_int_equal(glow_model_save_buffer(f->m, NULL, 0, &f->file_len),
                    GLOW_OK);
   f->file = malloc(f->file_len);
-  assert_int_equal(glow_model_save_buffer(f->m, f->file, f->file_len,
-                                          &f->file_len),
-                   GLOW_OK);
+  assert_int_equal(
+      glow_model_save_buffer(f->m, f->file, f->file_len, &f->file_len),
+      GLOW_OK);
   int64_t room = f->np + 1 > N * f->dim + N ? f->np + 1 : N * f->dim + N;
   if (room < (int64_t)f->file_len / 4 + 1)
     room = (int64_t)f->file_len / 4 + 1;
@@ -430,10 +429,10 @@ static void test_oom_passes(void **state) {
   static const struct {
     const char *name;
     call fn;
-  } calls[] = {{"glow_forward", do_forward},   {"glow_inverse", do_inverse},
-               {"glow_sample", do_sample},     {"glow_log_prob", do_log_prob},
-               {"glow_classify", do_classify},
-               {"glow_preprocess", do_preprocess}};
+  } calls[] = {
+      {"glow_forward", do_forward},   {"glow_inverse", do_inverse},
+      {"glow_sample", do_sample},     {"glow_log_prob", do_log_prob},
+      {"glow_classify", do_classify}, {"glow_preprocess", do_preprocess}};
   /* Without kept workspaces every call allocates all it needs; with them
    * (the default) a call that finds its workspaces kept allocates little,
    * and one that does not allocates them for the next. */

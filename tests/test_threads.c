@@ -22,8 +22,8 @@ static const int32_t thread_counts[] = {1, 2, 3, 4, 7, 9};
 enum { N_COUNTS = sizeof thread_counts / sizeof thread_counts[0] };
 
 /* A conditional two-level model with every layer doing work. */
-static glow_model *make_model(int32_t coupling, int32_t perm,
-                              const float *x, const int32_t *labels) {
+static glow_model *make_model(int32_t coupling, int32_t perm, const float *x,
+                              const int32_t *labels) {
   glow_config cfg = tu_config(8, 8, 3, 2, 2, 16, coupling, perm);
   cfg.n_classes = 3;
   glow_model *m = NULL;
@@ -36,8 +36,8 @@ static glow_model *make_model(int32_t coupling, int32_t perm,
 
 /* n = N images of the shape make_model's models take; *d: values each. */
 static float *probe_images(uint64_t seed, int64_t *d) {
-  glow_config probe = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                                GLOW_PERMUTE_CONV1X1);
+  glow_config probe =
+      tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   glow_model *shape = NULL;
   assert_int_equal(glow_model_create(&probe, &shape), GLOW_OK);
   float *x = tu_images(shape, N, seed);
@@ -52,8 +52,8 @@ static void test_option(void **state) {
   assert_int_equal(glow_option_bounds(GLOW_OPT_THREADS, &lo, &hi), GLOW_OK);
   assert_int_equal(lo, 0);
   assert_int_equal(hi, 256);
-  glow_config cfg = tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_REVERSE);
+  glow_config cfg =
+      tu_config(4, 4, 1, 1, 1, 4, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_REVERSE);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   assert_int_equal(glow_get_option(m, GLOW_OPT_THREADS, &v), GLOW_OK);
@@ -197,13 +197,12 @@ static void test_inference_across_threads(void **state) {
   float *x = probe_images(21, &d);
   for (int32_t variant = 0; variant < 4; variant++) {
     const int lu = variant & 1, blas = variant >> 1;
-    glow_model *m = make_model(GLOW_COUPLING_AFFINE,
-                               lu ? GLOW_PERMUTE_CONV1X1_LU
-                                  : GLOW_PERMUTE_CONV1X1,
-                               x, labels);
-    assert_int_equal(
-        glow_set_option(m, GLOW_OPT_GEMM, blas ? GLOW_GEMM_BLAS : GLOW_GEMM_AUTO),
-        GLOW_OK);
+    glow_model *m = make_model(
+        GLOW_COUPLING_AFFINE,
+        lu ? GLOW_PERMUTE_CONV1X1_LU : GLOW_PERMUTE_CONV1X1, x, labels);
+    assert_int_equal(glow_set_option(m, GLOW_OPT_GEMM,
+                                     blas ? GLOW_GEMM_BLAS : GLOW_GEMM_AUTO),
+                     GLOW_OK);
     const int same_bits = glow__model_gemm_own(m);
     outputs ref = infer_all(m, 1, x, labels);
     /* Not a trivial round trip: the inverse gives the images back. */
@@ -255,8 +254,8 @@ static void test_concurrent_callers(void **state) {
   const int32_t labels[N] = {2, 0, 1, 1, 2, 0, 0};
   int64_t d = 0;
   float *x = probe_images(23, &d);
-  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, x,
-                             labels);
+  glow_model *m =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, x, labels);
   outputs ref = infer_all(m, 2, x, labels);
   caller c[CALLERS];
   pthread_t tid[CALLERS];
@@ -295,10 +294,9 @@ static void test_backward_shards(void **state) {
   int64_t d = 0;
   float *x = probe_images(31, &d);
   for (int32_t mode = 0; mode < 2; mode++) {
-    glow_model *m = make_model(GLOW_COUPLING_AFFINE,
-                               GLOW_PERMUTE_CONV1X1_LU, x, labels);
-    assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode),
-                     GLOW_OK);
+    glow_model *m =
+        make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, x, labels);
+    assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode), GLOW_OK);
     const int64_t np = glow_param_count(m);
     const size_t bytes = sizeof(float) * (size_t)np;
     float *g1 = malloc(bytes), *g = malloc(bytes), *again = malloc(bytes);
@@ -315,8 +313,7 @@ static void test_backward_shards(void **state) {
       assert_true(tu_max_abs_diff(g, g1, np) <= 1e-5 * gmax);
       /* The same thread count again: the same bits, with the workspaces
        * kept from the last call or fresh. */
-      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1),
-                       GLOW_OK);
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
       float la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
@@ -324,8 +321,7 @@ static void test_backward_shards(void **state) {
       la = backward(m, t, x, labels, N, again);
       assert_true(la == l);
       assert_memory_equal(again, g, bytes);
-      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0),
-                       GLOW_OK);
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
       assert_null(m->train_ws);
     }
     /* Kept workspaces serve a smaller batch with as many shards, and give
@@ -354,8 +350,8 @@ static void test_shard_failure(void **state) {
   const int32_t labels[N] = {1, 0, 2, 2, 1, 0, 1};
   int64_t d = 0;
   float *x = probe_images(41, &d);
-  glow_model *m = make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, x,
-                             labels);
+  glow_model *m =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1, x, labels);
   const int64_t np = glow_param_count(m);
   const size_t bytes = sizeof(float) * (size_t)np;
   float *before = malloc(bytes);
@@ -369,8 +365,7 @@ static void test_shard_failure(void **state) {
   assert_int_equal(glow_backward(m, x, labels, N, &loss), GLOW_ERR_NUMERIC);
   assert_non_null(strstr(glow_last_error(), "level 0 step 0"));
   assert_memory_equal(glow_grads(m), before, bytes);
-  assert_int_equal(glow_forward(m, x, labels, N, eps, NULL),
-                   GLOW_ERR_NUMERIC);
+  assert_int_equal(glow_forward(m, x, labels, N, eps, NULL), GLOW_ERR_NUMERIC);
   assert_non_null(strstr(glow_last_error(), "glow_forward"));
   free(before);
   free(eps);

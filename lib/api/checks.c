@@ -7,8 +7,8 @@
 
 int glow__check_batch(const glow_model *m, int32_t n, const char *fn) {
   if (n < 1)
-    return glow__fail(GLOW_ERR_BATCH, "%s: batch size n = %d must be >= 1",
-                      fn, n);
+    return glow__fail(GLOW_ERR_BATCH, "%s: batch size n = %d must be >= 1", fn,
+                      n);
   if ((int64_t)n * m->dim > INT32_MAX)
     return glow__fail(GLOW_ERR_BATCH,
                       "%s: batch of %d images of %lld values is too large", fn,
@@ -16,8 +16,8 @@ int glow__check_batch(const glow_model *m, int32_t n, const char *fn) {
   return GLOW_OK;
 }
 
-int glow__check_labels(const glow_model *m, const int32_t *labels,
-                       int32_t n, const char *fn) {
+int glow__check_labels(const glow_model *m, const int32_t *labels, int32_t n,
+                       const char *fn) {
   const int32_t k = m->cfg.n_classes;
   if (k == 0 && labels)
     return glow__fail(GLOW_ERR_LABEL,
@@ -46,7 +46,9 @@ int glow__check_io(const glow_model *m, const void *in, const void *out,
                    int32_t n, const char *fn) {
   if (!m || !in || !out)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
-                      !m ? "model" : !in ? "input" : "output");
+                      !m    ? "model"
+                      : !in ? "input"
+                            : "output");
   return glow__check_batch(m, n, fn);
 }
 

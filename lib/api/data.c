@@ -34,8 +34,9 @@ int glow_postprocess(const glow_model *m, const float *x, int32_t n,
   const int64_t count = n * m->dim;
   for (int64_t i = 0; i < count; i++) {
     float v = (x[i] + 0.5f) * (float)bins;
-    int b = isfinite(v) ? (v <= 0.0f ? 0 : v >= (float)bins ? bins - 1
-                                                            : (int)v)
+    int b = isfinite(v) ? (v <= 0.0f          ? 0
+                           : v >= (float)bins ? bins - 1
+                                              : (int)v)
                         : 0;
     pixels[i] = (uint8_t)(b << shift);
   }

@@ -8,7 +8,9 @@ int glow_model_save_buffer(const glow_model *m, void *buf, size_t cap,
                            size_t *size) {
   if (!m || !size || (!buf && cap > 0))
     return glow__fail(GLOW_ERR_NULL, "glow_model_save_buffer: %s is NULL",
-                      !m ? "model" : !size ? "size" : "buf");
+                      !m      ? "model"
+                      : !size ? "size"
+                              : "buf");
   return glow__save_buffer(m, buf, cap, size);
 }
 

@@ -15,13 +15,13 @@
 
 typedef struct {
   const glow_model *m;
-  const float *in;        /* x (forward) or eps (inverse) */
+  const float *in; /* x (forward) or eps (inverse) */
   const int32_t *labels;
-  float *out;             /* eps (forward) or x (inverse) */
-  double *ld;             /* forward: per-image log-determinants */
-  float *ztop;            /* forward, optional: the top latent z */
-  float scale;            /* inverse: temperature of eps */
-  int inverse;            /* 1: the inverse pass, 0: the forward */
+  float *out;  /* eps (forward) or x (inverse) */
+  double *ld;  /* forward: per-image log-determinants */
+  float *ztop; /* forward, optional: the top latent z */
+  float scale; /* inverse: temperature of eps */
+  int inverse; /* 1: the inverse pass, 0: the forward */
   glow__shard *sh;
 } pass_job;
 
@@ -58,10 +58,10 @@ static void pass_shard(void *arg, int32_t s) {
 /* Forward pass into eps, with per-image logdets in ld and, if ztop is not
  * NULL, the top latent z (n x h*w*c of the top level). */
 static int run_forward(const glow_model *m, const float *x,
-                       const int32_t *labels, int32_t n, float *eps,
-                       double *ld, float *ztop, const char *fn) {
-  pass_job j = {.m = m, .in = x, .labels = labels, .out = eps, .ld = ld,
-                .ztop = ztop};
+                       const int32_t *labels, int32_t n, float *eps, double *ld,
+                       float *ztop, const char *fn) {
+  pass_job j = {
+      .m = m, .in = x, .labels = labels, .out = eps, .ld = ld, .ztop = ztop};
   int rc = glow__run_shards(m, n, &j.sh, pass_shard, &j);
   if (rc)
     return rc;
@@ -73,8 +73,8 @@ static int run_forward(const glow_model *m, const float *x,
   for (int32_t i = 0; i < n; i++)
     if (!isfinite(ld[i]))
       return glow__fail(GLOW_ERR_NUMERIC,
-                        "%s: the log-determinant of image %d is not finite",
-                        fn, i);
+                        "%s: the log-determinant of image %d is not finite", fn,
+                        i);
   return GLOW_OK;
 }
 
@@ -95,8 +95,9 @@ int glow_forward(const glow_model *m, const float *x, const int32_t *labels,
 }
 
 /* log p(x) per image in double: sum log N(eps; 0, 1) + logdet. */
-static int log_prob64(const glow_model *m, const float *x, const int32_t *labels,
-                      int32_t n, double *out, const char *fn) {
+static int log_prob64(const glow_model *m, const float *x,
+                      const int32_t *labels, int32_t n, double *out,
+                      const char *fn) {
   int rc;
   float *eps = glow__malloc(sizeof(float) * (size_t)(n * m->dim));
   double *ld = glow__malloc(sizeof(double) * (size_t)n);
@@ -141,8 +142,8 @@ int glow_log_prob(const glow_model *m, const float *x, const int32_t *labels,
   return reduce(m, x, labels, n, logp, 0, "glow_log_prob");
 }
 
-int glow_bits_per_dim(const glow_model *m, const float *x, const int32_t *labels,
-                      int32_t n, float *bpd) {
+int glow_bits_per_dim(const glow_model *m, const float *x,
+                      const int32_t *labels, int32_t n, float *bpd) {
   return reduce(m, x, labels, n, bpd, 1, "glow_bits_per_dim");
 }
 
@@ -163,8 +164,12 @@ int glow_logdet(const glow_model *m, const float *x, const int32_t *labels,
 static int run_inverse(const glow_model *m, const float *eps, float scale,
                        const int32_t *labels, int32_t n, float *x,
                        const char *fn) {
-  pass_job j = {.m = m, .in = eps, .labels = labels, .out = x,
-                .scale = scale, .inverse = 1};
+  pass_job j = {.m = m,
+                .in = eps,
+                .labels = labels,
+                .out = x,
+                .scale = scale,
+                .inverse = 1};
   int rc = glow__run_shards(m, n, &j.sh, pass_shard, &j);
   if (!rc && !glow__all_finite(x, n * m->dim))
     rc = glow__fail(GLOW_ERR_NUMERIC,
@@ -185,7 +190,9 @@ int glow_classify(const glow_model *m, const float *x, int32_t n, float *logits,
   static const char fn[] = "glow_classify";
   if (!m || !x || (!logits && !probs))
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
-                      !m ? "model" : !x ? "x" : "both logits and probs");
+                      !m   ? "model"
+                      : !x ? "x"
+                           : "both logits and probs");
   if (m->cfg.n_classes == 0)
     return glow__fail(GLOW_ERR_STATE,
                       "%s: the model is unconditional (n_classes = 0) and "

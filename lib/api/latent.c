@@ -64,10 +64,10 @@ int glow_latent_slerp(const float *a, const float *b, int64_t dim, float t,
 }
 
 int glow_latent_direction(const float *with, int32_t n_with,
-                          const float *without, int32_t n_without,
-                          int64_t dim, float *direction) {
+                          const float *without, int32_t n_without, int64_t dim,
+                          float *direction) {
   int rc = glow__check_vectors(with, without, direction, dim,
-                         "glow_latent_direction");
+                               "glow_latent_direction");
   if (rc)
     return rc;
   if (n_with < 1 || n_without < 1)
@@ -99,6 +99,7 @@ int glow_latent_shift(const float *z, const float *direction, int32_t n,
     return rc;
   for (int32_t i = 0; i < n; i++)
     for (int64_t j = 0; j < dim; j++)
-      out[(int64_t)i * dim + j] = z[(int64_t)i * dim + j] + scale * direction[j];
+      out[(int64_t)i * dim + j] =
+          z[(int64_t)i * dim + j] + scale * direction[j];
   return GLOW_OK;
 }

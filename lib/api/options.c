@@ -23,8 +23,7 @@ static int option_bounds(int32_t option, int64_t *lo, int64_t *hi) {
     *lo = GLOW_GEMM_AUTO;
     *hi = GLOW_GEMM_BLAS;
     return GLOW_OK;
-  default:
-    return glow__fail(GLOW_ERR_ARG, "unknown option %d", option);
+  default: return glow__fail(GLOW_ERR_ARG, "unknown option %d", option);
   }
 }
 
@@ -55,7 +54,8 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
                       (long long)value, option, (long long)lo, (long long)hi);
   switch (option) {
   case GLOW_OPT_BACKWARD_MODE:
-    if (m->opts.backward_mode != value) /* the kept workspace is the old mode's */
+    if (m->opts.backward_mode !=
+        value) /* the kept workspace is the old mode's */
       glow__train_ws_release(m);
     m->opts.backward_mode = (int32_t)value;
     break;
@@ -67,7 +67,8 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
     }
     break;
   case GLOW_OPT_THREADS:
-    m->opts.threads = (int32_t)value; /* kept workspaces adapt on the next call */
+    m->opts.threads =
+        (int32_t)value; /* kept workspaces adapt on the next call */
     break;
   case GLOW_OPT_GEMM:
     if (m->opts.gemm != value) { /* the kept workspaces' packing buffers */
@@ -89,18 +90,10 @@ int glow_get_option(const glow_model *m, int32_t option, int64_t *value) {
   if (rc)
     return rc;
   switch (option) {
-  case GLOW_OPT_BACKWARD_MODE:
-    *value = m->opts.backward_mode;
-    break;
-  case GLOW_OPT_KEEP_WORKSPACE:
-    *value = m->opts.keep_workspace;
-    break;
-  case GLOW_OPT_THREADS:
-    *value = m->opts.threads;
-    break;
-  case GLOW_OPT_GEMM:
-    *value = m->opts.gemm;
-    break;
+  case GLOW_OPT_BACKWARD_MODE: *value = m->opts.backward_mode; break;
+  case GLOW_OPT_KEEP_WORKSPACE: *value = m->opts.keep_workspace; break;
+  case GLOW_OPT_THREADS: *value = m->opts.threads; break;
+  case GLOW_OPT_GEMM: *value = m->opts.gemm; break;
   }
   return GLOW_OK;
 }

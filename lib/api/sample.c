@@ -30,8 +30,8 @@ static void draw_noise(uint64_t seed, int32_t attempt, int64_t image,
  * the messages use; labels and x point at the first one's. */
 static int sample_batch(const glow_model *m, glow__ws *ws, int32_t first,
                         int32_t n, float t, uint64_t seed,
-                        const int32_t *labels, float *x, float *eps,
-                        float *xb, int32_t *idx, int32_t *lab) {
+                        const int32_t *labels, float *x, float *eps, float *xb,
+                        int32_t *idx, int32_t *lab) {
   const int64_t d = m->dim;
   for (int32_t i = 0; i < n; i++)
     draw_noise(seed, 0, (int64_t)first + i, d, eps + i * d);
@@ -85,16 +85,16 @@ static void sample_shard(void *arg, int32_t s) {
   if (!rc)
     rc = sample_batch(m, ws, first, n, j->temperature, j->seed,
                       j->labels ? j->labels + first : NULL,
-                      j->x + (int64_t)first * m->dim, ws->io[0], ws->io[1],
-                      idx, lab);
+                      j->x + (int64_t)first * m->dim, ws->io[0], ws->io[1], idx,
+                      lab);
   glow__ws_give(m, ws);
   glow__free(idx);
   glow__free(lab);
   glow__shard_done(&j->sh[s], rc);
 }
 
-int glow_sample(const glow_model *m, int32_t n, float temperature, uint64_t seed,
-                const int32_t *labels, float *x) {
+int glow_sample(const glow_model *m, int32_t n, float temperature,
+                uint64_t seed, const int32_t *labels, float *x) {
   static const char fn[] = "glow_sample";
   if (!m || !x)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,

@@ -10,8 +10,7 @@ int32_t glow_tensor_count(const glow_model *m) {
   return m ? m->reg.n_tensors : -1;
 }
 
-int glow_tensor_get(const glow_model *m, int32_t index,
-                    glow_tensor_info *out) {
+int glow_tensor_get(const glow_model *m, int32_t index, glow_tensor_info *out) {
   if (!m || !out)
     return glow__fail(GLOW_ERR_NULL, "glow_tensor_get: %s is NULL",
                       !m ? "model" : "out");
@@ -21,9 +20,8 @@ int glow_tensor_get(const glow_model *m, int32_t index,
                       "it to sizeof(glow_tensor_info)",
                       (unsigned)out->size, (unsigned)GLOW_TENSOR_INFO_SIZE_V1);
   if (index < 0 || index >= m->reg.n_tensors)
-    return glow__fail(GLOW_ERR_ARG,
-                      "glow_tensor_get: index %d outside [0, %d)", index,
-                      m->reg.n_tensors);
+    return glow__fail(GLOW_ERR_ARG, "glow_tensor_get: index %d outside [0, %d)",
+                      index, m->reg.n_tensors);
   const glow__tensor *src = &m->reg.tensors[index];
   glow_tensor_info t;
   memset(&t, 0, sizeof t);
@@ -44,15 +42,16 @@ int glow_tensor_get(const glow_model *m, int32_t index,
 int glow_tensor_find(const glow_model *m, const char *name, int32_t *index) {
   if (!m || !name || !index)
     return glow__fail(GLOW_ERR_NULL, "glow_tensor_find: %s is NULL",
-                      !m ? "model" : !name ? "name" : "index");
+                      !m      ? "model"
+                      : !name ? "name"
+                              : "index");
   for (int32_t i = 0; i < m->reg.n_tensors; i++)
     if (!strcmp(m->reg.tensors[i].name, name)) {
       *index = i;
       return GLOW_OK;
     }
   *index = -1;
-  return glow__fail(GLOW_ERR_ARG, "glow_tensor_find: no tensor '%.80s'",
-                    name);
+  return glow__fail(GLOW_ERR_ARG, "glow_tensor_find: no tensor '%.80s'", name);
 }
 
 int glow_latent_layout(const glow_model *m, int32_t level, int32_t *h,

@@ -20,8 +20,7 @@ int glow_data_init(glow_model *m, const float *x, const int32_t *labels,
                    int32_t n) {
   static const char fn[] = "glow_data_init";
   if (!m || !x)
-    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
-                      !m ? "model" : "x");
+    return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn, !m ? "model" : "x");
   int rc = glow__check_batch_labels(m, labels, n, fn);
   if (rc)
     return rc;
@@ -66,8 +65,7 @@ static int train_ws(glow_model *m, const glow__shard *sh, int32_t shards) {
   const int store = m->opts.backward_mode == GLOW_BACKWARD_STORE;
   int fits = m->n_train_ws == shards;
   for (int32_t s = 0; fits && s < shards; s++)
-    fits = m->train_ws[s].cap >= sh[s].count &&
-           m->train_ws[s].store == store;
+    fits = m->train_ws[s].cap >= sh[s].count && m->train_ws[s].store == store;
   if (fits)
     return GLOW_OK;
   glow__train_ws_release(m); /* the old ones, before allocating anew */
@@ -104,9 +102,9 @@ static void train_shard(void *arg, int32_t s) {
   ws->n = j->sh[s].count;
   ws->n_total = j->n;
   memset(ws->param_grad, 0, sizeof(float) * (size_t)m->reg.n_params);
-  int rc = glow__flow_backward(m, ws, j->x + (int64_t)first * m->dim,
-                               j->labels ? j->labels + first : NULL,
-                               &j->loss[s]);
+  int rc =
+      glow__flow_backward(m, ws, j->x + (int64_t)first * m->dim,
+                          j->labels ? j->labels + first : NULL, &j->loss[s]);
   glow__shard_done(&j->sh[s], rc);
 }
 
@@ -178,7 +176,9 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
   static const char fn[] = "glow_backward";
   if (!m || !x || !loss)
     return glow__fail(GLOW_ERR_NULL, "%s: %s is NULL", fn,
-                      !m ? "model" : !x ? "x" : "loss");
+                      !m   ? "model"
+                      : !x ? "x"
+                           : "loss");
   int rc = glow__check_batch_labels(m, labels, n, fn);
   if (rc)
     return rc;
@@ -212,7 +212,8 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     glow__parallel(shards, commit_slice, &c);
     for (int32_t t = 0; t < shards && !rc; t++)
       if (bad[t])
-        rc = sum_failure(m->grads, m->train_ws[0].param_grad, m->reg.n_params, fn);
+        rc = sum_failure(m->grads, m->train_ws[0].param_grad, m->reg.n_params,
+                         fn);
     c.phase = 1;
     if (!rc)
       glow__parallel(shards, commit_slice, &c);

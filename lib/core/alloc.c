@@ -31,13 +31,13 @@ static void sys_free(void *ctx, void *ptr) {
   free(ptr);
 }
 
-static const glow_allocator sys = {sizeof sys, sys_malloc, sys_calloc,
-                                   sys_realloc, sys_free, NULL};
+static const glow_allocator sys = {sizeof sys,  sys_malloc, sys_calloc,
+                                   sys_realloc, sys_free,   NULL};
 
 /* Written only by glow_set_allocator, which the header restricts to times
  * when no other call runs and no model exists. */
 static glow_allocator current = {sizeof current, sys_malloc, sys_calloc,
-                                 sys_realloc, sys_free, NULL};
+                                 sys_realloc,    sys_free,   NULL};
 
 static atomic_int live_models;
 static _Thread_local int oom_mark;
@@ -82,13 +82,16 @@ int glow_set_allocator(const glow_allocator *a) {
     return glow__fail(GLOW_ERR_ARG, "%s: a->size %u is smaller than %u", fn,
                       (unsigned)a->size, (unsigned)GLOW_ALLOCATOR_SIZE_V1);
   if (a && (!a->malloc_fn || !a->calloc_fn || !a->realloc_fn || !a->free_fn))
-    return glow__fail(GLOW_ERR_NULL, "%s: a function of the allocator is "
-                                     "NULL", fn);
+    return glow__fail(GLOW_ERR_NULL,
+                      "%s: a function of the allocator is "
+                      "NULL",
+                      fn);
   const int live = atomic_load(&live_models);
   if (live > 0) /* their memory came from the allocator in place */
     return glow__fail(GLOW_ERR_STATE,
                       "%s: %d model(s) exist; free them before changing the "
-                      "allocator", fn, live);
+                      "allocator",
+                      fn, live);
   current = a ? *a : sys;
   current.size = sizeof current;
   return GLOW_OK;

@@ -46,9 +46,9 @@ typedef struct {
 } glow__st_entry;
 
 typedef struct {
-  struct cJSON *root;       /* the whole header */
-  struct cJSON *metadata;   /* "__metadata__", NULL if absent */
-  glow__st_entry *entries;  /* sorted by begin: the order of the data */
+  struct cJSON *root;      /* the whole header */
+  struct cJSON *metadata;  /* "__metadata__", NULL if absent */
+  glow__st_entry *entries; /* sorted by begin: the order of the data */
   int32_t n_entries;
 } glow__st_header;
 
@@ -69,9 +69,8 @@ const char *glow__st_meta(const glow__st_header *h, const char *key);
  * caller) and `n_meta` metadata pairs meta[2i] -> meta[2i+1], padded with
  * spaces so that the data section starts 8-byte aligned.  *out (malloc'd,
  * NUL-terminated, *len bytes before the NUL) is the caller's to free. */
-int glow__st_build(const glow__st_entry *e, int32_t n,
-                   const char *const *meta, int32_t n_meta, char **out,
-                   uint64_t *len);
+int glow__st_build(const glow__st_entry *e, int32_t n, const char *const *meta,
+                   int32_t n_meta, char **out, uint64_t *len);
 
 /* Little-endian conversion, whatever the host's byte order. */
 uint64_t glow__st_get_u64(const uint8_t *p);
@@ -95,16 +94,14 @@ typedef struct {
 /* Every tensor of the model's file, in file order: the parameter tensors,
  * then the fixed buffers, as the layers registered them.  *out is the
  * caller's to free. */
-int glow__file_tensors(const glow_model *m, glow__ftensor **out,
-                       int32_t *n);
+int glow__file_tensors(const glow_model *m, glow__ftensor **out, int32_t *n);
 
 /* ---- Metadata (metadata.c) ---------------------------------------------------- */
 
 /* Pairs a model's metadata has. */
 #define GLOW__N_META 16
 /* The metadata pairs of a model: kv[2i] -> kv[2i+1], values kept in vals. */
-int glow__meta_write(const glow_model *m, const char **kv,
-                     char (*vals)[32]);
+int glow__meta_write(const glow_model *m, const char **kv, char (*vals)[32]);
 /* The format version first, so that a newer file is reported as such
  * rather than as malformed; then the state and the whole configuration,
  * validated. */
@@ -114,8 +111,7 @@ int glow__meta_read(const glow__st_header *h, glow_config *cfg,
 /* ---- Entry points (save.c, load.c) --------------------------------------------- *
  * Arguments already checked by the caller; as glow_model_save_buffer,
  * glow_model_save, glow_model_load_buffer and glow_model_load. */
-int glow__save_buffer(const glow_model *m, void *buf, size_t cap,
-                      size_t *size);
+int glow__save_buffer(const glow_model *m, void *buf, size_t cap, size_t *size);
 int glow__save_file(const glow_model *m, const char *path);
 int glow__load_buffer(const void *data, size_t len, glow_model **out);
 int glow__load_file(const char *path, glow_model **out);

@@ -69,8 +69,7 @@ static void shape_text(char *buf, size_t n, int32_t ndim,
   size_t at = 0;
   buf[0] = '\0';
   for (int32_t d = 0; d < ndim && at < n; d++) {
-    int w = snprintf(buf + at, n - at, d ? ", %" PRIu64 : "%" PRIu64,
-                     shape[d]);
+    int w = snprintf(buf + at, n - at, d ? ", %" PRIu64 : "%" PRIu64, shape[d]);
     if (w < 0)
       break;
     at += (size_t)w;
@@ -181,8 +180,7 @@ static int read_data(const source *src, uint64_t data_off,
       int64_t k = t->count - j < CHUNK / 4 ? t->count - j : CHUNK / 4;
       rc = src_read(src, at + 4 * (uint64_t)j, bytes, (size_t)k * 4);
       if (!rc)
-        glow__st_get_f32(bytes, t->param ? m->params + t->offset + j
-                                         : vals + j,
+        glow__st_get_f32(bytes, t->param ? m->params + t->offset + j : vals + j,
                          (size_t)k);
     }
     if (!rc && !t->param)

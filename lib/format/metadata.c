@@ -111,8 +111,7 @@ static int text_to_i32(const char *s, int32_t *out) {
 }
 
 /* The metadata pairs of a model; the values live in vals. */
-int glow__meta_write(const glow_model *m, const char **kv,
-                     char (*vals)[32]) {
+int glow__meta_write(const glow_model *m, const char **kv, char (*vals)[32]) {
   const glow_config *c = &m->cfg;
   int32_t i = 0;
   kv[2 * i] = "glow.format_version";
@@ -154,8 +153,7 @@ static int need_meta(const glow__st_header *h, const char *key,
                      const char **v) {
   *v = glow__st_meta(h, key);
   if (!*v)
-    return glow__fail(GLOW_ERR_FORMAT, "model file: metadata has no '%s'",
-                      key);
+    return glow__fail(GLOW_ERR_FORMAT, "model file: metadata has no '%s'", key);
   return GLOW_OK;
 }
 
@@ -211,8 +209,7 @@ int glow__meta_read(const glow__st_header *h, glow_config *cfg,
                     "conv1x1, conv1x1_lu, reverse or shuffle");
   if ((rc = need_meta(h, "glow.config.class_weight", &v)))
     return rc;
-  if ((rc = text_to_float("glow.config.class_weight", v,
-                           &cfg->class_weight)))
+  if ((rc = text_to_float("glow.config.class_weight", v, &cfg->class_weight)))
     return rc;
   if ((rc = need_meta(h, "glow.config.seed", &v)))
     return rc;

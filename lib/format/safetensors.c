@@ -141,16 +141,15 @@ static int check_metadata(const cJSON *md) {
   int rc = GLOW_OK;
   for (i = 1; i < n && !rc; i++)
     if (!strcmp(keys[i - 1], keys[i]))
-      rc = glow__fail(GLOW_ERR_FORMAT,
-                      "model file: metadata key '%.64s' appears twice",
-                      keys[i]);
+      rc =
+          glow__fail(GLOW_ERR_FORMAT,
+                     "model file: metadata key '%.64s' appears twice", keys[i]);
   glow__free(keys);
   return rc;
 }
 
 /* One tensor's description: dtype, shape and offsets, each consistent. */
-static int parse_entry(const cJSON *obj, uint64_t data_len,
-                       glow__st_entry *e) {
+static int parse_entry(const cJSON *obj, uint64_t data_len, glow__st_entry *e) {
   const char *name = obj->string;
   e->name = name;
   if (!cJSON_IsObject(obj))
@@ -228,8 +227,7 @@ static int parse_entry(const cJSON *obj, uint64_t data_len,
   if (e->end > data_len)
     return glow__fail(GLOW_ERR_FORMAT,
                       "model file: tensor '%.64s': data_offsets end %" PRIu64
-                      " runs past the end of the %" PRIu64
-                      "-byte data section",
+                      " runs past the end of the %" PRIu64 "-byte data section",
                       name, e->end, data_len);
   if (e->end - e->begin != bytes)
     return glow__fail(GLOW_ERR_FORMAT,
@@ -246,8 +244,7 @@ static int check_tiling(glow__st_entry *e, int32_t n, uint64_t data_len) {
   for (int32_t i = 1; i < n; i++)
     if (!strcmp(e[i - 1].name, e[i].name))
       return glow__fail(GLOW_ERR_FORMAT,
-                        "model file: tensor '%.64s' appears twice",
-                        e[i].name);
+                        "model file: tensor '%.64s' appears twice", e[i].name);
   qsort(e, (size_t)n, sizeof *e, by_offset);
   uint64_t at = 0;
   for (int32_t i = 0; i < n; i++) {
@@ -342,8 +339,8 @@ int glow__st_parse(const char *text, uint64_t len, uint64_t data_len,
   }
   int32_t i = 0;
   for (cJSON *v = root->child; v; v = v->next)
-    if (v != out->metadata && (rc = parse_entry(v, data_len,
-                                                &out->entries[i++])))
+    if (v != out->metadata &&
+        (rc = parse_entry(v, data_len, &out->entries[i++])))
       goto fail;
   out->n_entries = n;
   if ((rc = check_tiling(out->entries, n, data_len)))
@@ -363,9 +360,8 @@ void glow__st_free(glow__st_header *h) {
 }
 
 const char *glow__st_meta(const glow__st_header *h, const char *key) {
-  const cJSON *v = h->metadata
-                       ? cJSON_GetObjectItemCaseSensitive(h->metadata, key)
-                       : NULL;
+  const cJSON *v =
+      h->metadata ? cJSON_GetObjectItemCaseSensitive(h->metadata, key) : NULL;
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
@@ -438,9 +434,8 @@ static void sb_str(sbuf *b, const char *s) {
   sb_put(b, "\"", 1);
 }
 
-int glow__st_build(const glow__st_entry *e, int32_t n,
-                   const char *const *meta, int32_t n_meta, char **out,
-                   uint64_t *len) {
+int glow__st_build(const glow__st_entry *e, int32_t n, const char *const *meta,
+                   int32_t n_meta, char **out, uint64_t *len) {
   sbuf b = {0};
   sb_put(&b, "{", 1);
   if (n_meta > 0) {
@@ -463,8 +458,8 @@ int glow__st_build(const glow__st_entry *e, int32_t n,
     sb_put(&b, ",\"shape\":[", 10);
     for (int32_t d = 0; d < e[i].ndim; d++)
       sb_printf(&b, d ? ",%" PRIu64 : "%" PRIu64, e[i].shape[d]);
-    sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-              e[i].begin, e[i].end);
+    sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", e[i].begin,
+              e[i].end);
   }
   sb_put(&b, "}", 1);
   /* Spaces, which JSON ignores, align the data section to 8 bytes (the

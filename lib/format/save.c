@@ -64,8 +64,7 @@ static int plan_file(const glow_model *m, plan *p) {
   char vals[GLOW__N_META][32];
   rc = glow__meta_write(m, kv, vals);
   if (!rc)
-    rc = glow__st_build(e, p->n, kv, GLOW__N_META, &p->header,
-                        &p->header_len);
+    rc = glow__st_build(e, p->n, kv, GLOW__N_META, &p->header, &p->header_len);
   glow__free(e);
   if (rc) {
     plan_free(p);
@@ -98,8 +97,8 @@ static int sink_write(sink *s, const void *p, size_t n) {
     if (w <= 0) {
       char why[128];
       return glow__fail(GLOW_ERR_IO, "glow_model_save: writing '%.200s': %s",
-                        s->path, glow__os_error(w < 0 ? errno : EIO, why,
-                                          sizeof why));
+                        s->path,
+                        glow__os_error(w < 0 ? errno : EIO, why, sizeof why));
     }
     b += w;
     n -= (size_t)w;
@@ -192,26 +191,31 @@ static int check_target(const char *path, int *mode) {
   if (lstat(path, &st) != 0) {
     if (errno == ENOENT)
       return GLOW_OK;
-    return glow__fail(GLOW_ERR_IO, "glow_model_save: cannot access "
-                                   "'%.200s': %s",
+    return glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: cannot access "
+                      "'%.200s': %s",
                       path, glow__os_error(errno, why, sizeof why));
   }
   if (S_ISDIR(st.st_mode))
-    return glow__fail(GLOW_ERR_IO, "glow_model_save: '%.200s' is a "
-                                   "directory", path);
+    return glow__fail(GLOW_ERR_IO,
+                      "glow_model_save: '%.200s' is a "
+                      "directory",
+                      path);
   if (S_ISLNK(st.st_mode))
     return glow__fail(GLOW_ERR_IO,
                       "glow_model_save: '%.200s' is a symbolic link; not "
-                      "replacing it (save to the path it names)", path);
+                      "replacing it (save to the path it names)",
+                      path);
   if (!S_ISREG(st.st_mode))
     return glow__fail(GLOW_ERR_IO,
                       "glow_model_save: '%.200s' is not a regular file; not "
-                      "replacing it", path);
-  if (!(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) ||
-      access(path, W_OK) != 0)
+                      "replacing it",
+                      path);
+  if (!(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) || access(path, W_OK) != 0)
     return glow__fail(GLOW_ERR_IO,
                       "glow_model_save: '%.200s' is read-only; not "
-                      "replacing it", path);
+                      "replacing it",
+                      path);
   /* Only the permission bits: setuid, setgid and sticky are not carried
    * over to a file the library writes. */
   *mode = (int)(st.st_mode & 0777);
@@ -283,11 +287,11 @@ static int write_temp(const glow_model *m, const plan *p, int fd, int mode,
   if (!rc)
     rc = emit(m, p, &s);
   if (!rc && fsync(fd) != 0)
-    rc = glow__fail(GLOW_ERR_IO, "glow_model_save: flushing '%.200s': %s",
-                    path, glow__os_error(errno, why, sizeof why));
+    rc = glow__fail(GLOW_ERR_IO, "glow_model_save: flushing '%.200s': %s", path,
+                    glow__os_error(errno, why, sizeof why));
   if (close(fd) != 0 && !rc)
-    rc = glow__fail(GLOW_ERR_IO, "glow_model_save: closing '%.200s': %s",
-                    path, glow__os_error(errno, why, sizeof why));
+    rc = glow__fail(GLOW_ERR_IO, "glow_model_save: closing '%.200s': %s", path,
+                    glow__os_error(errno, why, sizeof why));
   return rc;
 }
 

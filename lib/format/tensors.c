@@ -8,8 +8,7 @@
 
 #include "format.h"
 
-int glow__file_tensors(const glow_model *m, glow__ftensor **out,
-                       int32_t *n) {
+int glow__file_tensors(const glow_model *m, glow__ftensor **out, int32_t *n) {
   const glow__registry *r = &m->reg;
   const int64_t total = (int64_t)r->n_tensors + r->n_fixed;
   if (total > INT32_MAX)

@@ -16,9 +16,9 @@ int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin) {
 
 /* Patch matrix of one image: row (y, x) holds the 3x3 neighbourhood, tap
  * (ky, kx) at columns [(ky*3 + kx)*cin, +cin), zeros outside the image. */
-static inline GLOW__ALWAYS_INLINE void
-im2col_image(const float *x, int64_t ldx, int32_t h, int32_t w, int32_t cin,
-             float *col) {
+static inline GLOW__ALWAYS_INLINE void im2col_image(const float *x, int64_t ldx,
+                                                    int32_t h, int32_t w,
+                                                    int32_t cin, float *col) {
   const int64_t k = 9 * (int64_t)cin;
   for (int32_t y = 0; y < h; y++) {
     for (int32_t xx = 0; xx < w; xx++) {
@@ -56,7 +56,6 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
   default: im2col_image(x, ldx, h, w, cin, col); break;
   }
 }
-
 
 /* y (h x w x cout) of one image = the sum of the nine taps' outputs z (h x
  * w x 9*cout, tap t at columns [t*cout, +cout)), each shifted by its
@@ -110,8 +109,8 @@ static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
  * shifted taps into y.  wr is the weight in that layout:
  * wr[ci][t*cout + co] = W[t][ci][co]. */
 static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
-                         int32_t w, int32_t cin, const float *wr,
-                         int32_t cout, float *y, glow__conv_scratch *cs) {
+                         int32_t w, int32_t cin, const float *wr, int32_t cout,
+                         float *y, glow__conv_scratch *cs) {
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
   float *z = cs->patches;
@@ -130,7 +129,8 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
   const int64_t hw = (int64_t)h * w;
   const int taps = cout < cin;
   /* Scratch per image: the patch matrix, or the tap outputs. */
-  const int64_t per = taps ? hw * 9 * cout : glow__conv3x3_col_per_image(h, w, cin);
+  const int64_t per =
+      taps ? hw * 9 * cout : glow__conv3x3_col_per_image(h, w, cin);
   int32_t chunk = (int32_t)(cs->cap / per);
   if (chunk < 1)
     chunk = 1; /* the workspace guarantees room for one image */
@@ -150,9 +150,9 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
   }
 }
 
-void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
-                   int32_t w, int32_t cin, const float *wt, int32_t cout,
-                   float *y, glow__conv_scratch *cs) {
+void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
+                   int32_t cin, const float *wt, int32_t cout, float *y,
+                   glow__conv_scratch *cs) {
   float *wr = NULL;
   if (cout < cin) { /* [tap][ci][co] -> [ci][tap*cout + co], once */
     const int32_t nt = 9 * cout;
@@ -167,7 +167,8 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
 }
 
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
-                  const float *wt, int32_t cout, float *y, glow__conv_scratch *cs) {
+                  const float *wt, int32_t cout, float *y,
+                  glow__conv_scratch *cs) {
   glow__sgemm(0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout, cs->pack);
 }
 
@@ -181,10 +182,9 @@ void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
  * Both are large GEMMs over the whole batch; each works on the patch matrix
  * of the narrower of its two operands, as the forward convolution does. */
 
-void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
-                              int32_t w, int32_t cin, const float *wt,
-                              int32_t cout, float *gx, float *wflip,
-                              glow__conv_scratch *cs) {
+void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h, int32_t w,
+                              int32_t cin, const float *wt, int32_t cout,
+                              float *gx, float *wflip, glow__conv_scratch *cs) {
   /* A conv from cout channels to cin, with W' in the layout of the path
    * it takes, built in one pass from W. */
   if (cin < cout) /* taps: wflip[co][t*cin + ci] = W'[t][co][ci] */
@@ -246,13 +246,11 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
       }
 }
 
-void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
-                       int32_t cin, const float *wt, int32_t cout,
-                       const float *gy, float *gw, float *gx,
-                       glow__conv_scratch *cs) {
+void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows, int32_t cin,
+                       const float *wt, int32_t cout, const float *gy,
+                       float *gw, float *gx, glow__conv_scratch *cs) {
   /* dL/dW += x^T gy, dL/dx = gy W^T. */
-  glow__sgemm(1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout,
-              cs->pack);
+  glow__sgemm(1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout, cs->pack);
   if (gx)
     glow__sgemm(0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin,
                 cs->pack);

@@ -51,24 +51,21 @@
 
 int glow__gemm_runs(glow__gemm_isa isa) {
   switch (isa) {
-  case GLOW__GEMM_CBLAS:
-    return 1;
+  case GLOW__GEMM_CBLAS: return 1;
 #ifdef GLOW__HAVE_GEMM_KERNEL
   case GLOW__GEMM_AVX2:
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  case GLOW__GEMM_AVX512:
-    return __builtin_cpu_supports("avx512f") != 0;
+  case GLOW__GEMM_AVX512: return __builtin_cpu_supports("avx512f") != 0;
 #endif
-  default:
-    return 0;
+  default: return 0;
   }
 }
 
 /* The best this CPU runs, no better than GLOW_GEMM_ISA allows. */
 static glow__gemm_isa choose_isa(void) {
   const char *cap = getenv("GLOW_GEMM_ISA");
-  glow__gemm_isa isa = cap && strcmp(cap, "avx2") == 0 ? GLOW__GEMM_AVX2
-                                                        : GLOW__GEMM_AVX512;
+  glow__gemm_isa isa =
+      cap && strcmp(cap, "avx2") == 0 ? GLOW__GEMM_AVX2 : GLOW__GEMM_AVX512;
   while (!glow__gemm_runs(isa))
     isa--; /* ends at the CBLAS, which always runs */
   return isa;
@@ -427,10 +424,10 @@ typedef struct {
                float *c, int64_t ldc, int64_t m, int64_t n, int accumulate);
 } tiles;
 
-static const tiles avx512_tiles = {12, 32, INT64_MAX, micro_kernel,
-                                   micro_kernel_tn, micro_kernel_rows};
-static const tiles avx2_tiles = {6, 16, 32, avx2_kernel, avx2_kernel_tn,
-                                 avx2_kernel_rows};
+static const tiles avx512_tiles = {
+    12, 32, INT64_MAX, micro_kernel, micro_kernel_tn, micro_kernel_rows};
+static const tiles avx2_tiles = {
+    6, 16, 32, avx2_kernel, avx2_kernel_tn, avx2_kernel_rows};
 
 /* Whole panels per block, so GLOW__GEMM_PACK holds either version's
  * MC x KC and KC x NC. */
@@ -507,8 +504,8 @@ static void own_sgemm(const tiles *t, const operands *o, int64_t m, int64_t n,
                t->nr, pb + whole * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
-        multiply_block(t, o, ic, mc, jc, nc, pc, kc, accumulate || pc > 0,
-                       pa, pb);
+        multiply_block(t, o, ic, mc, jc, nc, pc, kc, accumulate || pc > 0, pa,
+                       pb);
       }
     }
   }
@@ -526,8 +523,8 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
 #ifdef GLOW__HAVE_GEMM_KERNEL
   if (isa != GLOW__GEMM_CBLAS) {
     const operands o = {ta, tb, a, b, lda, ldb, c, ldc};
-    own_sgemm(isa == GLOW__GEMM_AVX2 ? &avx2_tiles : &avx512_tiles, &o, m, n,
-              k, accumulate, pack);
+    own_sgemm(isa == GLOW__GEMM_AVX2 ? &avx2_tiles : &avx512_tiles, &o, m, n, k,
+              accumulate, pack);
     return;
   }
 #else
@@ -542,6 +539,6 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
 void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                  const float *a, int64_t lda, const float *b, int64_t ldb,
                  int accumulate, float *c, int64_t ldc, float *pack) {
-  glow__sgemm_on(pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS, ta, tb, m,
-                 n, k, a, lda, b, ldb, accumulate, c, ldc, pack);
+  glow__sgemm_on(pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS, ta, tb, m, n,
+                 k, a, lda, b, ldb, accumulate, c, ldc, pack);
 }

@@ -69,14 +69,13 @@ typedef struct {
 
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
  * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO). */
-void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h,
-                   int32_t w, int32_t cin, const float *wt, int32_t cout,
-                   float *y, glow__conv_scratch *cs);
+void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
+                   int32_t cin, const float *wt, int32_t cout, float *y,
+                   glow__conv_scratch *cs);
 /* Floats of patch scratch the conv above needs for one image. */
 int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
 /* Floats of rearranged weight the conv and its gradients need. */
-static inline int64_t glow__conv3x3_weight_floats(int32_t cin,
-                                                  int32_t cout) {
+static inline int64_t glow__conv3x3_weight_floats(int32_t cin, int32_t cout) {
   return (int64_t)9 * cin * cout;
 }
 
@@ -88,10 +87,9 @@ void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
 /* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
  * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *
  * cout floats, not cs->weight) for the flipped weight. */
-void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h,
-                              int32_t w, int32_t cin, const float *wt,
-                              int32_t cout, float *gx, float *wflip,
-                              glow__conv_scratch *cs);
+void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h, int32_t w,
+                              int32_t cin, const float *wt, int32_t cout,
+                              float *gx, float *wflip, glow__conv_scratch *cs);
 /* gw ([3][3][cin][cout]) += dL/dW, x with row stride ldx. */
 void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
                                int32_t h, int32_t w, int32_t cin,
@@ -99,9 +97,8 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
                                glow__conv_scratch *cs);
 /* Backward of glow__matmul: gw (cin x cout) += x^T gy and, when gx is not
  * NULL, gx (rows x cin, overwritten) = gy W^T. */
-void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows,
-                       int32_t cin, const float *wt, int32_t cout,
-                       const float *gy, float *gw, float *gx,
-                       glow__conv_scratch *cs);
+void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows, int32_t cin,
+                       const float *wt, int32_t cout, const float *gy,
+                       float *gw, float *gx, glow__conv_scratch *cs);
 
 #endif /* GLOW_KERNELS_H */

@@ -80,9 +80,8 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
  * dL/dlogdet for a flow step, 0 inside a coupling network).  Where dL/dv
  * is nonzero, v equals y, so the output alone suffices. */
 void glow__an_backward(const glow__an *an, const float *P, float *G,
-                       const float *y, const float *gy, float *gx,
-                       int64_t rows, int relu, double ld_weight,
-                       glow__scratch *s) {
+                       const float *y, const float *gy, float *gx, int64_t rows,
+                       int relu, double ld_weight, glow__scratch *s) {
   const int32_t c = an->c;
   const float *ls = P + an->logs;
   float *restrict scale = s->chan_f, *restrict pg = s->chan_f + c;
@@ -130,8 +129,7 @@ void glow__an_backward(const glow__an *an, const float *P, float *G,
  * A step's actnorm: its log-determinant is h*w*sum(logs) for every image,
  * and its backward reads only its output. */
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   (void)cfg;
   ly->out = ly->in;
   glow__an tmp, *an = ly->self ? ly->self : &tmp;
@@ -142,14 +140,12 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
   nd->chan = ly->in.c;
 }
 
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   (void)keep;
   const glow__an *an = ly->self;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
-  glow__an_forward(an, p->P, p->init, x, y, glow__rows(&ly->in, p->n), 0,
-                   p->s);
+  glow__an_forward(an, p->P, p->init, x, y, glow__rows(&ly->in, p->n), 0, p->s);
   double sum = 0.0; /* log|det| per pixel */
   for (int32_t j = 0; j < an->c; j++)
     sum += p->P[an->logs + j];
@@ -159,8 +155,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
   return GLOW_OK;
 }
 
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   const glow__an *an = ly->self;
   const int32_t c = an->c;
   const int64_t rows = glow__rows(&ly->in, p->n);
@@ -183,8 +179,7 @@ static int backward(const glow__layer *ly, const glow__pass *p,
   const int64_t rows = glow__rows(&ly->in, p->n);
   /* dL/d(a per-pixel logdet term): every pixel of every image. */
   const double ld_weight = (double)rows * p->gld;
-  glow__an_backward(ly->self, p->P, G, h->y, gy, gx, rows, 0, ld_weight,
-                    p->s);
+  glow__an_backward(ly->self, p->P, G, h->y, gy, gx, rows, 0, ld_weight, p->s);
   return GLOW_OK;
 }
 

@@ -16,8 +16,8 @@ void glow__classifier_register(glow__classifier *cl, glow__registry *r,
   cl->n_classes = n_classes;
   cl->weight = glow__reg_tensor(r, "classifier", "weight", 2,
                                 (const int32_t[]){top->c, n_classes});
-  cl->bias =
-      glow__reg_tensor(r, "classifier", "bias", 1, (const int32_t[]){n_classes});
+  cl->bias = glow__reg_tensor(r, "classifier", "bias", 1,
+                              (const int32_t[]){n_classes});
   cl->tensors = glow__reg_since(r, first);
 }
 
@@ -46,8 +46,8 @@ void glow__classifier_logits(const glow__classifier *cl, const float *P,
 double glow__classifier_backward(const glow__classifier *cl, const float *P,
                                  float *G, const float *z,
                                  const int32_t *labels, int32_t n,
-                                 int32_t n_total, float class_weight,
-                                 float *g, double *scratch) {
+                                 int32_t n_total, float class_weight, float *g,
+                                 double *scratch) {
   const int32_t c = cl->c, nc = cl->n_classes;
   const int64_t hw = cl->hw;
   const float *W = P + cl->weight;

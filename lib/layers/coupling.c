@@ -20,9 +20,9 @@
 typedef struct {
   int32_t kind; /* GLOW_COUPLING_* */
   int32_t c, hidden;
-  int64_t w1;      /* [3][3][c/2][hidden] */
+  int64_t w1; /* [3][3][c/2][hidden] */
   glow__an an1;
-  int64_t w2;      /* [hidden][hidden] */
+  int64_t w2; /* [hidden][hidden] */
   glow__an an2;
   glow__zconv out; /* hidden -> c (affine) or c/2 (additive) */
 } coupling;
@@ -30,8 +30,7 @@ typedef struct {
 /* Standard deviation of openai/glow's default weight initialiser. */
 #define INIT_STD 0.05
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   coupling tmp, *cp = ly->self ? ly->self : &tmp;
   const int32_t c = ly->in.c, hid = cfg->hidden;
   ly->out = ly->in;
@@ -75,17 +74,16 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
   nd->grad_act = hw * (max64(hid, half) + hid + co);
   /* Every convolution works on the patches of its narrower side, at most
    * max(hidden, c/2) channels wide. */
-  nd->patches =
-      glow__conv3x3_col_per_image(ly->in.h, ly->in.w, (int32_t)max64(hid, half));
-  nd->conv_weight = glow__conv3x3_weight_floats(
-      (int32_t)hid, (int32_t)max64(half, co));
+  nd->patches = glow__conv3x3_col_per_image(ly->in.h, ly->in.w,
+                                            (int32_t)max64(hid, half));
+  nd->conv_weight =
+      glow__conv3x3_weight_floats((int32_t)hid, (int32_t)max64(half, co));
   nd->chan = max64(hid, cp->c);
 }
 
 /* NN(x1), x1 the first c/2 channels of x (rows of c), into act. */
 static const float *network(const coupling *cp, const glow__pass *p,
-                            const glow__shape *sh, const float *x,
-                            float *act) {
+                            const glow__shape *sh, const float *x, float *act) {
   const int32_t n = p->n, c = cp->c, hid = cp->hidden;
   const int64_t rows = glow__rows(sh, n);
   float *r1 = act, *r2 = act + rows * hid, *nn = r2 + rows * hid;
@@ -117,9 +115,8 @@ static inline sigmoid_parts sigmoid3(float v) {
   return q;
 }
 
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   const coupling *cp = ly->self;
   const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
@@ -155,8 +152,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
   return GLOW_OK;
 }
 
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   const coupling *cp = ly->self;
   const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
@@ -173,8 +170,8 @@ static int inverse(const glow__layer *ly, const glow__pass *p,
         if (cp->kind == GLOW_COUPLING_ADDITIVE)
           u[q * c + half + k] = y2 - nn[q * half + k];
         else
-          u[q * c + half + k] = y2 / sigmoid3(nn[q * c + 2 * k + 1] + 2.0f).s -
-                                nn[q * c + 2 * k];
+          u[q * c + half + k] =
+              y2 / sigmoid3(nn[q * c + 2 * k + 1] + 2.0f).s - nn[q * c + 2 * k];
       }
     }
   }

@@ -66,7 +66,7 @@ enum {
 };
 typedef struct {
   char name[GLOW__NAME_MAX];
-  int32_t kind;   /* GLOW__FIXED_* */
+  int32_t kind; /* GLOW__FIXED_* */
   int32_t count;
   int32_t *index; /* INDEX, REVERSAL: the values */
   float *sign;    /* SIGN: the values */
@@ -95,8 +95,8 @@ int64_t glow__reg_tensor(glow__registry *r, const char *prefix,
 /* Register a fixed buffer of `count` entries; NULL in the sizing pass. */
 int32_t *glow__reg_index(glow__registry *r, const char *prefix,
                          const char *suffix, int32_t count, int32_t kind);
-float *glow__reg_sign(glow__registry *r, const char *prefix,
-                      const char *suffix, int32_t count);
+float *glow__reg_sign(glow__registry *r, const char *prefix, const char *suffix,
+                      int32_t count);
 /* The tensors registered since the table held `first` of them. */
 static inline glow__span glow__reg_since(const glow__registry *r,
                                          int32_t first) {
@@ -108,12 +108,12 @@ static inline glow__span glow__reg_since(const glow__registry *r,
  * What a layer may borrow during a pass, sized by the workspace from every
  * layer's glow__needs, so that no pass allocates. */
 typedef struct {
-  int64_t act;        /* floats per image a layer leaves for its backward */
-  int64_t grad_act;   /* floats per image of gradient scratch */
-  int64_t patches;    /* floats per image of convolution patches */
-  int64_t conv_weight;/* floats of one rearranged or flipped conv weight */
-  int64_t chan;       /* the widest per-channel vector */
-  int64_t mat;        /* order of the largest 1x1 weight */
+  int64_t act;         /* floats per image a layer leaves for its backward */
+  int64_t grad_act;    /* floats per image of gradient scratch */
+  int64_t patches;     /* floats per image of convolution patches */
+  int64_t conv_weight; /* floats of one rearranged or flipped conv weight */
+  int64_t chan;        /* the widest per-channel vector */
+  int64_t mat;         /* order of the largest 1x1 weight */
 } glow__needs;
 
 /* The largest of each need: what a workspace for all of them holds. */
@@ -121,16 +121,16 @@ void glow__needs_max(glow__needs *acc, const glow__needs *more);
 
 typedef struct {
   glow__conv_scratch conv; /* patches, a rearranged weight, GEMM packing */
-  float *act;       /* a layer's network activations where nothing keeps
+  float *act;              /* a layer's network activations where nothing keeps
                        them (n * needs.act) */
-  float *grad_act;  /* training: gradients of those (n * needs.grad_act) */
-  float *wflip;     /* training: a flipped conv weight */
-  float *chan_f;    /* 3 * chan floats: per-channel factors, partial sums */
-  double *chan_d;   /* 2 * chan doubles: per-channel statistics */
-  double *mat64;    /* 2 * mat^2 + mat doubles: a 1x1 weight in double,
+  float *grad_act; /* training: gradients of those (n * needs.grad_act) */
+  float *wflip;    /* training: a flipped conv weight */
+  float *chan_f;   /* 3 * chan floats: per-channel factors, partial sums */
+  double *chan_d;  /* 2 * chan doubles: per-channel statistics */
+  double *mat64;   /* 2 * mat^2 + mat doubles: a 1x1 weight in double,
                        factored in place, with its pivots */
-  float *mat32;     /* mat^2 floats: a 1x1 weight or its inverse */
-  float *mat_grad;  /* training: mat^2 floats, a 1x1 weight's data term */
+  float *mat32;    /* mat^2 floats: a 1x1 weight or its inverse */
+  float *mat_grad; /* training: mat^2 floats, a 1x1 weight's data term */
 } glow__scratch;
 
 /* ---- Passes -------------------------------------------------------------------- */
@@ -160,7 +160,7 @@ typedef struct {
   /* Backward: dL/deps = eps * geps for the Gaussian term of the loss, and
    * dL/dlogdet of each image, gld. */
   float geps, gld;
-  int32_t n_total;       /* images of the whole batch (the loss's mean) */
+  int32_t n_total; /* images of the whole batch (the loss's mean) */
 } glow__pass;
 
 /* What a forward or an inverse leaves for the backward. */
@@ -189,8 +189,7 @@ typedef struct {
   void (*build)(glow__layer *ly, const glow_config *cfg, glow__registry *r);
   /* Initial values of its parameters and fixed buffers (may be NULL:
    * zeros), from the model's seed and this layer's random stream. */
-  int (*init)(const glow__layer *ly, float *P, uint64_t seed,
-              uint64_t stream);
+  int (*init)(const glow__layer *ly, float *P, uint64_t seed, uint64_t stream);
   void (*needs)(const glow__layer *ly, glow__needs *nd);
   /* x (n x in) -> y (n x out).  keep: n * needs.act floats where it puts
    * what its backward reads; *left describes all of that. */
@@ -202,18 +201,17 @@ typedef struct {
   /* gy = dL/dy (NULL for a sink) -> gx = dL/dx, dL/dparameters added to
    * G (the flat gradient layout). */
   int (*backward)(const glow__layer *ly, const glow__pass *p,
-                  const glow__handoff *h, const float *gy, float *gx,
-                  float *G);
+                  const glow__handoff *h, const float *gy, float *gx, float *G);
 } glow__layer_ops;
 
 struct glow__layer {
   const glow__layer_ops *ops;
-  int32_t level, step;       /* where it sits; step -1 outside the steps */
+  int32_t level, step;         /* where it sits; step -1 outside the steps */
   char prefix[GLOW__NAME_MAX]; /* its tensors' names start with this */
   glow__shape in, out;
-  int64_t eps_off;           /* priors: their block's offset in a row */
+  int64_t eps_off; /* priors: their block's offset in a row */
   glow__span tensors;
-  void *self;                /* ops->size bytes of layer state */
+  void *self; /* ops->size bytes of layer state */
 };
 
 /* The layer types, in their own files. */
@@ -248,9 +246,8 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
  * gy = dL/dy (gx == gy allowed, and cheapest); ld_weight: dL/dlogs through the
  * log-determinant.  Adds to G. */
 void glow__an_backward(const glow__an *an, const float *P, float *G,
-                       const float *y, const float *gy, float *gx,
-                       int64_t rows, int relu, double ld_weight,
-                       glow__scratch *s);
+                       const float *y, const float *gy, float *gx, int64_t rows,
+                       int relu, double ld_weight, glow__scratch *s);
 
 /* Zero-initialised 3x3 conv with bias and output scale (zconv.c):
  * y = (conv(x, w) + bias) * exp(3 * logs), openai/glow's conv2d_zeros. */
@@ -263,15 +260,15 @@ void glow__zconv_register(glow__zconv *zc, glow__registry *r,
                           const char *prefix, const char *name, int32_t cin,
                           int32_t cout);
 /* y (n*h*w x cout) = zconv(x), x with row stride ldx. */
-void glow__zconv_forward(const glow__zconv *zc, const float *P,
-                         const float *x, int64_t ldx, int32_t n, int32_t h,
-                         int32_t w, float *y, glow__scratch *s);
+void glow__zconv_forward(const glow__zconv *zc, const float *P, const float *x,
+                         int64_t ldx, int32_t n, int32_t h, int32_t w, float *y,
+                         glow__scratch *s);
 /* x: input (stride ldx), y: output; g: dL/dy (overwritten); gx (rows x
  * cin, overwritten): dL/dx.  Adds to G. */
 void glow__zconv_backward(const glow__zconv *zc, const float *P, float *G,
-                          const float *x, int64_t ldx, const float *y,
-                          float *g, float *gx, int32_t n, int32_t h,
-                          int32_t w, glow__scratch *s);
+                          const float *x, int64_t ldx, const float *y, float *g,
+                          float *gx, int32_t n, int32_t h, int32_t w,
+                          glow__scratch *s);
 
 /* The class head of a conditional model (classifier.c): logits = mean over
  * positions of the top latent z, times W, plus b. */
@@ -296,7 +293,7 @@ void glow__classifier_logits(const glow__classifier *cl, const float *P,
 double glow__classifier_backward(const glow__classifier *cl, const float *P,
                                  float *G, const float *z,
                                  const int32_t *labels, int32_t n,
-                                 int32_t n_total, float class_weight,
-                                 float *g, double *scratch);
+                                 int32_t n_total, float class_weight, float *g,
+                                 double *scratch);
 
 #endif /* GLOW_LAYER_H */

@@ -32,8 +32,7 @@ typedef struct {
   float *sign;                 /* LU: sign of U's diagonal (fixed buffer) */
 } permute;
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   permute tmp, *p = ly->self ? ly->self : &tmp;
   const int32_t c = ly->in.c;
   const char *pre = ly->prefix;
@@ -42,24 +41,24 @@ static void build(glow__layer *ly, const glow_config *cfg,
   p->c = c;
   switch (p->kind) {
   case GLOW_PERMUTE_CONV1X1:
-    p->weight = glow__reg_tensor(r, pre, "invconv.weight", 2,
-                                 (const int32_t[]){c, c});
+    p->weight =
+        glow__reg_tensor(r, pre, "invconv.weight", 2, (const int32_t[]){c, c});
     break;
   case GLOW_PERMUTE_CONV1X1_LU:
-    p->lower = glow__reg_tensor(r, pre, "invconv.lower", 2,
-                                (const int32_t[]){c, c});
-    p->upper = glow__reg_tensor(r, pre, "invconv.upper", 2,
-                                (const int32_t[]){c, c});
+    p->lower =
+        glow__reg_tensor(r, pre, "invconv.lower", 2, (const int32_t[]){c, c});
+    p->upper =
+        glow__reg_tensor(r, pre, "invconv.upper", 2, (const int32_t[]){c, c});
     p->log_s =
         glow__reg_tensor(r, pre, "invconv.log_s", 1, (const int32_t[]){c});
     p->perm = glow__reg_index(r, pre, "invconv.perm", c, GLOW__FIXED_INDEX);
     p->sign = glow__reg_sign(r, pre, "invconv.sign", c);
     break;
   default:
-    p->perm = glow__reg_index(r, pre, "permute.index", c,
-                              p->kind == GLOW_PERMUTE_REVERSE
-                                  ? GLOW__FIXED_REVERSAL
-                                  : GLOW__FIXED_INDEX);
+    p->perm =
+        glow__reg_index(r, pre, "permute.index", c,
+                        p->kind == GLOW_PERMUTE_REVERSE ? GLOW__FIXED_REVERSAL
+                                                        : GLOW__FIXED_INDEX);
   }
 }
 
@@ -95,8 +94,8 @@ static int qr_work(int32_t c, double *q, double *tau, double **work,
 
 /* Fill q (c x c, row-major) with a random rotation: the Q factor of a
  * Gaussian matrix, as openai/glow initialises its 1x1 weights. */
-static int random_rotation(int32_t c, uint64_t seed, uint64_t stream,
-                           double *q, double *tau) {
+static int random_rotation(int32_t c, uint64_t seed, uint64_t stream, double *q,
+                           double *tau) {
   for (int64_t i = 0; i < (int64_t)c * c; i++)
     q[i] = glow__normal(seed, stream, (uint64_t)i);
   double *work = NULL;
@@ -106,8 +105,7 @@ static int random_rotation(int32_t c, uint64_t seed, uint64_t stream,
     return rc;
   transpose(q, c);
   if (LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, c, c, q, c, tau, work, lwork) ||
-      LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, c, c, c, q, c, tau, work,
-                          lwork))
+      LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, c, c, c, q, c, tau, work, lwork))
     rc = GLOW_ERR_NUMERIC;
   transpose(q, c);
   glow__free(work);
@@ -116,8 +114,7 @@ static int random_rotation(int32_t c, uint64_t seed, uint64_t stream,
 
 /* LU parametrisation of the rotation q: q = P L U with P from partial
  * pivoting, L unit lower, U upper; U's diagonal is stored as sign * e^s. */
-static int lu_from_rotation(permute *p, float *P, double *q,
-                            lapack_int *ipiv) {
+static int lu_from_rotation(permute *p, float *P, double *q, lapack_int *ipiv) {
   const int32_t c = p->c;
   transpose(q, c);
   const lapack_int info =
@@ -181,11 +178,15 @@ static int init(const glow__layer *ly, float *P, uint64_t seed,
   glow__free(q);
   glow__free(ipiv);
   if (rc == GLOW_ERR_NOMEM)
-    return glow__fail(rc, "initialising the 1x1 weight of level %d step %d: "
-                          "out of memory", ly->level, ly->step);
+    return glow__fail(rc,
+                      "initialising the 1x1 weight of level %d step %d: "
+                      "out of memory",
+                      ly->level, ly->step);
   if (rc)
-    return glow__fail(rc, "initialising the 1x1 weight of level %d step %d "
-                          "failed", ly->level, ly->step);
+    return glow__fail(rc,
+                      "initialising the 1x1 weight of level %d step %d "
+                      "failed",
+                      ly->level, ly->step);
   return GLOW_OK;
 }
 
@@ -200,8 +201,8 @@ static void lu_weight(const permute *p, const float *P, double *w) {
       int32_t top = i < k ? i : k;
       for (int32_t j = 0; j <= top; j++) {
         double l = j == i ? 1.0 : L[(int64_t)i * c + j];
-        double u = j == k ? p->sign[k] * exp((double)s[k])
-                          : U[(int64_t)j * c + k];
+        double u =
+            j == k ? p->sign[k] * exp((double)s[k]) : U[(int64_t)j * c + k];
         acc += l * u;
       }
       w[(int64_t)p->perm[i] * c + k] = acc;
@@ -264,15 +265,15 @@ static int inverse64(const permute *p, const float *P, glow__scratch *s) {
   return GLOW_OK;
 }
 
-static void gather(const int32_t *perm, const float *x, float *y,
-                   int64_t rows, int32_t c) {
+static void gather(const int32_t *perm, const float *x, float *y, int64_t rows,
+                   int32_t c) {
   for (int64_t r = 0; r < rows; r++)
     for (int32_t j = 0; j < c; j++)
       y[r * c + j] = x[r * c + perm[j]];
 }
 
-static void scatter(const int32_t *perm, const float *y, float *x,
-                    int64_t rows, int32_t c) {
+static void scatter(const int32_t *perm, const float *y, float *x, int64_t rows,
+                    int32_t c) {
   for (int64_t r = 0; r < rows; r++)
     for (int32_t j = 0; j < c; j++)
       x[r * c + perm[j]] = y[r * c + j];
@@ -280,8 +281,7 @@ static void scatter(const int32_t *perm, const float *y, float *x,
 
 /* W^{-1} in float in s->mat32; NUMERIC if W is singular or its inverse
  * does not fit float. */
-static int weight_inverse(const permute *p, const float *P,
-                          glow__scratch *s) {
+static int weight_inverse(const permute *p, const float *P, glow__scratch *s) {
   int rc = inverse64(p, P, s);
   if (rc)
     return rc;
@@ -310,9 +310,9 @@ static void lu_backward(const permute *p, const float *P, float *G,
   for (int32_t i = 0; i < c; i++)
     for (int32_t k = 0; k < c; k++) {
       ga[(int64_t)i * c + k] = gw[(int64_t)p->perm[i] * c + k];
-      up[(int64_t)i * c + k] =
-          i == k ? p->sign[k] * exp((double)s[k])
-                 : i < k ? U[(int64_t)i * c + k] : 0.0;
+      up[(int64_t)i * c + k] = i == k  ? p->sign[k] * exp((double)s[k])
+                               : i < k ? U[(int64_t)i * c + k]
+                                       : 0.0;
     }
   for (int32_t i = 0; i < c; i++)
     for (int32_t j = 0; j < c; j++) {
@@ -328,8 +328,7 @@ static void lu_backward(const permute *p, const float *P, float *G,
         if (i < j)
           G[p->upper + (int64_t)i * c + j] += (float)acc;
         else
-          G[p->log_s + i] +=
-              (float)(acc * up[(int64_t)i * c + i] + ld_weight);
+          G[p->log_s + i] += (float)(acc * up[(int64_t)i * c + i] + ld_weight);
       }
     }
 }
@@ -343,9 +342,8 @@ static int singular(const glow__layer *ly, int in_forward) {
 
 /* log|det W| per pixel: the sum of log|U_kk| of W's factorisation, or
  * sum(log_s) of the LU parametrisation; 0 for a permutation. */
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   (void)keep;
   const permute *pm = ly->self;
   const int32_t c = pm->c;
@@ -353,9 +351,7 @@ static int forward(const glow__layer *ly, const glow__pass *p,
   double ld = 0.0;
   switch (pm->kind) {
   case GLOW_PERMUTE_REVERSE:
-  case GLOW_PERMUTE_SHUFFLE:
-    gather(pm->perm, x, y, rows, c);
-    break;
+  case GLOW_PERMUTE_SHUFFLE: gather(pm->perm, x, y, rows, c); break;
   case GLOW_PERMUTE_CONV1X1:
     if (factor64(pm, p->P, p->s, &ld))
       return singular(ly, 1);
@@ -375,8 +371,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
   return GLOW_OK;
 }
 
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   const permute *pm = ly->self;
   const int32_t c = pm->c;
   const int64_t rows = glow__rows(&ly->in, p->n);

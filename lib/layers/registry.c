@@ -28,8 +28,7 @@ int64_t glow__reg_tensor(glow__registry *r, const char *prefix,
 
 /* The next fixed-buffer entry and `count` values of the pools. */
 static glow__fixed *reg_fixed(glow__registry *r, const char *prefix,
-                              const char *suffix, int32_t count,
-                              int32_t kind) {
+                              const char *suffix, int32_t count, int32_t kind) {
   glow__fixed *f = NULL;
   if (r->tensors) {
     f = &r->fixed[r->n_fixed];
@@ -53,8 +52,8 @@ int32_t *glow__reg_index(glow__registry *r, const char *prefix,
   return f->index = r->int_pool + at;
 }
 
-float *glow__reg_sign(glow__registry *r, const char *prefix,
-                      const char *suffix, int32_t count) {
+float *glow__reg_sign(glow__registry *r, const char *prefix, const char *suffix,
+                      int32_t count) {
   const int64_t at = r->n_fixed_values;
   glow__fixed *f = reg_fixed(r, prefix, suffix, count, GLOW__FIXED_SIGN);
   if (!f)

@@ -21,8 +21,7 @@ typedef struct {
   glow__zconv prior;
 } split;
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   (void)cfg;
   split tmp, *sp = ly->self ? ly->self : &tmp;
   sp->c = ly->in.c;
@@ -41,9 +40,8 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
 }
 
 /* x (n, h, w, c) -> eps block of z2, y = z1 (n, h, w, c/2). */
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   const split *sp = ly->self;
   const int32_t c = sp->c, half = c / 2;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;
@@ -71,8 +69,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 /* y = z1 (n, h, w, c/2) and the eps block (times p->scale) -> x. */
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   const split *sp = ly->self;
   const int32_t c = sp->c, half = c / 2;
   const int64_t hw = (int64_t)ly->in.h * ly->in.w;

@@ -8,8 +8,8 @@
 #include "layer.h"
 
 /* x: (n, h, w, c) -> y: (n, h/2, w/2, 4c). */
-static void squeeze(const float *x, int32_t n, int32_t h, int32_t w,
-                   int32_t c, float *y) {
+static void squeeze(const float *x, int32_t n, int32_t h, int32_t w, int32_t c,
+                    float *y) {
   const int32_t h2 = h / 2, w2 = w / 2;
   for (int64_t i = 0; i < n; i++)
     for (int32_t yy = 0; yy < h2; yy++)
@@ -17,7 +17,8 @@ static void squeeze(const float *x, int32_t n, int32_t h, int32_t w,
         float *dst = y + ((i * h2 + yy) * w2 + xx) * 4 * c;
         for (int32_t dy = 0; dy < 2; dy++)
           for (int32_t dx = 0; dx < 2; dx++) {
-            const float *src = x + ((i * h + 2 * yy + dy) * w + 2 * xx + dx) * c;
+            const float *src =
+                x + ((i * h + 2 * yy + dy) * w + 2 * xx + dx) * c;
             for (int32_t k = 0; k < c; k++)
               dst[k * 4 + 2 * dy + dx] = src[k];
           }
@@ -26,7 +27,7 @@ static void squeeze(const float *x, int32_t n, int32_t h, int32_t w,
 
 /* y: (n, h/2, w/2, 4c) -> x: (n, h, w, c); h, w, c are x's shape. */
 static void unsqueeze(const float *y, int32_t n, int32_t h, int32_t w,
-                     int32_t c, float *x) {
+                      int32_t c, float *x) {
   const int32_t h2 = h / 2, w2 = w / 2;
   for (int64_t i = 0; i < n; i++)
     for (int32_t yy = 0; yy < h2; yy++)
@@ -41,16 +42,14 @@ static void unsqueeze(const float *y, int32_t n, int32_t h, int32_t w,
       }
 }
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   (void)cfg;
   (void)r;
   ly->out = (glow__shape){ly->in.h / 2, ly->in.w / 2, 4 * ly->in.c};
 }
 
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   (void)keep;
   squeeze(x, p->n, ly->in.h, ly->in.w, ly->in.c, y);
   if (left)
@@ -58,8 +57,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
   return GLOW_OK;
 }
 
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   unsqueeze(y, p->n, ly->in.h, ly->in.w, ly->in.c, x);
   return GLOW_OK;
 }

@@ -18,8 +18,7 @@ typedef struct {
   int64_t class_emb; /* n_classes > 0: [n_classes][2c] */
 } top_prior;
 
-static void build(glow__layer *ly, const glow_config *cfg,
-                  glow__registry *r) {
+static void build(glow__layer *ly, const glow_config *cfg, glow__registry *r) {
   top_prior tmp, *tp = ly->self ? ly->self : &tmp;
   const int32_t c2 = 2 * ly->in.c;
   ly->out = (glow__shape){0, 0, 0};
@@ -36,8 +35,8 @@ static void build(glow__layer *ly, const glow_config *cfg,
 
 /* (mean, logs) at position q, channel k, for one label. */
 static inline void top_params(const top_prior *tp, const float *P,
-                              int32_t label, int64_t q, int32_t k,
-                              float *mean, float *logs) {
+                              int32_t label, int64_t q, int32_t k, float *mean,
+                              float *logs) {
   const int32_t c2 = 2 * tp->c;
   float mu = 0.0f, ls = 0.0f;
   if (tp->learn_top) {
@@ -52,9 +51,8 @@ static inline void top_params(const top_prior *tp, const float *P,
   *logs = ls;
 }
 
-static int forward(const glow__layer *ly, const glow__pass *p,
-                   const float *x, float *y, float *keep,
-                   glow__handoff *left) {
+static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
+                   float *y, float *keep, glow__handoff *left) {
   (void)y;
   (void)keep;
   const top_prior *tp = ly->self;
@@ -80,8 +78,8 @@ static int forward(const glow__layer *ly, const glow__pass *p,
 }
 
 /* The eps block (times p->scale) -> x, the top latent. */
-static int inverse(const glow__layer *ly, const glow__pass *p,
-                   const float *y, float *x) {
+static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
+                   float *x) {
   (void)y;
   const top_prior *tp = ly->self;
   const int32_t c = tp->c;

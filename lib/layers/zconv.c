@@ -25,9 +25,9 @@ void glow__zconv_register(glow__zconv *zc, glow__registry *r,
   zc->logs = glow__reg_tensor(r, prefix, sub, 1, (const int32_t[]){cout});
 }
 
-void glow__zconv_forward(const glow__zconv *zc, const float *P,
-                         const float *x, int64_t ldx, int32_t n, int32_t h,
-                         int32_t w, float *y, glow__scratch *s) {
+void glow__zconv_forward(const glow__zconv *zc, const float *P, const float *x,
+                         int64_t ldx, int32_t n, int32_t h, int32_t w, float *y,
+                         glow__scratch *s) {
   const int32_t co = zc->cout;
   glow__conv3x3(x, ldx, n, h, w, zc->cin, P + zc->weight, co, y, &s->conv);
   const float *b = P + zc->bias, *ls = P + zc->logs;
@@ -46,9 +46,9 @@ void glow__zconv_forward(const glow__zconv *zc, const float *P,
  * stride ldx) and the output y.  g holds dL/dy and is overwritten; gx
  * (rows x cin, contiguous) receives dL/dx. */
 void glow__zconv_backward(const glow__zconv *zc, const float *P, float *G,
-                          const float *x, int64_t ldx, const float *y,
-                          float *g, float *gx, int32_t n, int32_t h,
-                          int32_t w, glow__scratch *s) {
+                          const float *x, int64_t ldx, const float *y, float *g,
+                          float *gx, int32_t n, int32_t h, int32_t w,
+                          glow__scratch *s) {
   const int32_t co = zc->cout;
   const int64_t rows = (int64_t)n * h * w;
   const float *ls = P + zc->logs;

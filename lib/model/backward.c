@@ -53,14 +53,14 @@ static double flow_loss(const glow_model *m, const glow__ws *ws) {
 
 /* The class head on the top latent z: its cross-entropy term into *loss,
  * its gradient added to g = dL/dz and to G. */
-static int head_backward(const glow_model *m, glow__ws *ws,
-                         const glow__pass *p, const float *z,
-                         const int32_t *labels, float *g, double *loss) {
+static int head_backward(const glow_model *m, glow__ws *ws, const glow__pass *p,
+                         const float *z, const int32_t *labels, float *g,
+                         double *loss) {
   const glow__layer *top = glow__model_top(m);
   const double share = (double)ws->n / ws->n_total;
-  double ce = glow__classifier_backward(
-      &m->cls, m->params, ws->param_grad, z, labels, ws->n, ws->n_total,
-      m->cfg.class_weight, g, ws->head);
+  double ce = glow__classifier_backward(&m->cls, m->params, ws->param_grad, z,
+                                        labels, ws->n, ws->n_total,
+                                        m->cfg.class_weight, g, ws->head);
   *loss += share * m->cfg.class_weight * ce / GLOW__LN_2;
   if (!isfinite(ce) ||
       !glow__all_finite(g, glow__rows(&top->in, p->n) * top->in.c) ||
@@ -72,8 +72,7 @@ static int head_backward(const glow_model *m, glow__ws *ws,
 /* One segment's hand-offs: kept by the forward (store mode), or rebuilt
  * by running the segment's forward again from its checkpoint. */
 static int segment_handoffs(const glow_model *m, glow__ws *ws,
-                            const glow__pass *p, int32_t seg,
-                            const float *x) {
+                            const glow__pass *p, int32_t seg, const float *x) {
   if (ws->store)
     return GLOW_OK;
   const int32_t first = m->seg_first[seg];

@@ -141,15 +141,15 @@ static int alloc_model(glow_model *m, int64_t max_params) {
     return GLOW_ERR_FORMAT;
   const size_t nv = (size_t)(r->n_fixed_values > 0 ? r->n_fixed_values : 1);
   r->tensors = glow__calloc((size_t)(r->n_tensors > 0 ? r->n_tensors : 1),
-                      sizeof *r->tensors);
-  r->fixed = glow__calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1),
-                    sizeof *r->fixed);
+                            sizeof *r->tensors);
+  r->fixed =
+      glow__calloc((size_t)(r->n_fixed > 0 ? r->n_fixed : 1), sizeof *r->fixed);
   r->int_pool = glow__calloc(nv, sizeof *r->int_pool);
   r->float_pool = glow__calloc(nv, sizeof *r->float_pool);
   m->params = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
-                     sizeof *m->params);
+                           sizeof *m->params);
   m->grads = glow__calloc((size_t)(r->n_params > 0 ? r->n_params : 1),
-                    sizeof *m->grads);
+                          sizeof *m->grads);
   if (!r->tensors || !r->fixed || !r->int_pool || !r->float_pool ||
       !m->params || !m->grads || alloc_states(m))
     return GLOW_ERR_NOMEM;
@@ -205,8 +205,8 @@ int glow__model_init(glow_model *m) {
       continue;
     const uint64_t step =
         (uint64_t)ly->level * (uint64_t)m->cfg.depth + (uint64_t)ly->step;
-    int rc = ly->ops->init(ly, m->params, m->cfg.seed,
-                           1 + STREAMS_PER_STEP * step);
+    int rc =
+        ly->ops->init(ly, m->params, m->cfg.seed, 1 + STREAMS_PER_STEP * step);
     if (rc)
       return rc;
   }

@@ -57,8 +57,8 @@ int glow__config_check(const glow_config *c) {
                       "image %dx%dx%d is too large (at most 2^31 - 1 values)",
                       c->height, c->width, c->channels);
   if (c->depth < 1 || c->depth > GLOW__MAX_DEPTH)
-    return glow__fail(GLOW_ERR_CONFIG, "depth = %d: must be in 1..%d",
-                      c->depth, GLOW__MAX_DEPTH);
+    return glow__fail(GLOW_ERR_CONFIG, "depth = %d: must be in 1..%d", c->depth,
+                      GLOW__MAX_DEPTH);
   if (c->hidden < 1 || c->hidden > GLOW__MAX_HIDDEN)
     return glow__fail(GLOW_ERR_CONFIG, "hidden = %d: must be in 1..%d",
                       c->hidden, GLOW__MAX_HIDDEN);

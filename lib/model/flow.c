@@ -14,8 +14,7 @@
 
 /* The pass context of workspace ws for the layers. */
 static glow__pass pass_of(const glow_model *m, glow__ws *ws,
-                          const int32_t *labels, float *eps,
-                          glow__logdet *ld) {
+                          const int32_t *labels, float *eps, glow__logdet *ld) {
   glow__pass p = {0};
   p.P = m->params;
   p.n = ws->n;
@@ -113,7 +112,7 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
   for (int32_t i = m->n_layers - 1; i >= 0; i--) {
     const glow__layer *ly = &m->layers[i];
     /* The first layer writes the caller's buffer directly. */
-    float *out = i == 0                ? x
+    float *out = i == 0               ? x
                  : y == ws->tensor[0] ? ws->tensor[1]
                                       : ws->tensor[0];
     int rc = ly->ops->inverse(ly, &p, y, out);

@@ -168,8 +168,8 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
   ws->param_grad = glow__malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
-  int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
-           s->wflip && s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
+  int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act && s->wflip &&
+           s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
            ws->param_grad;
   if (ok) {
     for (int64_t i = 0; i < 4 * nl; i++)
@@ -183,11 +183,11 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   }
   if (!ok) {
     glow__ws_free(ws);
-    return glow__fail(GLOW_ERR_NOMEM,
-                      "out of memory for the training workspace of a batch "
-                      "of %d%s",
-                      n, store ? " in store mode (recompute mode needs less)"
-                               : "");
+    return glow__fail(
+        GLOW_ERR_NOMEM,
+        "out of memory for the training workspace of a batch "
+        "of %d%s",
+        n, store ? " in store mode (recompute mode needs less)" : "");
   }
   return GLOW_OK;
 }
@@ -257,8 +257,7 @@ int glow__ws_take(const glow_model *m, int32_t n, glow__ws **out) {
     ws = glow__calloc(1, sizeof *ws);
     if (!ws)
       return glow__fail(GLOW_ERR_NOMEM,
-                        "out of memory for the workspace of a batch of %d",
-                        n);
+                        "out of memory for the workspace of a batch of %d", n);
     int rc = glow__ws_alloc(m, n, ws);
     if (!rc) {
       ws->io[0] = ws_buf(ws, nd, sizeof(float));
@@ -266,8 +265,7 @@ int glow__ws_take(const glow_model *m, int32_t n, glow__ws **out) {
       if (!ws->io[0] || !ws->io[1]) {
         glow__ws_free(ws);
         rc = glow__fail(GLOW_ERR_NOMEM,
-                        "out of memory for the workspace of a batch of %d",
-                        n);
+                        "out of memory for the workspace of a batch of %d", n);
       }
     }
     if (rc) {

@@ -56,6 +56,8 @@ static void die(const char *what) {
   exit(2);
 }
 
+/* The lists below read as tables. */
+/* clang-format off */
 static void info(void) {
   printf("sizeof_config %zu\n", sizeof(glow_config));
 #define OFF(f) printf("offset_%s %zu\n", #f, offsetof(glow_config, f));
@@ -90,6 +92,7 @@ static void info(void) {
   if (dladdr((void *)glow_forward, &where) && where.dli_fname)
     printf("library %s\n", where.dli_fname);
 }
+/* clang-format on */
 
 /* ---- run ------------------------------------------------------------------ */
 
@@ -180,6 +183,8 @@ static int run(int argc, char **argv) {
       die("arguments are key=value");
     *eq = '\0';
     const char *k = argv[i], *v = eq + 1;
+    /* A table of keys. */
+    /* clang-format off */
 #define INT_FIELD(f) else if (!strcmp(k, #f)) cfg.f = (int32_t)int_value(v);
     if (!strcmp(k, "load")) load = v;
     INT_FIELD(height) INT_FIELD(width) INT_FIELD(channels) INT_FIELD(levels)
@@ -199,6 +204,7 @@ static int run(int argc, char **argv) {
     else if (!strcmp(k, "save")) save = v;
     else die("unknown key");
 #undef INT_FIELD
+    /* clang-format on */
   }
 
   glow_model *m = NULL;
@@ -216,7 +222,8 @@ static int run(int argc, char **argv) {
   write_file("file.bin", file, file_size);
   free(file);
   if (backward_mode >= 0)
-    need("set_option", glow_set_option(m, GLOW_OPT_BACKWARD_MODE, backward_mode));
+    need("set_option",
+         glow_set_option(m, GLOW_OPT_BACKWARD_MODE, backward_mode));
 
   if (x_path) {
     if (n < 1 || n > 4096)
@@ -224,8 +231,9 @@ static int run(int argc, char **argv) {
     const size_t nd = (size_t)n * (size_t)d, sz = nd * sizeof(float);
     const int32_t nn = (int32_t)n;
     float *x = read_file(x_path, sz);
-    int32_t *labels =
-        labels_path ? read_file(labels_path, (size_t)n * sizeof(int32_t)) : NULL;
+    int32_t *labels = labels_path
+                          ? read_file(labels_path, (size_t)n * sizeof(int32_t))
+                          : NULL;
     float *eps = xmalloc(sz), *back = xmalloc(sz), *s = xmalloc(sz);
     float *pre = xmalloc(sz), *v = xmalloc((size_t)n * sizeof(float));
     uint8_t *pixels = xmalloc(nd);
@@ -277,7 +285,8 @@ static int run(int argc, char **argv) {
       int rc = glow_data_init(m, x, labels, nn);
       record("data_init", rc);
       if (rc == GLOW_OK)
-        write_file("params_init.bin", glow_params(m), sizeof(float) * (size_t)p);
+        write_file("params_init.bin", glow_params(m),
+                   sizeof(float) * (size_t)p);
       float loss = 0.0f;
       rc = glow_backward(m, x, labels, nn, &loss);
       record("backward", rc);

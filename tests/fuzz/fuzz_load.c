@@ -46,7 +46,8 @@ static void run_small(glow_model *m) {
     abort();
   const int32_t label = 0;
   const int32_t *labels = cfg.n_classes > 0 ? &label : NULL;
-  float *x = calloc((size_t)d, sizeof *x), *eps = calloc((size_t)d, sizeof *eps);
+  float *x = calloc((size_t)d, sizeof *x),
+        *eps = calloc((size_t)d, sizeof *eps);
   if (!x || !eps)
     abort();
   float logdet;
@@ -77,8 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   uint8_t *b2 = save(m2, &len2);
   const int64_t np = glow_param_count(m);
-  if (len1 != len2 || memcmp(b1, b2, len1) != 0 ||
-      glow_param_count(m2) != np ||
+  if (len1 != len2 || memcmp(b1, b2, len1) != 0 || glow_param_count(m2) != np ||
       memcmp(glow_params(m), glow_params(m2), sizeof(float) * (size_t)np))
     abort();
   run_small(m);
