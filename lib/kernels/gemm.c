@@ -448,9 +448,10 @@ typedef struct {
  * its last panel, when partial); acc: add to C.  op(A) is packed at pa
  * only when it is A^T, and then, with B in place, only a last partial
  * panel, or every panel of a block wider than t->tn_pack_cols. */
-static void multiply_block(const tiles *t, const operands *o, int64_t ic,
-                           int64_t mc, int64_t jc, int64_t nc, int64_t pc,
-                           int64_t kc, int acc, float *pa, const float *pb) {
+static inline GLOW__ALWAYS_INLINE void
+multiply_block(const tiles *t, const operands *o, int64_t ic, int64_t mc,
+               int64_t jc, int64_t nc, int64_t pc, int64_t kc, int acc,
+               float *pa, const float *pb) {
   const int tn = o->ta && !o->tb;
   /* Panels of A^T read in place. */
   const int64_t full = tn && nc <= t->tn_pack_cols ? mc - mc % t->mr : 0;
@@ -485,8 +486,10 @@ static void multiply_block(const tiles *t, const operands *o, int64_t ic,
  * (the weight gradients: both read in place, but for B's last panel when
  * partial, which the kernels read whole); op(A) see multiply_block.  The
  * KC blocks run in order, each adding to what the last left in C. */
-static void own_sgemm(const tiles *t, const operands *o, int64_t m, int64_t n,
-                      int64_t k, int accumulate, float *pack) {
+static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
+                                                 const operands *o, int64_t m,
+                                                 int64_t n, int64_t k,
+                                                 int accumulate, float *pack) {
   /* Element strides of op(B) (k x n). */
   const int64_t brs = o->tb ? 1 : o->ldb, bcs = o->tb ? o->ldb : 1;
   /* Panels on cache lines: a vector load across two lines costs two. */
@@ -514,6 +517,20 @@ static void own_sgemm(const tiles *t, const operands *o, int64_t m, int64_t n,
       memset(o->c + i * o->ldc, 0, sizeof(float) * (size_t)n);
 }
 
+/* own_sgemm for each version, inlined with its tiles as constants: the
+ * tile sizes fold into the loops and the kernels are called directly,
+ * which matters for Glow's products with few columns or a short inner
+ * dimension (a 1x1 convolution of 12 channels), whose tiles are short. */
+static void own_sgemm_avx512(const operands *o, int64_t m, int64_t n, int64_t k,
+                             int accumulate, float *pack) {
+  own_sgemm(&avx512_tiles, o, m, n, k, accumulate, pack);
+}
+
+static void own_sgemm_avx2(const operands *o, int64_t m, int64_t n, int64_t k,
+                           int accumulate, float *pack) {
+  own_sgemm(&avx2_tiles, o, m, n, k, accumulate, pack);
+}
+
 #endif /* GLOW__HAVE_GEMM_KERNEL */
 
 void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
@@ -523,8 +540,10 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
 #ifdef GLOW__HAVE_GEMM_KERNEL
   if (isa != GLOW__GEMM_CBLAS) {
     const operands o = {ta, tb, a, b, lda, ldb, c, ldc};
-    own_sgemm(isa == GLOW__GEMM_AVX2 ? &avx2_tiles : &avx512_tiles, &o, m, n, k,
-              accumulate, pack);
+    if (isa == GLOW__GEMM_AVX2)
+      own_sgemm_avx2(&o, m, n, k, accumulate, pack);
+    else
+      own_sgemm_avx512(&o, m, n, k, accumulate, pack);
     return;
   }
 #else
