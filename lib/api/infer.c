@@ -34,9 +34,9 @@ static void pass_shard(void *arg, int32_t s) {
   const int64_t d = m->dim, at = sh->first;
   const int32_t *labels = j->labels ? j->labels + at : NULL;
   const glow__mode plain = {0};
-  glow__ws *ws = NULL;
-  int rc = glow__ws_take(m, sh->count, &ws);
-  if (!rc && j->inverse)
+  glow__ws *ws = sh->ws;
+  int rc = GLOW_OK;
+  if (j->inverse)
     rc = glow__flow_inverse(m, ws, j->in + at * d, j->scale, labels,
                             j->out + at * d);
   else if (!rc)
@@ -51,7 +51,6 @@ static void pass_shard(void *arg, int32_t s) {
              sizeof(float) * (size_t)(sh->count * zs));
     }
   }
-  glow__ws_give(m, ws);
   glow__shard_done(&j->sh[s], rc);
 }
 

@@ -75,19 +75,16 @@ static void sample_shard(void *arg, int32_t s) {
   const int32_t first = j->sh[s].first, n = j->sh[s].count;
   int32_t *idx = glow__malloc(sizeof(int32_t) * (size_t)n);
   int32_t *lab = glow__malloc(sizeof(int32_t) * (size_t)n);
-  glow__ws *ws = NULL;
+  glow__ws *ws = j->sh[s].ws;
   int rc = GLOW_OK;
   if (!idx || !lab)
     rc = glow__fail(GLOW_ERR_NOMEM, "glow_sample: out of memory");
-  if (!rc)
-    rc = glow__ws_take(m, n, &ws);
   /* The noise and the redrawn images in the workspace's own buffers. */
   if (!rc)
     rc = sample_batch(m, ws, first, n, j->temperature, j->seed,
                       j->labels ? j->labels + first : NULL,
                       j->x + (int64_t)first * m->dim, ws->io[0], ws->io[1], idx,
                       lab);
-  glow__ws_give(m, ws);
   glow__free(idx);
   glow__free(lab);
   glow__shard_done(&j->sh[s], rc);

@@ -216,6 +216,7 @@ static inline double glow__bits_per_dim(double logp, int64_t dim,
 #define GLOW__MAX_THREADS 256
 typedef struct {
   int32_t first, count; /* images [first, first + count) of the batch */
+  glow__ws *ws;         /* glow__run_shards: its inference workspace */
   int rc;               /* the shard's status */
   char msg[512];        /* its glow_last_error() when rc != 0 */
 } glow__shard;
@@ -235,9 +236,12 @@ int glow__shards_status(const glow__shard *sh, int32_t count);
  * that cannot be started leaves its shard to the calling thread. */
 void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
                     void *ctx);
-/* A batch of n images on m's threads: the shards into *sh (where fn finds
- * them through ctx), fn run on each, *sh freed; the first failed shard's
- * status. */
+/* A batch of n images of an inference call on m's threads: the shards into
+ * *sh (where fn finds them through ctx), each with a workspace from m's
+ * pool (glow__ws_take), taken in shard order before any thread starts and
+ * given back after all end, so that a call needs as many workspaces as it
+ * has shards whatever the threads' timing; fn run on each; *sh freed; the
+ * first failed shard's status. */
 int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
                      void (*fn)(void *ctx, int32_t shard), void *ctx);
 

@@ -62,6 +62,7 @@ glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count) {
     /* Sizes differ by at most one image. */
     sh[s].first = (int32_t)((int64_t)n * s / k);
     sh[s].count = (int32_t)((int64_t)n * (s + 1) / k) - sh[s].first;
+    sh[s].ws = NULL;
     sh[s].rc = GLOW_OK;
     sh[s].msg[0] = '\0';
   }
@@ -134,8 +135,15 @@ int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
   *sh = glow__shards_new(n, glow__threads(m), &shards);
   if (!*sh)
     return GLOW_ERR_NOMEM;
-  glow__parallel(shards, fn, ctx);
-  int rc = glow__shards_status(*sh, shards);
+  int rc = GLOW_OK;
+  for (int32_t s = 0; !rc && s < shards; s++)
+    rc = glow__ws_take(m, (*sh)[s].count, &(*sh)[s].ws);
+  if (!rc) {
+    glow__parallel(shards, fn, ctx);
+    rc = glow__shards_status(*sh, shards);
+  }
+  for (int32_t s = 0; s < shards; s++)
+    glow__ws_give(m, (*sh)[s].ws);
   glow__free(*sh);
   *sh = NULL;
   return rc;
