@@ -5,7 +5,7 @@
 #   scripts/test.sh --sanitize   build-asan/ , AddressSanitizer + UBSan
 #   scripts/test.sh --blas       build-blas/ , without the own GEMM kernel:
 #                                every product through the CBLAS, as on
-#                                CPUs without AVX-512F
+#                                CPUs without AVX-512F or AVX2
 #   scripts/test.sh --tsan       build-tsan/ , ThreadSanitizer over the
 #                                threaded tests only (shards, concurrent
 #                                callers on one model)
