@@ -691,17 +691,19 @@ GLOW_API int glow_model_load_buffer(const void *data, size_t len,
  * working with later versions.  A size below GLOW_TENSOR_INFO_SIZE_V1 is
  * GLOW_ERR_ARG (GLOW_ERR_CONFIG_SIZE is glow_config's alone).
  */
+/* clang-format off */
 typedef struct glow_tensor_info {
-  uint32_t size;    /* sizeof(glow_tensor_info), set by the caller    */
-  int32_t ndim;     /* number of dimensions, 1..GLOW_TENSOR_MAX_DIMS */
-  const char *name; /* e.g. "level.1.step.7.coupling.conv1.weight";
+  uint32_t size;        /* sizeof(glow_tensor_info), set by the caller    */
+  int32_t ndim;         /* number of dimensions, 1..GLOW_TENSOR_MAX_DIMS */
+  const char *name;     /* e.g. "level.1.step.7.coupling.conv1.weight";
                            owned by the model, valid until
                            glow_model_free()                              */
-  int64_t offset;   /* first element in glow_params()/glow_grads()    */
-  int64_t count;    /* number of elements, the product of shape       */
+  int64_t offset;       /* first element in glow_params()/glow_grads()    */
+  int64_t count;        /* number of elements, the product of shape       */
   int32_t shape[GLOW_TENSOR_MAX_DIMS]; /* sizes, outermost first; entries
                            from ndim on are 0                             */
 } glow_tensor_info;
+/* clang-format on */
 
 /** Size of the first version of glow_tensor_info; smaller sizes are
  *  rejected. */

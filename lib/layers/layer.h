@@ -121,14 +121,16 @@ void glow__needs_max(glow__needs *acc, const glow__needs *more);
 
 typedef struct {
   glow__conv_scratch conv; /* patches, a rearranged weight, GEMM packing */
-  float *act;              /* a layer's network activations where nothing keeps
-                       them (n * needs.act) */
+  /* A layer's network activations where nothing keeps them
+   * (n * needs.act). */
+  float *act;
   float *grad_act; /* training: gradients of those (n * needs.grad_act) */
   float *wflip;    /* training: a flipped conv weight */
   float *chan_f;   /* 3 * chan floats: per-channel factors, partial sums */
   double *chan_d;  /* 2 * chan doubles: per-channel statistics */
-  double *mat64;   /* 2 * mat^2 + mat doubles: a 1x1 weight in double,
-                       factored in place, with its pivots */
+  /* 2 * mat^2 + mat doubles: a 1x1 weight in double, factored in place,
+   * with its pivots. */
+  double *mat64;
   float *mat32;    /* mat^2 floats: a 1x1 weight or its inverse */
   float *mat_grad; /* training: mat^2 floats, a 1x1 weight's data term */
 } glow__scratch;

@@ -49,8 +49,9 @@ struct glow_model {
   int64_t dim;         /* D = H*W*C */
   glow__layer *layers; /* in forward order; the last is the top prior */
   int32_t n_layers;
-  int32_t *seg_first; /* segments: seg_first[s] .. seg_first[s+1] - 1,
-                           a flow step's layers or one other layer */
+  /* Segments: seg_first[s] .. seg_first[s+1] - 1, a flow step's layers or
+   * one other layer. */
+  int32_t *seg_first;
   int32_t n_segs;
   void *layer_state;     /* one block holding every layer's own state */
   glow__classifier cls;  /* conditional models: the class head */
@@ -115,23 +116,24 @@ struct glow__ws {
   double *ld;       /* n: per-image log-determinant */
   glow__scratch s;  /* what layers borrow */
   /* Training only (glow__ws_alloc_train); NULL otherwise. */
-  float *eps;              /* n*D: the latents of the training forward */
-  float *grad[2];          /* n*D each: dL/d(a layer's output) and dL/d(its
-                        input), taking turns */
-  double *head;            /* the classifier head's scratch */
-  float *param_grad;       /* n_params: this call's parameter gradients */
-  int store;               /* 1: store mode, 0: recompute mode */
-  glow__route kept;        /* what the training forward keeps: in store mode
-                        every layer's input, activations and hand-off; in
-                        recompute mode the input of every segment's first
-                        layer (its checkpoint) */
-  glow__route replay;      /* recompute mode: one segment's inputs, activations
-                         and hand-offs, rebuilt from its checkpoint */
+  float *eps; /* n*D: the latents of the training forward */
+  /* n*D each: dL/d(a layer's output) and dL/d(its input), taking turns */
+  float *grad[2];
+  double *head;      /* the classifier head's scratch */
+  float *param_grad; /* n_params: this call's parameter gradients */
+  int store;         /* 1: store mode, 0: recompute mode */
+  /* What the training forward keeps: in store mode every layer's input,
+   * activations and hand-off; in recompute mode the input of every
+   * segment's first layer (its checkpoint). */
+  glow__route kept;
+  /* Recompute mode: one segment's inputs, activations and hand-offs,
+   * rebuilt from its checkpoint. */
+  glow__route replay;
   glow__handoff *handoffs; /* n_layers hand-offs, for both routes */
   float **ptrs;            /* the routes' pointer arrays, 4 * n_layers */
   float *keep_buf;         /* what `kept` points into */
-  float *replay_buf;       /* what `replay` points into */
-  int64_t replay_floats;
+  /* The inputs `replay` points to (its activations are in s.act). */
+  float *replay_buf;
   int64_t bytes; /* activation memory: all but param_grad */
 };
 

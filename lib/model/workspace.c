@@ -111,37 +111,45 @@ static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
   return GLOW_OK;
 }
 
-/* Recompute mode: room to rebuild the largest segment, all but its
- * first layer's input (the checkpoint). */
+/* Recompute mode: room to rebuild the largest segment: its layers'
+ * inputs but the first (the checkpoint), and their activations, which go
+ * to the activation scratch (made larger if a segment needs more than its
+ * one layer's worth). */
 static int alloc_replay(const glow_model *m, int32_t n, glow__ws *ws) {
-  int64_t most = 0;
+  int64_t most_in = 0, most_act = 0;
   for (int32_t s = 0; s < m->n_segs; s++) {
-    int64_t need = 0;
+    int64_t in = 0, act = 0;
     for (int32_t i = m->seg_first[s]; i < m->seg_first[s + 1]; i++) {
       if (i > m->seg_first[s])
-        need += in_floats(&m->layers[i], n);
-      need += n * act_per_image(&m->layers[i]);
+        in += in_floats(&m->layers[i], n);
+      act += n * act_per_image(&m->layers[i]);
     }
-    most = need > most ? need : most;
+    most_in = in > most_in ? in : most_in;
+    most_act = act > most_act ? act : most_act;
   }
-  ws->replay_floats = most;
-  ws->replay_buf = ws_buf(ws, most, sizeof(float));
+  const int64_t have = n * m->needs.act;
+  if (most_act > have) {
+    glow__free(ws->s.act);
+    ws->bytes -= (have > 0 ? have : 1) * (int64_t)sizeof(float);
+    ws->s.act = ws_buf(ws, most_act, sizeof(float));
+  }
+  ws->replay_buf = ws_buf(ws, most_in, sizeof(float));
   ws->replay.left = ws->handoffs;
-  return ws->replay_buf ? GLOW_OK : GLOW_ERR_NOMEM;
+  return ws->replay_buf && ws->s.act ? GLOW_OK : GLOW_ERR_NOMEM;
 }
 
 void glow__ws_replay_route(const glow_model *m, glow__ws *ws, int32_t seg) {
   const int32_t first = m->seg_first[seg], last = m->seg_first[seg + 1];
-  float *next = ws->replay_buf;
+  float *in = ws->replay_buf, *act = ws->s.act;
   for (int32_t i = first; i < last; i++) {
     const glow__layer *ly = &m->layers[i];
     ws->replay.in[i] = NULL;
     if (i > first) {
-      ws->replay.in[i] = next;
-      next += in_floats(ly, ws->n);
+      ws->replay.in[i] = in;
+      in += in_floats(ly, ws->n);
     }
-    ws->replay.act[i] = act_per_image(ly) > 0 ? next : NULL;
-    next += ws->n * act_per_image(ly);
+    ws->replay.act[i] = act_per_image(ly) > 0 ? act : NULL;
+    act += ws->n * act_per_image(ly);
   }
   if (last < m->n_layers)
     ws->replay.in[last] = NULL; /* the segment's output: a tensor buffer */
