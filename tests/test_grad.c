@@ -117,35 +117,36 @@ static void gradient(glow_model *m, const float *x, const int32_t *labels,
 typedef void (*visit_fn)(void *ctx, const float *v, int64_t rows, int32_t c,
                          int relu, const char *what, int32_t l, int32_t k);
 
+/* The offset of tensor <ly's prefix>.coupling.<suffix>. */
+static int64_t coupling_tensor(const glow_model *m, const glow__layer *ly,
+                               const char *suffix) {
+  char name[GLOW__NAME_MAX + 32];
+  snprintf(name, sizeof name, "%s.coupling.%s", ly->prefix, suffix);
+  return tensor_offset(m, name);
+}
+
 /* The network of the coupling ly up to its second actnorm, on x. */
 static void visit_network(glow_model *m, const glow__layer *ly, const float *x,
                           glow__ws *ws, visit_fn visit, void *ctx) {
   const float *P = m->params;
   const int32_t n = ws->n, c = ly->in.c, hid = m->cfg.hidden;
   const int64_t rows = glow__rows(&ly->in, n);
-  char name[GLOW__NAME_MAX + 32];
   float *a = malloc(sizeof(float) * (size_t)(rows * hid));
   float *b = malloc(sizeof(float) * (size_t)(rows * hid));
-  snprintf(name, sizeof name, "%s.coupling.conv1.weight", ly->prefix);
-  glow__conv3x3(x, c, n, ly->in.h, ly->in.w, c / 2, P + tensor_offset(m, name),
-                hid, a, &ws->s.conv);
-  glow__an an = {hid, 0, 0};
-  snprintf(name, sizeof name, "%s.coupling.actnorm1.bias", ly->prefix);
-  an.bias = tensor_offset(m, name);
-  snprintf(name, sizeof name, "%s.coupling.actnorm1.logs", ly->prefix);
-  an.logs = tensor_offset(m, name);
-  glow__an_forward(&an, P, NULL, a, a, rows, 0, &ws->s);
+  glow__conv3x3(x, c, n, ly->in.h, ly->in.w, c / 2,
+                P + coupling_tensor(m, ly, "conv1.weight"), hid, a,
+                &ws->s.conv);
+  const glow__an an1 = {hid, coupling_tensor(m, ly, "actnorm1.bias"),
+                        coupling_tensor(m, ly, "actnorm1.logs")};
+  glow__an_forward(&an1, P, NULL, a, a, rows, 0, &ws->s);
   visit(ctx, a, rows, hid, 1, "coupling actnorm1", ly->level, ly->step);
   for (int64_t i = 0; i < rows * hid; i++)
     a[i] = a[i] > 0.0f ? a[i] : 0.0f;
-  snprintf(name, sizeof name, "%s.coupling.conv2.weight", ly->prefix);
-  glow__matmul(a, hid, rows, hid, P + tensor_offset(m, name), hid, b,
-               &ws->s.conv);
-  snprintf(name, sizeof name, "%s.coupling.actnorm2.bias", ly->prefix);
-  an.bias = tensor_offset(m, name);
-  snprintf(name, sizeof name, "%s.coupling.actnorm2.logs", ly->prefix);
-  an.logs = tensor_offset(m, name);
-  glow__an_forward(&an, P, NULL, b, b, rows, 0, &ws->s);
+  glow__matmul(a, hid, rows, hid, P + coupling_tensor(m, ly, "conv2.weight"),
+               hid, b, &ws->s.conv);
+  const glow__an an2 = {hid, coupling_tensor(m, ly, "actnorm2.bias"),
+                        coupling_tensor(m, ly, "actnorm2.logs")};
+  glow__an_forward(&an2, P, NULL, b, b, rows, 0, &ws->s);
   visit(ctx, b, rows, hid, 1, "coupling actnorm2", ly->level, ly->step);
   free(a);
   free(b);

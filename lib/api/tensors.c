@@ -68,7 +68,7 @@ int glow_latent_layout(const glow_model *m, int32_t level, int32_t *h,
   if (w)
     *w = ly->in.w;
   if (c)
-    *c = ly->in.c - ly->out.c;
+    *c = ly->in.c - ly->out.c; /* the channels the prior does not pass on */
   if (offset)
     *offset = ly->eps_off;
   return GLOW_OK;

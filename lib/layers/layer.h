@@ -224,6 +224,14 @@ extern const glow__layer_ops glow__coupling_layer; /* coupling.c */
 extern const glow__layer_ops glow__split_layer;    /* split.c */
 extern const glow__layer_ops glow__top_layer;      /* top.c */
 
+/* Floats per image of a layer's latent block: what a prior standardises
+ * and does not pass on (0 for every other layer). */
+static inline int64_t glow__latent_floats(const glow__layer *ly) {
+  if (ly->in.c <= ly->out.c) /* not a prior (a squeeze widens) */
+    return 0;
+  return (int64_t)ly->in.h * ly->in.w * (ly->in.c - ly->out.c);
+}
+
 /* Rows (pixels of all images) of a layer's input. */
 static inline int64_t glow__rows(const glow__shape *s, int32_t n) {
   return (int64_t)n * s->h * s->w;

@@ -99,16 +99,8 @@ int glow__flow_backward(const glow_model *m, glow__ws *ws, const float *x,
   /* Rebuilding a segment adds to log-determinants again: into ws->ld,
    * whose values the loss no longer needs. */
   glow__logdet rebuilt = {0.0, ws->ld};
-  glow__pass p = {0};
-  p.P = m->params;
-  p.n = ws->n;
-  p.labels = labels;
-  p.eps = ws->eps; /* a rebuilt prior writes the same latents again */
-  p.dim = m->dim;
-  p.scale = 1.0f;
-  p.ld = &rebuilt;
-  p.s = &ws->s;
-  p.n_total = ws->n_total;
+  /* A rebuilt prior writes the same latents again. */
+  glow__pass p = glow__pass_of(m, ws, labels, ws->eps, &rebuilt);
   p.geps = (float)(1.0 / ((double)ws->n_total * D * GLOW__LN_2));
   p.gld = -p.geps;
 

@@ -96,11 +96,10 @@ static void register_all(glow_model *m) {
     ly->in = shape;
     ly->ops->build(ly, cfg, r);
     ly->tensors = glow__reg_since(r, first);
-    /* A prior's latent block: what it standardises and does not pass on. */
-    const int64_t hw = (int64_t)ly->in.h * ly->in.w;
-    const int64_t block = hw * (ly->in.c - ly->out.c);
+    /* Latent blocks in layer order. */
+    const int64_t block = glow__latent_floats(ly);
     ly->eps_off = block > 0 ? eps_off : 0;
-    eps_off += block > 0 ? block : 0;
+    eps_off += block;
     shape = ly->out;
   }
   if (cfg->n_classes > 0)
@@ -246,7 +245,7 @@ int32_t glow__nonfinite_tensor(const glow_model *m, const float *params) {
 const glow__layer *glow__model_prior(const glow_model *m, int32_t level) {
   for (int32_t i = 0; i < m->n_layers; i++) {
     const glow__layer *ly = &m->layers[i];
-    if (ly->level == level && ly->in.c > ly->out.c)
+    if (ly->level == level && glow__latent_floats(ly) > 0)
       return ly;
   }
   return NULL;

@@ -12,9 +12,8 @@
 
 #include "model.h"
 
-/* The pass context of workspace ws for the layers. */
-static glow__pass pass_of(const glow_model *m, glow__ws *ws,
-                          const int32_t *labels, float *eps, glow__logdet *ld) {
+glow__pass glow__pass_of(const glow_model *m, glow__ws *ws,
+                         const int32_t *labels, float *eps, glow__logdet *ld) {
   glow__pass p = {0};
   p.P = m->params;
   p.n = ws->n;
@@ -42,7 +41,7 @@ static int check_forward(const glow_model *m, const glow__layer *ly,
   int ok = lds_finite(p);
   if (ok && ly->out.c > 0)
     ok = glow__all_finite(y, glow__rows(&ly->out, p->n) * ly->out.c);
-  const int64_t block = (int64_t)ly->in.h * ly->in.w * (ly->in.c - ly->out.c);
+  const int64_t block = glow__latent_floats(ly);
   for (int32_t i = 0; ok && block > 0 && i < p->n; i++)
     ok = glow__all_finite(p->eps + (int64_t)i * m->dim + ly->eps_off, block);
   if (ok)
@@ -91,7 +90,7 @@ int glow__flow_forward(const glow_model *m, glow__ws *ws,
                        const glow__mode *mode, const float *x,
                        const int32_t *labels, float *eps) {
   glow__logdet ld = {0.0, ws->ld};
-  glow__pass p = pass_of(m, ws, labels, eps, &ld);
+  glow__pass p = glow__pass_of(m, ws, labels, eps, &ld);
   p.init = mode->init;
   for (int32_t i = 0; i < ws->n; i++)
     ws->ld[i] = 0.0;
@@ -106,7 +105,8 @@ int glow__flow_forward(const glow_model *m, glow__ws *ws,
 int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
                        float scale, const int32_t *labels, float *x) {
   glow__logdet unused = {0.0, ws->ld};
-  glow__pass p = pass_of(m, ws, labels, (float *)eps, &unused);
+  /* The pass writes no latent here: eps is only read. */
+  glow__pass p = glow__pass_of(m, ws, labels, (float *)eps, &unused);
   p.scale = scale;
   const float *y = NULL; /* the top prior starts from the latents alone */
   for (int32_t i = m->n_layers - 1; i >= 0; i--) {

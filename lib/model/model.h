@@ -172,6 +172,11 @@ typedef struct {
   const glow__route *route; /* where outputs go; NULL: nothing is kept */
 } glow__mode;
 
+/* What a pass on workspace ws gives its layers: the parameters, ws's n
+ * images and scratch, labels, latents eps, log-determinants into ld;
+ * scale 1, no data-dependent init, no gradient weights. */
+glow__pass glow__pass_of(const glow_model *m, glow__ws *ws,
+                         const int32_t *labels, float *eps, glow__logdet *ld);
 /* x -> eps (n x D) and ws->ld, on a prepared workspace; ws->top is then
  * the top latent.  Reads m->params only (but through mode->init), so
  * inference may run concurrently. */
