@@ -6,7 +6,8 @@
  * all four transpose combinations and both overwrite and accumulate; the
  * own kernel's promise that a row of the result does not depend on how
  * many rows the product has, in each version; that the two versions give
- * the same bits; and which version glow__sgemm runs.
+ * the same bits; which version glow__sgemm runs; and that a product split
+ * between a team's threads (glow__gemm) gives glow__sgemm's bits.
  */
 #include "testutil.h"
 
@@ -224,11 +225,93 @@ static void test_kernel_choice(void **state) {
   free(expect);
 }
 
+/* A product split between the members of a team, by rows or columns of
+ * whole tiles: glow__sgemm's bits on the own kernel (every element summed
+ * by one thread in the one order), and the reference's values on the
+ * CBLAS, for teams of 2 to 5 and shapes whose rows or columns do not
+ * split evenly, fewer tiles than members included. */
+static void test_team_split(void **state) {
+  (void)state;
+  const double split_min = glow__gemm_split_min;
+  glow__gemm_split_min = 0.0; /* split every product */
+  static const int64_t shapes[][3] = {
+      {1, 1, 1},      {5, 8, 7},       {13, 33, 54}, {16, 512, 300},
+      {256, 108, 64}, {400, 143, 257}, {37, 2100, 9}};
+  enum { N_SHAPES = sizeof shapes / sizeof shapes[0], MAX_TEAM = 5 };
+  float *packs = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK * MAX_TEAM);
+  float *team_pack[MAX_TEAM];
+  for (int p = 0; p < MAX_TEAM; p++)
+    team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
+  int64_t checks = 0;
+  for (int32_t size = 2; size <= MAX_TEAM; size++) {
+    glow__team *team = glow__team_start(size);
+    assert_non_null(team);
+    assert_int_equal(glow__team_size(team), size);
+    for (int own = 0; own < 2; own++) {
+      if (own && !glow__gemm_own_available())
+        continue;
+      glow__conv_scratch cs = {0};
+      cs.pack = own ? packs : NULL;
+      cs.team = team;
+      cs.team_pack = own ? team_pack : NULL;
+      for (int t = 0; t < 4; t++)
+        for (int i = 0; i < N_SHAPES; i++) {
+          const int ta = t & 1, tb = t >> 1, acc = (t + i) % 2;
+          const int64_t m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+          const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n + 3;
+          float *a = random_floats(m * k, 31 + (uint64_t)i);
+          float *b = random_floats(k * n, 37 + (uint64_t)i);
+          float *c0 = random_floats(m * ldc, 41);
+          const size_t bytes = sizeof(float) * (size_t)(m * ldc);
+          float *one = malloc(bytes), *split = malloc(bytes);
+          memcpy(one, c0, bytes);
+          memcpy(split, c0, bytes);
+          glow__sgemm(ta, tb, m, n, k, a, lda, b, ldb, acc, one, ldc,
+                      own ? packs + (int64_t)(MAX_TEAM - 1) * GLOW__GEMM_PACK
+                          : NULL);
+          glow__gemm(&cs, ta, tb, m, n, k, a, lda, b, ldb, acc, split, ldc);
+          if (own)
+            assert_memory_equal(split, one, bytes);
+          double *ref = malloc(sizeof(double) * (size_t)(m * n));
+          reference(ta, tb, m, n, k, a, lda, b, ldb, acc ? c0 : NULL, ldc, ref);
+          const double tol = 1e-5 * (4.0 + sqrt((double)k)) * 4.0;
+          for (int64_t r = 0; r < m; r++)
+            for (int64_t j = 0; j < ldc; j++) {
+              const float got = split[r * ldc + j];
+              if (j >= n)
+                assert_true(got == c0[r * ldc + j]); /* untouched */
+              else if (!(fabs(got - ref[r * n + j]) <= tol))
+                fail_msg("team of %d, %s, %c%c m=%lld n=%lld k=%lld: "
+                         "C[%lld][%lld] = %g, expected %g",
+                         size, own ? "own kernel" : "CBLAS", ta ? 'T' : 'N',
+                         tb ? 'T' : 'N', (long long)m, (long long)n,
+                         (long long)k, (long long)r, (long long)j, (double)got,
+                         ref[r * n + j]);
+            }
+          checks++;
+          free(ref);
+          free(a);
+          free(b);
+          free(c0);
+          free(one);
+          free(split);
+        }
+    }
+    glow__team_stop(team);
+  }
+  print_message("  %lld split products checked\n", (long long)checks);
+  glow__team_stop(NULL); /* a no-op */
+  assert_null(glow__team_start(1));
+  free(packs);
+  glow__gemm_split_min = split_min;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_products),
       cmocka_unit_test(test_rows_independent_of_m),
       cmocka_unit_test(test_kernel_choice),
+      cmocka_unit_test(test_team_split),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
  * ctest runs this with OPENBLAS_NUM_THREADS=1, the setting the option is
  * made for: the BLAS single-threaded inside libglow's threads.  Every call
  * must give the same results for every thread count up to float rounding,
- * and the same bits for the same thread count.
+ * and the same bits for the same thread count.  A batch of fewer images
+ * than threads splits each image's products between a team of threads;
+ * this test splits every product, however small (glow__gemm_split_min).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <pthread.h>
@@ -373,7 +375,66 @@ static void test_shard_failure(void **state) {
   glow_model_free(m);
 }
 
+/* Fewer images than threads: the same shards, with teams splitting each
+ * shard's products, give the bits of one thread per shard, for inference
+ * and for the gradients (own kernel). */
+static void test_teams(void **state) {
+  (void)state;
+  const int32_t labels[N] = {2, 1, 0, 2, 1, 0, 1};
+  int64_t d = 0;
+  float *x = probe_images(51, &d);
+  glow_model *m =
+      make_model(GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1_LU, x, labels);
+  if (!glow__model_gemm_own(m)) {
+    glow_model_free(m);
+    free(x);
+    skip();
+  }
+  const int64_t np = glow_param_count(m);
+  const size_t gbytes = sizeof(float) * (size_t)np;
+  float *g1 = malloc(gbytes), *g = malloc(gbytes);
+  float *e1 = malloc(sizeof(float) * (size_t)(2 * d));
+  float *e = malloc(sizeof(float) * (size_t)(2 * d));
+  float *x1 = malloc(sizeof(float) * (size_t)(2 * d));
+  float *xi = malloc(sizeof(float) * (size_t)(2 * d));
+  float ld1[2], ld[2];
+  for (int32_t n = 1; n <= 2; n++) {
+    for (int32_t mode = 0; mode < 2; mode++) {
+      assert_int_equal(glow_set_option(m, GLOW_OPT_BACKWARD_MODE, mode),
+                       GLOW_OK);
+      /* n shards of one image; then teams of up to 5 threads each. */
+      const float l1 = backward(m, n, x, labels, n, g1);
+      for (int32_t t = n + 1; t <= 5; t++) {
+        const float l = backward(m, t, x, labels, n, g);
+        assert_true(l == l1);
+        assert_memory_equal(g, g1, gbytes);
+      }
+    }
+    assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 1), GLOW_OK);
+    assert_int_equal(glow_forward(m, x, labels, n, e1, ld1), GLOW_OK);
+    assert_int_equal(glow_inverse(m, e1, labels, n, x1), GLOW_OK);
+    assert_true(tu_max_abs_diff(x1, x, n * d) < 1e-4);
+    for (int32_t t = 2; t <= 5; t++) {
+      assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, t), GLOW_OK);
+      assert_int_equal(glow_forward(m, x, labels, n, e, ld), GLOW_OK);
+      assert_memory_equal(e, e1, sizeof(float) * (size_t)(n * d));
+      assert_memory_equal(ld, ld1, sizeof(float) * (size_t)n);
+      assert_int_equal(glow_inverse(m, e1, labels, n, xi), GLOW_OK);
+      assert_memory_equal(xi, x1, sizeof(float) * (size_t)(n * d));
+    }
+  }
+  free(g1);
+  free(g);
+  free(e1);
+  free(e);
+  free(x1);
+  free(xi);
+  glow_model_free(m);
+  free(x);
+}
+
 int main(void) {
+  glow__gemm_split_min = 0.0;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_option),
       cmocka_unit_test(test_shard_split),
@@ -381,6 +442,7 @@ int main(void) {
       cmocka_unit_test(test_backward_shards),
       cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_shard_failure),
+      cmocka_unit_test(test_teams),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -196,8 +196,14 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
               : glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   double loss64 = 0.0;
   if (!rc) {
+    const int32_t threads = glow__threads(m);
+    for (int32_t s = 0; s < shards; s++)
+      glow__ws_team_start(m, &m->train_ws[s],
+                          glow__shard_team(threads, shards, s));
     train_job j = {m, x, labels, n, sh, losses};
     glow__parallel(shards, train_shard, &j);
+    for (int32_t s = 0; s < shards; s++)
+      glow__ws_team_stop(&m->train_ws[s]);
     rc = glow__shards_status(sh, shards);
   }
   /* Commit only if every sum stays finite, so that a failed call leaves

@@ -73,6 +73,34 @@ double glow__uniform(uint64_t seed, uint64_t stream, uint64_t i); /* [0,1) */
 /* Standard normal at index i (pairs of indices share one Box-Muller draw). */
 double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
 
+/* ---- Teams (team.c) -------------------------------------------------------
+ * Threads that split each step of one shard's pass between them: the
+ * calling thread is part 0, `size - 1` helpers the others. */
+typedef struct glow__team glow__team;
+/* A team of `size` members: the caller and size - 1 new helper threads,
+ * which wait for jobs.  NULL when size < 2 or no helper could be started
+ * (the caller then works alone); a team may start smaller than asked. */
+glow__team *glow__team_start(int32_t size);
+/* Members of t (1 for NULL). */
+int32_t glow__team_size(const glow__team *t);
+/* fn(ctx, p, parts) for every member p in [0, parts), parts =
+ * glow__team_size(t), the caller running part 0; returns when all have
+ * returned.  With t NULL, fn(ctx, 0, 1).  Only t's starting thread may
+ * run jobs on it, one at a time. */
+void glow__team_run(glow__team *t,
+                    void (*fn)(void *ctx, int32_t part, int32_t parts),
+                    void *ctx);
+/* Join the helpers and free t; NULL is a no-op. */
+void glow__team_stop(glow__team *t);
+
+/* The range [*lo, *hi) of part p of `units` split into `parts` contiguous
+ * ranges whose sizes differ by at most one. */
+static inline void glow__part_range(int64_t units, int32_t p, int32_t parts,
+                                    int64_t *lo, int64_t *hi) {
+  *lo = units * p / parts;
+  *hi = units * (p + 1) / parts;
+}
+
 /* ---- Constants ------------------------------------------------------------- */
 
 /* "MAJOR.MINOR.PATCH" of this library, from glow.h's macros. */

@@ -2,7 +2,7 @@
  * conv.c -- the numeric kernels: convolutions as large GEMMs.
  *
  * A 3x3 "same" convolution over NHWC data is im2col followed by one
- * matrix product (glow__sgemm) per chunk of images: rows are pixels of the
+ * matrix product (glow__gemm) per chunk of images: rows are pixels of the
  * chunk, columns the 9*cin taps, so the GEMM is as large as the scratch
  * buffer allows.
  */
@@ -114,7 +114,7 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
   float *z = cs->patches;
-  glow__sgemm(0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt, cs->pack);
+  glow__gemm(cs, 0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt);
   for (int32_t i = 0; i < nb; i++)
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
 }
@@ -145,8 +145,8 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
     for (int32_t i = 0; i < nb; i++)
       im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
              cs->patches + (int64_t)i * per);
-    glow__sgemm(0, 0, nb * hw, cout, 9 * cin, cs->patches, 9 * cin, wt, cout, 0,
-                yb, cout, cs->pack);
+    glow__gemm(cs, 0, 0, nb * hw, cout, 9 * cin, cs->patches, 9 * cin, wt, cout,
+               0, yb, cout);
   }
 }
 
@@ -169,7 +169,7 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                   const float *wt, int32_t cout, float *y,
                   glow__conv_scratch *cs) {
-  glow__sgemm(0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout, cs->pack);
+  glow__gemm(cs, 0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout);
 }
 
 /* ---- Backward ------------------------------------------------------------
@@ -226,14 +226,14 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
       for (int32_t i = 0; i < nb; i++)
         im2col(gb + (int64_t)i * hw * cout, cout, h, w, cout,
                cs->patches + (int64_t)i * per);
-      glow__sgemm(1, 0, cin, nt, nb * hw, xb, ldx, cs->patches, nt, i0 > 0,
-                  cs->weight, nt, cs->pack);
+      glow__gemm(cs, 1, 0, cin, nt, nb * hw, xb, ldx, cs->patches, nt, i0 > 0,
+                 cs->weight, nt);
     } else {
       for (int32_t i = 0; i < nb; i++)
         im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
                cs->patches + (int64_t)i * per);
-      glow__sgemm(1, 0, 9 * cin, cout, nb * hw, cs->patches, 9 * cin, gb, cout,
-                  1, gw, cout, cs->pack);
+      glow__gemm(cs, 1, 0, 9 * cin, cout, nb * hw, cs->patches, 9 * cin, gb,
+                 cout, 1, gw, cout);
     }
   }
   if (taps) /* [ci][t][co] -> gw[8-t][ci][co] */
@@ -250,8 +250,7 @@ void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                        const float *wt, int32_t cout, const float *gy,
                        float *gw, float *gx, glow__conv_scratch *cs) {
   /* dL/dW += x^T gy, dL/dx = gy W^T. */
-  glow__sgemm(1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout, cs->pack);
+  glow__gemm(cs, 1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout);
   if (gx)
-    glow__sgemm(0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin,
-                cs->pack);
+    glow__gemm(cs, 0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin);
 }

@@ -250,7 +250,7 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
  * products themselves when B is narrow. */
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
-                       float *c, int64_t ldc, int64_t m, int64_t n,
+                       int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
                        int accumulate, const int w) {
   __m512 acc[MR][2];
   const float *row[MR];
@@ -258,7 +258,7 @@ micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     row[i] = a + (i < m ? i : 0) * lda;
   }
-  for (int64_t k = 0; k < kc; k++, pb += NR) {
+  for (int64_t k = 0; k < kc; k++, pb += ldb) {
     const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
     for (int i = 0; i < MR; i++) {
       const __m512 ai = _mm512_set1_ps(row[i][k]);
@@ -271,9 +271,10 @@ micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
 }
 
 GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
-                                    const float *pb, float *c, int64_t ldc,
-                                    int64_t m, int64_t n, int accumulate) {
-  GLOW__WIDTHS(16, micro_kernel_rows_body, kc, a, lda, pb, c, ldc, m, n,
+                                    const float *pb, int64_t ldb, float *c,
+                                    int64_t ldc, int64_t m, int64_t n,
+                                    int accumulate) {
+  GLOW__WIDTHS(16, micro_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
                accumulate);
 }
 
@@ -375,7 +376,7 @@ GLOW__KERNEL2 void avx2_kernel_tn(int64_t kc, const float *a, int64_t lda,
 /* As micro_kernel_rows. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
-                      float *c, int64_t ldc, int64_t m, int64_t n,
+                      int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
                       int accumulate, const int w) {
   __m256 acc[MR][2];
   const float *row[MR];
@@ -383,7 +384,7 @@ avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     row[i] = a + (i < m ? i : 0) * lda;
   }
-  for (int64_t k = 0; k < kc; k++, pb += NR) {
+  for (int64_t k = 0; k < kc; k++, pb += ldb) {
     const __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb + 8);
     for (int i = 0; i < MR; i++) {
       const __m256 ai = _mm256_set1_ps(row[i][k]);
@@ -396,9 +397,10 @@ avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
 }
 
 GLOW__KERNEL2 void avx2_kernel_rows(int64_t kc, const float *a, int64_t lda,
-                                    const float *pb, float *c, int64_t ldc,
-                                    int64_t m, int64_t n, int accumulate) {
-  GLOW__WIDTHS(8, avx2_kernel_rows_body, kc, a, lda, pb, c, ldc, m, n,
+                                    const float *pb, int64_t ldb, float *c,
+                                    int64_t ldc, int64_t m, int64_t n,
+                                    int accumulate) {
+  GLOW__WIDTHS(8, avx2_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
                accumulate);
 }
 
@@ -420,8 +422,9 @@ typedef struct {
   void (*tn)(int64_t kc, const float *a, int64_t lda, const float *b,
              int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
              int accumulate);
-  void (*rows)(int64_t kc, const float *a, int64_t lda, const float *pb,
-               float *c, int64_t ldc, int64_t m, int64_t n, int accumulate);
+  void (*rows)(int64_t kc, const float *a, int64_t lda, const float *b,
+               int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
+               int accumulate);
 } tiles;
 
 static const tiles avx512_tiles = {
@@ -443,15 +446,29 @@ typedef struct {
   int64_t ldc;
 } operands;
 
+/* A product of A and B (both as stored) with at most this many rows reads
+ * B's whole panels in place rather than packing them: packing costs a
+ * read and a write of all of B, which only pays when many row tiles read
+ * each panel (a cifar image at batch 1 has 16 to 256 rows, against 512 x
+ * 512 weights).  Not where B's rows lie a multiple of 1 KiB apart: a
+ * panel's rows then fall into a few cache sets and evict each other, and
+ * reading it in place ran at two thirds of the packed rate. */
+#define B_IN_PLACE_ROWS 96
+static inline int b_in_place(const operands *o, int64_t m) {
+  if (o->tb)
+    return 0;
+  return o->ta || (m <= B_IN_PLACE_ROWS && o->ldb % 256 != 0);
+}
+
 /* Rows [ic, ic + mc) x columns [jc, jc + nc) of C, over the inner block
- * [pc, pc + kc), op(B)'s block packed at pb (tn, A^T and B in place: only
- * its last panel, when partial); acc: add to C.  op(A) is packed at pa
- * only when it is A^T, and then, with B in place, only a last partial
+ * [pc, pc + kc), op(B)'s block packed at pb (b_place, B read in place:
+ * only its last panel, when partial); acc: add to C.  op(A) is packed at
+ * pa only when it is A^T, and then, with B in place, only a last partial
  * panel, or every panel of a block wider than t->tn_pack_cols. */
 static inline GLOW__ALWAYS_INLINE void
-multiply_block(const tiles *t, const operands *o, int64_t ic, int64_t mc,
-               int64_t jc, int64_t nc, int64_t pc, int64_t kc, int acc,
-               float *pa, const float *pb) {
+multiply_block(const tiles *t, const operands *o, int b_place, int64_t ic,
+               int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+               int acc, float *pa, const float *pb) {
   const int tn = o->ta && !o->tb;
   /* Panels of A^T read in place. */
   const int64_t full = tn && nc <= t->tn_pack_cols ? mc - mc % t->mr : 0;
@@ -460,10 +477,10 @@ multiply_block(const tiles *t, const operands *o, int64_t ic, int64_t mc,
             pa + full * kc);
   for (int64_t jr = 0; jr < nc; jr += t->nr) {
     const int64_t nr = nc - jr < t->nr ? nc - jr : t->nr;
-    /* tn: B's panel in place where whole, else packed. */
-    const int whole = nr == t->nr;
-    const float *bt = whole ? o->b + pc * o->ldb + jc + jr : pb + jr * kc;
-    const int64_t ldbt = whole ? o->ldb : t->nr;
+    /* B's panel in place where whole and b_place, else packed. */
+    const int place = b_place && nr == t->nr;
+    const float *bt = place ? o->b + pc * o->ldb + jc + jr : pb + jr * kc;
+    const int64_t ldbt = place ? o->ldb : t->nr;
     for (int64_t ir = 0; ir < mc; ir += t->mr) {
       const int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
       float *ct = o->c + (ic + ir) * o->ldc + jc + jr;
@@ -476,22 +493,24 @@ multiply_block(const tiles *t, const operands *o, int64_t ic, int64_t mc,
       else if (o->ta)
         t->packed(kc, pa + ir * kc, pb + jr * kc, ct, o->ldc, mr, nr, acc);
       else
-        t->rows(kc, o->a + (ic + ir) * o->lda + pc, o->lda, pb + jr * kc, ct,
+        t->rows(kc, o->a + (ic + ir) * o->lda + pc, o->lda, bt, ldbt, ct,
                 o->ldc, mr, nr, acc);
     }
   }
 }
 
 /* Which operands are packed: op(B) unless it is B itself with op(A) = A^T
- * (the weight gradients: both read in place, but for B's last panel when
- * partial, which the kernels read whole); op(A) see multiply_block.  The
- * KC blocks run in order, each adding to what the last left in C. */
+ * (the weight gradients: both read in place) or with A and few rows (see
+ * B_IN_PLACE_ROWS), but for B's last panel when partial, which the kernels
+ * read whole; op(A) see multiply_block.  The KC blocks run in order, each
+ * adding to what the last left in C. */
 static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
                                                  const operands *o, int64_t m,
                                                  int64_t n, int64_t k,
                                                  int accumulate, float *pack) {
   /* Element strides of op(B) (k x n). */
   const int64_t brs = o->tb ? 1 : o->ldb, bcs = o->tb ? o->ldb : 1;
+  const int b_place = b_in_place(o, m);
   /* Panels on cache lines: a vector load across two lines costs two. */
   float *pa = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
   float *pb = pa + (int64_t)MC * KC;
@@ -500,15 +519,15 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int64_t whole = nc - nc % t->nr; /* columns in whole panels */
-      if (!o->ta || o->tb)
+      if (!b_place)
         pack_b(o->b + pc * brs + jc * bcs, brs, bcs, kc, nc, t->nr, pb);
       else if (whole < nc)
         pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
                t->nr, pb + whole * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
-        multiply_block(t, o, ic, mc, jc, nc, pc, kc, accumulate || pc > 0, pa,
-                       pb);
+        multiply_block(t, o, b_place, ic, mc, jc, nc, pc, kc,
+                       accumulate || pc > 0, pa, pb);
       }
     }
   }
@@ -560,4 +579,71 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                  int accumulate, float *c, int64_t ldc, float *pack) {
   glow__sgemm_on(pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS, ta, tb, m, n,
                  k, a, lda, b, ldb, accumulate, c, ldc, pack);
+}
+
+/* ---- Products split between a team ---------------------------------------- */
+
+double glow__gemm_split_min = 1.0e6;
+
+typedef struct {
+  const glow__conv_scratch *cs;
+  glow__gemm_isa isa;
+  int ta, tb, accumulate, by_cols;
+  int64_t m, n, k, lda, ldb, ldc, unit;
+  const float *a, *b;
+  float *c;
+} split_job;
+
+/* Member p's columns (by_cols) or rows of C, in whole units of tiles. */
+static void split_part(void *ctx, int32_t p, int32_t parts) {
+  const split_job *j = ctx;
+  const int64_t len = j->by_cols ? j->n : j->m;
+  int64_t lo, hi;
+  glow__part_range((len + j->unit - 1) / j->unit, p, parts, &lo, &hi);
+  lo *= j->unit;
+  hi = hi * j->unit < len ? hi * j->unit : len;
+  if (lo >= hi)
+    return;
+  float *pack = p == 0 || !j->cs->team_pack ? j->cs->pack : j->cs->team_pack[p];
+  if (j->by_cols)
+    glow__sgemm_on(j->isa, j->ta, j->tb, j->m, hi - lo, j->k, j->a, j->lda,
+                   j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb,
+                   j->accumulate, j->c + lo, j->ldc, pack);
+  else
+    glow__sgemm_on(j->isa, j->ta, j->tb, hi - lo, j->n, j->k,
+                   j->ta ? j->a + lo : j->a + lo * j->lda, j->lda, j->b, j->ldb,
+                   j->accumulate, j->c + lo * j->ldc, j->ldc, pack);
+}
+
+/* The largest part's share of len split into `parts` ranges of whole
+ * units: 1/parts at best. */
+static double largest_share(int64_t len, int64_t unit, int32_t parts) {
+  const int64_t units = (len + unit - 1) / unit;
+  const int64_t most = (units + parts - 1) / parts * unit;
+  return (double)(most < len ? most : len) / (double)len;
+}
+
+void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
+                int64_t n, int64_t k, const float *a, int64_t lda,
+                const float *b, int64_t ldb, int accumulate, float *c,
+                int64_t ldc) {
+  const glow__gemm_isa isa =
+      cs->pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS;
+  const int32_t parts = glow__team_size(cs->team);
+  if (parts < 2 ||
+      2.0 * (double)m * (double)n * (double)k < glow__gemm_split_min) {
+    glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
+                   cs->pack);
+    return;
+  }
+  /* Whole register tiles per member (the CBLAS: 16 either way).  Columns
+   * unless rows balance better: split by columns, each member packs only
+   * its own part of op(B). */
+  const int64_t mr = isa == GLOW__GEMM_AVX512 ? 12 : isa ? 6 : 16;
+  const int64_t nr = isa == GLOW__GEMM_AVX512 ? 32 : 16;
+  const int by_cols =
+      largest_share(n, nr, parts) <= largest_share(m, mr, parts);
+  split_job j = {cs, isa, ta,  tb,  accumulate,        by_cols, m, n,
+                 k,  lda, ldb, ldc, by_cols ? nr : mr, a,       b, c};
+  glow__team_run(cs->team, split_part, &j);
 }

@@ -65,7 +65,26 @@ typedef struct {
   float *weight; /* a rearranged 3x3 weight, or a weight gradient's taps */
   float *pack;   /* GLOW__GEMM_PACK floats for the own GEMM kernel, or NULL:
                     the CBLAS computes the products */
+  /* A team that splits each product (NULL: the calling thread alone), and
+   * packing buffers for its members: team_pack[p] for p >= 1 (member 0
+   * packs into `pack`), each NULL where pack is. */
+  glow__team *team;
+  float *const *team_pack;
 } glow__conv_scratch;
+
+/* The product of glow__sgemm with cs's packing buffer, split between the
+ * members of cs->team when it has one and the product is large enough:
+ * each computes a range of whole register tiles of C's columns or rows.
+ * Every element of C is then summed by one member in the order one
+ * thread sums it, so the result is the same bits as glow__sgemm's. */
+/* Products of fewer FLOPs (2mnk) than this run on the calling thread:
+ * waking the team costs about as much (a microsecond or two).  Variable
+ * for the tests, which split every product. */
+extern double glow__gemm_split_min;
+void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
+                int64_t n, int64_t k, const float *a, int64_t lda,
+                const float *b, int64_t ldb, int accumulate, float *c,
+                int64_t ldc);
 
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
  * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO). */

@@ -135,6 +135,12 @@ struct glow__ws {
   /* The inputs `replay` points to (its activations are in s.act). */
   float *replay_buf;
   int64_t bytes; /* activation memory: all but param_grad */
+  /* A team's packing buffers, kept with the workspace: team_cap - 1 of
+   * GLOW__GEMM_PACK floats in team_packs, team_pack[p] member p's (p >= 1;
+   * team_pack[0] unused). */
+  float *team_packs;
+  float **team_pack;
+  int32_t team_cap;
 };
 
 /* 1 if passes on m use libglow's own GEMM kernel: GLOW_OPT_GEMM allows it
@@ -159,6 +165,13 @@ void glow__ws_give(const glow_model *m, glow__ws *ws);
 void glow__pool_release(glow_model *m);
 /* Recompute mode: point ws->replay at room for segment seg's layers. */
 void glow__ws_replay_route(const glow_model *m, glow__ws *ws, int32_t seg);
+/* Start a team of `size` members for passes on ws (glow__team_start),
+ * growing ws's packing buffers for it; ws->s.conv then splits products
+ * between them.  Where memory or threads are short, a smaller team or
+ * none: the pass still runs, on fewer threads. */
+void glow__ws_team_start(const glow_model *m, glow__ws *ws, int32_t size);
+/* Stop ws's team, if any. */
+void glow__ws_team_stop(glow__ws *ws);
 /* Free the model's kept training workspaces. */
 void glow__train_ws_release(glow_model *m);
 
@@ -229,6 +242,10 @@ typedef struct {
 } glow__shard;
 /* Threads for a call on m: GLOW_OPT_THREADS, or the automatic choice. */
 int32_t glow__threads(const glow_model *m);
+/* Members of shard s's team when a batch on `threads` threads has `shards`
+ * shards: 1 when every thread has a shard, else the threads left over
+ * shared out, sizes differing by at most one. */
+int32_t glow__shard_team(int32_t threads, int32_t shards, int32_t s);
 /* n images split into *count = min(threads, n) shards, in a new array
  * (free() it); NULL after recording NOMEM. */
 glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count);

@@ -10,6 +10,10 @@
  * cores, so this pays only when the BLAS runs single-threaded inside the
  * shards: the automatic setting shards only then (see GLOW_OPT_THREADS).
  *
+ * A batch of fewer images than threads has fewer shards than threads:
+ * each shard then gets a team (core.h) of the threads left over, which
+ * split its products, so that one image uses every core.
+ *
  * Threads are started per call and joined before it returns: an idle
  * model holds no threads, and a call that cannot start one runs that
  * thread's shards itself.
@@ -129,19 +133,32 @@ void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
   glow__free(tid);
 }
 
+int32_t glow__shard_team(int32_t threads, int32_t shards, int32_t s) {
+  if (shards >= threads)
+    return 1;
+  return (int32_t)((int64_t)threads * (s + 1) / shards -
+                   (int64_t)threads * s / shards);
+}
+
 int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
                      void (*fn)(void *ctx, int32_t shard), void *ctx) {
   int32_t shards;
-  *sh = glow__shards_new(n, glow__threads(m), &shards);
+  const int32_t threads = glow__threads(m);
+  *sh = glow__shards_new(n, threads, &shards);
   if (!*sh)
     return GLOW_ERR_NOMEM;
   int rc = GLOW_OK;
   for (int32_t s = 0; !rc && s < shards; s++)
     rc = glow__ws_take(m, (*sh)[s].count, &(*sh)[s].ws);
   if (!rc) {
+    for (int32_t s = 0; s < shards; s++)
+      glow__ws_team_start(m, (*sh)[s].ws, glow__shard_team(threads, shards, s));
     glow__parallel(shards, fn, ctx);
     rc = glow__shards_status(*sh, shards);
   }
+  for (int32_t s = 0; s < shards; s++)
+    if ((*sh)[s].ws)
+      glow__ws_team_stop((*sh)[s].ws);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_give(m, (*sh)[s].ws);
   glow__free(*sh);

@@ -200,8 +200,50 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   return GLOW_OK;
 }
 
+/* Room in ws for a team of `size` members' packing buffers: 1 if there is. */
+static int team_room(glow__ws *ws, int32_t size) {
+  if (size <= ws->team_cap)
+    return 1;
+  float *packs = glow__malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK *
+                              (size_t)(size - 1));
+  float **ptrs = glow__malloc(sizeof *ptrs * (size_t)size);
+  if (!packs || !ptrs) {
+    glow__free(packs);
+    glow__free(ptrs);
+    return 0;
+  }
+  glow__free(ws->team_packs);
+  glow__free(ws->team_pack);
+  ptrs[0] = NULL;
+  for (int32_t p = 1; p < size; p++)
+    ptrs[p] = packs + (int64_t)(p - 1) * GLOW__GEMM_PACK;
+  ws->team_packs = packs;
+  ws->team_pack = ptrs;
+  ws->team_cap = size;
+  return 1;
+}
+
+void glow__ws_team_start(const glow_model *m, glow__ws *ws, int32_t size) {
+  ws->s.conv.team = NULL;
+  if (size < 2)
+    return;
+  const int own = glow__model_gemm_own(m);
+  if (own && !team_room(ws, size))
+    return; /* no memory for the buffers: the shard works alone */
+  ws->s.conv.team = glow__team_start(size);
+  ws->s.conv.team_pack = own ? ws->team_pack : NULL;
+}
+
+void glow__ws_team_stop(glow__ws *ws) {
+  glow__team_stop(ws->s.conv.team);
+  ws->s.conv.team = NULL;
+}
+
 void glow__ws_free(glow__ws *ws) {
   glow__scratch *s = &ws->s;
+  glow__team_stop(s->conv.team);
+  glow__free(ws->team_packs);
+  glow__free(ws->team_pack);
   glow__free(ws->tensor[0]);
   glow__free(ws->tensor[1]);
   glow__free(ws->io[0]);
