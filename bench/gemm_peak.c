@@ -4,7 +4,7 @@
  * libglow's own kernel, in each version this CPU runs.
  *
  *   gemm_peak [--kernel cblas|avx512|avx2] [--op nn|tn|nt]
- *             [--shape M N K] [--cpu] [N] [REPS]
+ *             [--shape M N K] [--team T] [--cpu] [N] [REPS]
  *
  * Times C = op(A) op(B), M x N with inner dimension K (default N x N x N,
  * N = 2048), REPS times (default 5) after one warm-up call, and prints the
@@ -18,6 +18,9 @@
  *   --op      nn (default): A B, the convolutions' forward products;
  *             tn: A^T B, the weight gradients (K is the pixels); nt: A B^T,
  *             the input gradients.  Operands are contiguous.
+ *   --team    split the product between T threads as libglow does for a
+ *             batch of fewer images than threads (glow__gemm: columns or
+ *             rows of whole tiles), on the kernel glow__sgemm would use
  *   --cpu     rates per second of the process's CPU time instead of wall
  *             time: on a shared machine, what the kernel does while it
  *             runs (single-threaded runs only: the CBLAS with
@@ -47,11 +50,13 @@ typedef struct {
   glow__gemm_isa isa;
   int ta, tb;
   int m, n, k, reps;
+  int team; /* --team: members splitting the product */
 } job;
 
 static int usage(void) {
   fprintf(stderr, "usage: gemm_peak [--kernel cblas|avx512|avx2] "
-                  "[--op nn|tn|nt] [--shape M N K] [--cpu] [N] [REPS]\n");
+                  "[--op nn|tn|nt] [--shape M N K] [--team T] [--cpu] [N] "
+                  "[REPS]\n");
   return 2;
 }
 
@@ -74,6 +79,10 @@ static int parse(int argc, char **argv, job *j) {
         return 1;
       j->ta = a[0] == 't';
       j->tb = a[1] == 't';
+    } else if (strcmp(a, "--team") == 0 && i + 1 < argc) {
+      j->team = atoi(argv[++i]);
+      if (j->team < 1 || j->team > 64)
+        return 1;
     } else if (strcmp(a, "--cpu") == 0) {
       g_clock = CLOCK_PROCESS_CPUTIME_ID;
     } else if (strcmp(a, "--shape") == 0 && i + 3 < argc) {
@@ -100,7 +109,7 @@ static int cmp_double(const void *x, const void *y) {
 }
 
 int main(int argc, char **argv) {
-  job j = {GLOW__GEMM_CBLAS, 0, 0, 2048, 2048, 2048, 5};
+  job j = {GLOW__GEMM_CBLAS, 0, 0, 2048, 2048, 2048, 5, 1};
   if (parse(argc, argv, &j))
     return usage();
   if (!glow__gemm_runs(j.isa)) {
@@ -113,7 +122,8 @@ int main(int argc, char **argv) {
                nc = (size_t)j.m * (size_t)j.n;
   float *a = malloc(sizeof(float) * na), *b = malloc(sizeof(float) * nb),
         *c = malloc(sizeof(float) * nc),
-        *pack = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
+        *pack =
+            malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK * (size_t)j.team);
   double *dt = malloc(sizeof(double) * (size_t)j.reps);
   if (!a || !b || !c || !pack || !dt) {
     fprintf(stderr, "gemm_peak: out of memory\n");
@@ -123,10 +133,26 @@ int main(int argc, char **argv) {
     a[i] = (float)((i * 7 + 3) % 17) / 17.0f - 0.5f;
   for (size_t i = 0; i < nb; i++)
     b[i] = (float)((i * 5 + 1) % 13) / 13.0f - 0.5f;
+  /* --team: the product split between a team's threads, as a batch of
+   * fewer images than threads runs it (each member its own packing). */
+  float *team_pack[64];
+  for (int p = 0; p < j.team; p++)
+    team_pack[p] = pack + (int64_t)p * GLOW__GEMM_PACK;
+  glow__conv_scratch cs = {0};
+  cs.pack = j.isa == GLOW__GEMM_CBLAS ? NULL : pack;
+  cs.team = glow__team_start(j.team);
+  cs.team_pack = cs.pack ? team_pack : NULL;
+  if (j.team > 1 && j.isa != glow__gemm_isa_used() && cs.pack) {
+    fprintf(stderr, "gemm_peak: --team runs the kernel this CPU uses\n");
+    return 1;
+  }
   for (int r = -1; r < j.reps; r++) { /* r = -1 is the warm-up */
     const double t0 = now();
-    glow__sgemm_on(j.isa, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c, j.n,
-                   pack);
+    if (j.team > 1)
+      glow__gemm(&cs, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c, j.n);
+    else
+      glow__sgemm_on(j.isa, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c,
+                     j.n, pack);
     if (r >= 0)
       dt[r] = now() - t0;
   }
@@ -143,6 +169,7 @@ int main(int argc, char **argv) {
   free(a);
   free(b);
   free(c);
+  glow__team_stop(cs.team);
   free(pack);
   free(dt);
   return 0;

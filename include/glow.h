@@ -484,7 +484,12 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * batch of n into min(t, n) shards of consecutive images, sizes differing
  * by at most one, and runs each shard with its own workspace on a thread
  * of its own; the calling thread runs the first.  glow_backward then adds
- * the shards' gradients in shard order.  The call starts its threads and
+ * the shards' gradients in shard order.  With fewer images than threads
+ * (n < t), each shard gets a team of the threads left over (t / n of
+ * them, give or take one), which split the shard's matrix products
+ * between them by columns or rows of the result, so that one image uses
+ * every core: each value of a product is still summed by one thread, in
+ * the order one thread sums it.  The call starts its threads and
  * joins them before returning (an idle model holds no threads); a thread
  * that cannot be started leaves its shard to the calling thread.
  * glow_data_init always runs on the calling thread alone: its statistics
@@ -506,7 +511,8 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  *
  * Results: the same bits for the same number of threads.  On the own
  * kernel the inference calls give the same bits for every number of
- * threads (each image's arithmetic does not depend on its shard); through
+ * threads (each image's arithmetic does not depend on its shard or its
+ * team), and glow_backward the same bits for every t >= n; through
  * OpenBLAS, whose rounding of a row depends on the number of rows in the
  * product, they agree up to float rounding.  glow_backward's loss and
  * gradients are sums over shards: equal up to float rounding across

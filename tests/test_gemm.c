@@ -232,8 +232,7 @@ static void test_kernel_choice(void **state) {
  * split evenly, fewer tiles than members included. */
 static void test_team_split(void **state) {
   (void)state;
-  const double split_min = glow__gemm_split_min;
-  glow__gemm_split_min = 0.0; /* split every product */
+  glow__team_split_all = 1; /* split every product */
   static const int64_t shapes[][3] = {
       {1, 1, 1},      {5, 8, 7},       {13, 33, 54}, {16, 512, 300},
       {256, 108, 64}, {400, 143, 257}, {37, 2100, 9}};
@@ -303,7 +302,7 @@ static void test_team_split(void **state) {
   glow__team_stop(NULL); /* a no-op */
   assert_null(glow__team_start(1));
   free(packs);
-  glow__gemm_split_min = split_min;
+  glow__team_split_all = 0;
 }
 
 int main(void) {

@@ -6,7 +6,7 @@
  * must give the same results for every thread count up to float rounding,
  * and the same bits for the same thread count.  A batch of fewer images
  * than threads splits each image's products between a team of threads;
- * this test splits every product, however small (glow__gemm_split_min).
+ * this test splits every product, however small (glow__team_split_all).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <pthread.h>
@@ -434,7 +434,7 @@ static void test_teams(void **state) {
 }
 
 int main(void) {
-  glow__gemm_split_min = 0.0;
+  glow__team_split_all = 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_option),
       cmocka_unit_test(test_shard_split),

@@ -90,8 +90,19 @@ int32_t glow__team_size(const glow__team *t);
 void glow__team_run(glow__team *t,
                     void (*fn)(void *ctx, int32_t part, int32_t parts),
                     void *ctx);
+/* 1: teams split all work, however small (for the tests, so that small
+ * models exercise every split); 0, the default: only work that pays for
+ * waking the team. */
+extern int glow__team_split_all;
 /* Join the helpers and free t; NULL is a no-op. */
 void glow__team_stop(glow__team *t);
+
+/* fn(ctx, lo, hi) over [0, count) in contiguous ranges, one per member of
+ * t, for element-wise work whose result does not depend on the split;
+ * below 2 * grain elements the caller does it all (unless
+ * glow__team_split_all). */
+void glow__team_for(glow__team *t, int64_t count, int64_t grain,
+                    void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx);
 
 /* The range [*lo, *hi) of part p of `units` split into `parts` contiguous
  * ranges whose sizes differ by at most one. */

@@ -25,7 +25,7 @@
 #endif
 
 /* Spins before a waiting thread sleeps: some tens of microseconds. */
-#define SPINS 20000
+#define SPINS 1000000
 
 typedef struct {
   glow__team *team;
@@ -164,4 +164,31 @@ void glow__team_stop(glow__team *t) {
   pthread_mutex_destroy(&t->lock);
   glow__free(t->members);
   glow__free(t);
+}
+
+int glow__team_split_all = 0;
+
+typedef struct {
+  void (*fn)(void *ctx, int64_t lo, int64_t hi);
+  void *ctx;
+  int64_t count;
+} range_job;
+
+static void range_part(void *ctx, int32_t p, int32_t parts) {
+  const range_job *j = ctx;
+  int64_t lo, hi;
+  glow__part_range(j->count, p, parts, &lo, &hi);
+  if (lo < hi)
+    j->fn(j->ctx, lo, hi);
+}
+
+void glow__team_for(glow__team *t, int64_t count, int64_t grain,
+                    void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx) {
+  if (!t || count < 2 || (count < 2 * grain && !glow__team_split_all)) {
+    if (count > 0)
+      fn(ctx, 0, count);
+    return;
+  }
+  range_job j = {fn, ctx, count};
+  glow__team_run(t, range_part, &j);
 }

@@ -119,6 +119,24 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
 }
 
+typedef struct {
+  const float *wt;
+  float *wr;
+  int32_t cin, cout;
+} taps_rows;
+
+/* Rows [lo, hi) of the weight (row t * cin + ci: tap t, input channel ci)
+ * into conv3x3_taps' layout: wr[ci][t*cout + co] = wt[t][ci][co]. */
+static void taps_weight_rows(void *ctx, int64_t lo, int64_t hi) {
+  const taps_rows *j = ctx;
+  const int64_t nt = 9 * (int64_t)j->cout;
+  for (int64_t row = lo; row < hi; row++) {
+    const int64_t t = row / j->cin, ci = row % j->cin;
+    memcpy(j->wr + ci * nt + t * j->cout, j->wt + row * j->cout,
+           sizeof(float) * (size_t)j->cout);
+  }
+}
+
 /* The convolution, given the weight in the layout its path reads: HWIO
  * (wt) for the patch-matrix path, or conv3x3_taps' layout (wr) when
  * cout < cin. */
@@ -155,13 +173,9 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
                    glow__conv_scratch *cs) {
   float *wr = NULL;
   if (cout < cin) { /* [tap][ci][co] -> [ci][tap*cout + co], once */
-    const int32_t nt = 9 * cout;
     wr = cs->weight;
-    for (int32_t t = 0; t < 9; t++)
-      for (int32_t ci = 0; ci < cin; ci++)
-        memcpy(wr + (int64_t)ci * nt + t * cout,
-               wt + ((int64_t)t * cin + ci) * cout,
-               sizeof(float) * (size_t)cout);
+    taps_rows job = {wt, wr, cin, cout};
+    glow__team_for(cs->team, 9 * (int64_t)cin, 256, taps_weight_rows, &job);
   }
   conv3x3_run(x, ldx, n, h, w, cin, wt, wr, cout, y, cs);
 }

@@ -583,8 +583,6 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
 
 /* ---- Products split between a team ---------------------------------------- */
 
-double glow__gemm_split_min = 1.0e6;
-
 typedef struct {
   const glow__conv_scratch *cs;
   glow__gemm_isa isa;
@@ -630,8 +628,8 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
   const glow__gemm_isa isa =
       cs->pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS;
   const int32_t parts = glow__team_size(cs->team);
-  if (parts < 2 ||
-      2.0 * (double)m * (double)n * (double)k < glow__gemm_split_min) {
+  const double flops = 2.0 * (double)m * (double)n * (double)k;
+  if (parts < 2 || (flops < 1.0e6 && !glow__team_split_all)) {
     glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
                    cs->pack);
     return;

@@ -76,11 +76,9 @@ typedef struct {
  * members of cs->team when it has one and the product is large enough:
  * each computes a range of whole register tiles of C's columns or rows.
  * Every element of C is then summed by one member in the order one
- * thread sums it, so the result is the same bits as glow__sgemm's. */
-/* Products of fewer FLOPs (2mnk) than this run on the calling thread:
- * waking the team costs about as much (a microsecond or two).  Variable
- * for the tests, which split every product. */
-extern double glow__gemm_split_min;
+ * thread sums it, so the result is the same bits as glow__sgemm's.
+ * Products of under a million FLOPs (2mnk) run on the calling thread:
+ * waking the team costs about as much (unless glow__team_split_all). */
 void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                 int64_t n, int64_t k, const float *a, int64_t lda,
                 const float *b, int64_t ldb, int accumulate, float *c,

@@ -45,6 +45,31 @@ static void actnorm_init(const glow__an *an, float *P, const float *x,
   }
 }
 
+typedef struct {
+  const float *b, *scale, *x;
+  float *y;
+  int32_t c, relu;
+} an_rows;
+
+/* Rows [lo, hi) of the actnorm (and ReLU) forward. */
+static void an_forward_rows(void *ctx, int64_t lo, int64_t hi) {
+  const an_rows *j = ctx;
+  const int32_t c = j->c;
+  const float *b = j->b, *scale = j->scale;
+  for (int64_t r = lo; r < hi; r++) {
+    const float *u = j->x + r * c;
+    float *v = j->y + r * c;
+    if (j->relu) /* fused: one sweep instead of two */
+      for (int32_t k = 0; k < c; k++) {
+        float t = (u[k] + b[k]) * scale[k];
+        v[k] = t > 0.0f ? t : 0.0f;
+      }
+    else
+      for (int32_t k = 0; k < c; k++)
+        v[k] = (u[k] + b[k]) * scale[k];
+  }
+}
+
 void glow__an_forward(const glow__an *an, const float *P, float *init,
                       const float *x, float *y, int64_t rows, int relu,
                       glow__scratch *s) {
@@ -53,22 +78,13 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
   if (init)
     actnorm_init(an, init, x, rows, s->chan_d);
   const int32_t c = an->c;
-  const float *b = P + an->bias, *ls = P + an->logs;
   float *scale = s->chan_f;
   for (int32_t j = 0; j < c; j++)
-    scale[j] = expf(ls[j]);
-  for (int64_t r = 0; r < rows; r++) {
-    const float *u = x + r * c;
-    float *v = y + r * c;
-    if (relu) /* fused: one sweep instead of two */
-      for (int32_t j = 0; j < c; j++) {
-        float t = (u[j] + b[j]) * scale[j];
-        v[j] = t > 0.0f ? t : 0.0f;
-      }
-    else
-      for (int32_t j = 0; j < c; j++)
-        v[j] = (u[j] + b[j]) * scale[j];
-  }
+    scale[j] = expf(P[an->logs + j]);
+  an_rows job = {P + an->bias, scale, x, y, c, relu};
+  /* Rows are independent: a team (a batch smaller than the threads)
+   * splits them. */
+  glow__team_for(s->conv.team, rows, 16384 / c + 1, an_forward_rows, &job);
 }
 
 /* Backward, given the layer's output y (after the ReLU when relu != 0).
