@@ -12,20 +12,23 @@
  * condition variable, so that a team whose caller works alone for a while
  * does not hold a core.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "core.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+/* The spin loop has no pause instruction: on a virtual machine, pause-loop
+ * exiting can turn a spinning thread's pauses into exits to the
+ * hypervisor (docs/performance.md measures the difference). */
 #define SPIN_PAUSE() ((void)0)
-#else
-#define SPIN_PAUSE() ((void)0)
-#endif
 
-/* Spins before a waiting thread sleeps: some tens of microseconds. */
-#define SPINS 1000000
+/* How long a waiting thread spins before it sleeps, in nanoseconds:
+ * waking a sleeping thread cost tens of microseconds on the virtual
+ * machines of docs/performance.md, as much as a step of a small image,
+ * while the gaps between one shard's steps are mostly shorter than this. */
+#define SPIN_NS 1000000
 
 typedef struct {
   glow__team *team;
@@ -48,14 +51,43 @@ struct glow__team {
   member *members;     /* [1, size): the helpers */
 };
 
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin until ready(arg) or SPIN_NS have passed; 1 if ready. */
+static int spin_until(int (*ready)(const glow__team *t, unsigned seen),
+                      const glow__team *t, unsigned seen) {
+  int64_t start = 0;
+  for (uint32_t i = 0;; i++) {
+    if (ready(t, seen))
+      return 1;
+    SPIN_PAUSE();
+    if ((i & 255) == 255) { /* the clock only now and then */
+      const int64_t ns = now_ns();
+      if (!start)
+        start = ns;
+      else if (ns - start > SPIN_NS)
+        return 0;
+    }
+  }
+}
+
+static int job_posted(const glow__team *t, unsigned seen) {
+  return atomic_load_explicit(&t->gen, memory_order_acquire) != seen;
+}
+
+static int job_done(const glow__team *t, unsigned seen) {
+  (void)seen;
+  return atomic_load_explicit(&t->pending, memory_order_acquire) == 0;
+}
+
 /* Wait until the job generation differs from seen; returns it. */
 static unsigned wait_job(glow__team *t, unsigned seen) {
-  for (int i = 0; i < SPINS; i++) {
-    unsigned g = atomic_load_explicit(&t->gen, memory_order_acquire);
-    if (g != seen)
-      return g;
-    SPIN_PAUSE();
-  }
+  if (spin_until(job_posted, t, seen))
+    return atomic_load_explicit(&t->gen, memory_order_acquire);
   pthread_mutex_lock(&t->lock);
   t->sleepers++;
   unsigned g;
@@ -139,11 +171,8 @@ void glow__team_run(glow__team *t,
   atomic_store_explicit(&t->pending, t->size - 1, memory_order_relaxed);
   publish(t);
   fn(ctx, 0, t->size);
-  for (int i = 0; i < SPINS; i++) {
-    if (atomic_load_explicit(&t->pending, memory_order_acquire) == 0)
-      return;
-    SPIN_PAUSE();
-  }
+  if (spin_until(job_done, t, 0))
+    return;
   pthread_mutex_lock(&t->lock);
   t->caller_sleeps = 1;
   while (atomic_load_explicit(&t->pending, memory_order_acquire) != 0)
