@@ -74,8 +74,8 @@ double glow__uniform(uint64_t seed, uint64_t stream, uint64_t i); /* [0,1) */
 double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
 
 /* ---- Teams (team.c) -------------------------------------------------------
- * Threads that split each step of one shard's pass between them: the
- * calling thread is part 0, `size - 1` helpers the others. */
+ * Threads that share each step of one shard's pass: the calling thread
+ * and `size - 1` helpers. */
 typedef struct glow__team glow__team;
 /* A team of `size` members: the caller and size - 1 new helper threads,
  * which wait for jobs.  NULL when size < 2 or no helper could be started
@@ -83,13 +83,17 @@ typedef struct glow__team glow__team;
 glow__team *glow__team_start(int32_t size);
 /* Members of t (1 for NULL). */
 int32_t glow__team_size(const glow__team *t);
-/* fn(ctx, p, parts) for every member p in [0, parts), parts =
- * glow__team_size(t), the caller running part 0; returns when all have
- * returned.  With t NULL, fn(ctx, 0, 1).  Only t's starting thread may
- * run jobs on it, one at a time. */
+/* fn(ctx, c, chunks) for every chunk c in [0, chunks) (at most 65535),
+ * each exactly once, on whichever member takes it, the caller included;
+ * returns when all are done.  With t NULL, or chunks < 2, the caller runs
+ * them in order.  Chunks are taken, not assigned: a few per member
+ * (GLOW__TEAM_CHUNKS) balance uneven chunks and a member that the system
+ * has descheduled.  One job at a time, from one thread at a time. */
 void glow__team_run(glow__team *t,
-                    void (*fn)(void *ctx, int32_t part, int32_t parts),
-                    void *ctx);
+                    void (*fn)(void *ctx, int32_t chunk, int32_t chunks),
+                    void *ctx, int32_t chunks);
+/* Chunks per member that splits aim for. */
+#define GLOW__TEAM_CHUNKS 3
 /* 1: teams split all work, however small (for the tests, so that small
  * models exercise every split); 0, the default: only work that pays for
  * waking the team. */
@@ -97,8 +101,8 @@ extern int glow__team_split_all;
 /* Join the helpers and free t; NULL is a no-op. */
 void glow__team_stop(glow__team *t);
 
-/* fn(ctx, lo, hi) over [0, count) in contiguous ranges, one per member of
- * t, for element-wise work whose result does not depend on the split;
+/* fn(ctx, lo, hi) over [0, count) in contiguous ranges, a few per member
+ * of t, for element-wise work whose result does not depend on the split;
  * below 2 * grain elements the caller does it all (unless
  * glow__team_split_all). */
 void glow__team_for(glow__team *t, int64_t count, int64_t grain,

@@ -3,14 +3,19 @@
  *
  * A batch of fewer images than cores has fewer shards than cores, and an
  * image's passes are a long chain of short steps (a cifar image at batch 1
- * runs some 400 products of 0.05 to 1 ms).  A team is the shard's thread
- * plus helpers started for the call, which split each such step between
- * them: the caller publishes a job, every member runs its part, the caller
- * returns when all have.  Starting threads per step would cost more than
- * the short steps themselves, so helpers wait for the next job by spinning
- * briefly (a step usually follows within microseconds) and then sleep on a
- * condition variable, so that a team whose caller works alone for a while
- * does not hold a core.
+ * runs some 300 products of 0.05 to 1 ms).  A team is the shard's thread
+ * plus helpers started for the call, which share each such step: the
+ * caller posts a job of a few chunks per member, every member takes
+ * chunks until none is left, and the caller returns when all are done.
+ * Chunks are taken, not assigned, so that a member the system has
+ * descheduled (a busy machine) holds up only the chunk it has, not a fixed
+ * share of every step.
+ *
+ * Starting threads per step would cost more than the short steps
+ * themselves, so helpers wait for the next job by spinning for up to about
+ * a millisecond (a step usually follows within microseconds) and then
+ * sleep on a condition variable, so that a team whose caller works alone
+ * for a while does not hold a core.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <pthread.h>
@@ -19,36 +24,38 @@
 
 #include "core.h"
 
-/* The spin loop has no pause instruction: on a virtual machine, pause-loop
- * exiting can turn a spinning thread's pauses into exits to the
- * hypervisor (docs/performance.md measures the difference). */
-#define SPIN_PAUSE() ((void)0)
-
 /* How long a waiting thread spins before it sleeps, in nanoseconds:
- * waking a sleeping thread cost tens of microseconds on the virtual
- * machines of docs/performance.md, as much as a step of a small image,
- * while the gaps between one shard's steps are mostly shorter than this. */
+ * waking a sleeping thread costs tens of microseconds on a virtual
+ * machine, as much as a step of a small image, while the gaps between one
+ * shard's steps are mostly shorter than this. */
 #define SPIN_NS 1000000
+
+/* The job word: its generation (bits 32-63), its number of chunks (16-31)
+ * and the next chunk to take (0-15).  One atomic word, so that a member
+ * takes a chunk only of the job it saw posted. */
+#define GEN(s) ((uint32_t)((s) >> 32))
+#define TOTAL(s) ((uint32_t)((s) >> 16) & 0xffffu)
+#define NEXT(s) ((uint32_t)(s)&0xffffu)
+#define MAX_CHUNKS 0xffff
 
 typedef struct {
   glow__team *team;
-  int32_t part;
   pthread_t tid;
 } member;
 
 struct glow__team {
   int32_t size; /* members, the caller's thread included */
-  void (*fn)(void *ctx, int32_t part, int32_t parts);
+  void (*fn)(void *ctx, int32_t chunk, int32_t chunks);
   void *ctx;
-  atomic_uint gen;     /* bumped for every job, and to stop */
-  atomic_int pending;  /* helpers still running the current job */
-  atomic_int stopping; /* helpers are to return */
-  pthread_mutex_t lock;
-  pthread_cond_t wake; /* helpers: a new job or stop */
-  pthread_cond_t done; /* the caller: the last helper finished */
-  int32_t sleepers;    /* helpers waiting on wake, under lock */
-  int caller_sleeps;   /* the caller waits on done, under lock */
-  member *members;     /* [1, size): the helpers */
+  _Atomic uint64_t job; /* see GEN, TOTAL, NEXT */
+  atomic_int done;      /* chunks of the current job finished */
+  atomic_int stopping;  /* helpers are to return */
+  pthread_mutex_t lock; /* for the sleepers only */
+  pthread_cond_t wake;  /* helpers: a new job, or stop */
+  pthread_cond_t all;   /* the caller: the last chunk is done */
+  int32_t sleepers;     /* helpers waiting on wake, under lock */
+  int caller_sleeps;    /* the caller waits on all, under lock */
+  member *members;      /* [1, size): the helpers */
 };
 
 static int64_t now_ns(void) {
@@ -57,14 +64,15 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spin until ready(arg) or SPIN_NS have passed; 1 if ready. */
-static int spin_until(int (*ready)(const glow__team *t, unsigned seen),
-                      const glow__team *t, unsigned seen) {
+/* Spin until ready(t, arg) or SPIN_NS have passed; 1 if ready.  No pause
+ * instruction in the loop: on a virtual machine, pause-loop exiting can
+ * turn a spinning thread's pauses into exits to the hypervisor. */
+static int spin_until(int (*ready)(glow__team *t, uint32_t arg), glow__team *t,
+                      uint32_t arg) {
   int64_t start = 0;
   for (uint32_t i = 0;; i++) {
-    if (ready(t, seen))
+    if (ready(t, arg))
       return 1;
-    SPIN_PAUSE();
     if ((i & 255) == 255) { /* the clock only now and then */
       const int64_t ns = now_ns();
       if (!start)
@@ -75,54 +83,57 @@ static int spin_until(int (*ready)(const glow__team *t, unsigned seen),
   }
 }
 
-static int job_posted(const glow__team *t, unsigned seen) {
-  return atomic_load_explicit(&t->gen, memory_order_acquire) != seen;
+/* A job other than generation `seen` is posted, or the team stops. */
+static int news(glow__team *t, uint32_t seen) {
+  return GEN(atomic_load_explicit(&t->job, memory_order_acquire)) != seen ||
+         atomic_load_explicit(&t->stopping, memory_order_acquire);
 }
 
-static int job_done(const glow__team *t, unsigned seen) {
-  (void)seen;
-  return atomic_load_explicit(&t->pending, memory_order_acquire) == 0;
+/* All `total` chunks of the current job are done. */
+static int all_done(glow__team *t, uint32_t total) {
+  return (uint32_t)atomic_load_explicit(&t->done, memory_order_acquire) ==
+         total;
 }
 
-/* Wait until the job generation differs from seen; returns it. */
-static unsigned wait_job(glow__team *t, unsigned seen) {
-  if (spin_until(job_posted, t, seen))
-    return atomic_load_explicit(&t->gen, memory_order_acquire);
-  pthread_mutex_lock(&t->lock);
-  t->sleepers++;
-  unsigned g;
-  while ((g = atomic_load_explicit(&t->gen, memory_order_acquire)) == seen)
-    pthread_cond_wait(&t->wake, &t->lock);
-  t->sleepers--;
-  pthread_mutex_unlock(&t->lock);
-  return g;
-}
-
-static void *helper(void *arg) {
-  member *me = arg;
-  glow__team *t = me->team;
-  unsigned seen = 0;
-  for (;;) {
-    seen = wait_job(t, seen);
-    if (atomic_load_explicit(&t->stopping, memory_order_acquire))
-      return NULL;
-    t->fn(t->ctx, me->part, t->size);
-    if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1) {
+/* Take and run chunks of job generation gen until none is left. */
+static void take_chunks(glow__team *t, uint32_t gen) {
+  uint64_t s = atomic_load_explicit(&t->job, memory_order_acquire);
+  while (GEN(s) == gen && NEXT(s) < TOTAL(s)) {
+    if (!atomic_compare_exchange_weak_explicit(
+            &t->job, &s, s + 1, memory_order_acq_rel, memory_order_acquire))
+      continue; /* s now holds the word's current value */
+    /* The job cannot finish before this chunk does, so its function and
+     * context stay as they were posted. */
+    t->fn(t->ctx, (int32_t)NEXT(s), (int32_t)TOTAL(s));
+    const int finished =
+        atomic_fetch_add_explicit(&t->done, 1, memory_order_acq_rel) + 1;
+    if ((uint32_t)finished == TOTAL(s)) {
       pthread_mutex_lock(&t->lock);
       if (t->caller_sleeps)
-        pthread_cond_signal(&t->done);
+        pthread_cond_signal(&t->all);
       pthread_mutex_unlock(&t->lock);
     }
+    s = atomic_load_explicit(&t->job, memory_order_acquire);
   }
 }
 
-/* Publish a new generation (a job or stop) and wake sleeping helpers. */
-static void publish(glow__team *t) {
-  pthread_mutex_lock(&t->lock);
-  atomic_fetch_add_explicit(&t->gen, 1, memory_order_acq_rel);
-  if (t->sleepers)
-    pthread_cond_broadcast(&t->wake);
-  pthread_mutex_unlock(&t->lock);
+static void *helper(void *arg) {
+  glow__team *t = ((member *)arg)->team;
+  uint32_t seen = 0;
+  for (;;) {
+    if (!spin_until(news, t, seen)) {
+      pthread_mutex_lock(&t->lock);
+      t->sleepers++;
+      while (!news(t, seen))
+        pthread_cond_wait(&t->wake, &t->lock);
+      t->sleepers--;
+      pthread_mutex_unlock(&t->lock);
+    }
+    if (atomic_load_explicit(&t->stopping, memory_order_acquire))
+      return NULL;
+    seen = GEN(atomic_load_explicit(&t->job, memory_order_acquire));
+    take_chunks(t, seen);
+  }
 }
 
 glow__team *glow__team_start(int32_t size) {
@@ -136,16 +147,16 @@ glow__team *glow__team_start(int32_t size) {
     return NULL;
   }
   t->members = mb;
-  atomic_init(&t->gen, 0);
-  atomic_init(&t->pending, 0);
+  atomic_init(&t->job, 0);
+  atomic_init(&t->done, 0);
   atomic_init(&t->stopping, 0);
   pthread_mutex_init(&t->lock, NULL);
   pthread_cond_init(&t->wake, NULL);
-  pthread_cond_init(&t->done, NULL);
+  pthread_cond_init(&t->all, NULL);
   /* A helper that cannot start leaves the team smaller. */
   t->size = 1;
   for (int32_t p = 1; p < size; p++) {
-    mb[p] = (member){t, p, 0};
+    mb[p].team = t;
     if (pthread_create(&mb[p].tid, NULL, helper, &mb[p]) != 0)
       break;
     t->size = p + 1;
@@ -160,23 +171,33 @@ glow__team *glow__team_start(int32_t size) {
 int32_t glow__team_size(const glow__team *t) { return t ? t->size : 1; }
 
 void glow__team_run(glow__team *t,
-                    void (*fn)(void *ctx, int32_t part, int32_t parts),
-                    void *ctx) {
-  if (!t) {
-    fn(ctx, 0, 1);
+                    void (*fn)(void *ctx, int32_t chunk, int32_t chunks),
+                    void *ctx, int32_t chunks) {
+  if (chunks > MAX_CHUNKS)
+    chunks = MAX_CHUNKS;
+  if (!t || chunks < 2) {
+    for (int32_t c = 0; c < chunks; c++)
+      fn(ctx, c, chunks);
     return;
   }
   t->fn = fn;
   t->ctx = ctx;
-  atomic_store_explicit(&t->pending, t->size - 1, memory_order_relaxed);
-  publish(t);
-  fn(ctx, 0, t->size);
-  if (spin_until(job_done, t, 0))
+  atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+  const uint32_t gen =
+      GEN(atomic_load_explicit(&t->job, memory_order_relaxed)) + 1;
+  atomic_store_explicit(&t->job, (uint64_t)gen << 32 | (uint64_t)chunks << 16,
+                        memory_order_release);
+  pthread_mutex_lock(&t->lock);
+  if (t->sleepers)
+    pthread_cond_broadcast(&t->wake);
+  pthread_mutex_unlock(&t->lock);
+  take_chunks(t, gen);
+  if (spin_until(all_done, t, (uint32_t)chunks))
     return;
   pthread_mutex_lock(&t->lock);
   t->caller_sleeps = 1;
-  while (atomic_load_explicit(&t->pending, memory_order_acquire) != 0)
-    pthread_cond_wait(&t->done, &t->lock);
+  while (!all_done(t, (uint32_t)chunks))
+    pthread_cond_wait(&t->all, &t->lock);
   t->caller_sleeps = 0;
   pthread_mutex_unlock(&t->lock);
 }
@@ -184,11 +205,13 @@ void glow__team_run(glow__team *t,
 void glow__team_stop(glow__team *t) {
   if (!t)
     return;
+  pthread_mutex_lock(&t->lock);
   atomic_store_explicit(&t->stopping, 1, memory_order_release);
-  publish(t);
+  pthread_cond_broadcast(&t->wake);
+  pthread_mutex_unlock(&t->lock);
   for (int32_t p = 1; p < t->size; p++)
     pthread_join(t->members[p].tid, NULL);
-  pthread_cond_destroy(&t->done);
+  pthread_cond_destroy(&t->all);
   pthread_cond_destroy(&t->wake);
   pthread_mutex_destroy(&t->lock);
   glow__free(t->members);
@@ -203,10 +226,10 @@ typedef struct {
   int64_t count;
 } range_job;
 
-static void range_part(void *ctx, int32_t p, int32_t parts) {
+static void range_chunk(void *ctx, int32_t c, int32_t chunks) {
   const range_job *j = ctx;
   int64_t lo, hi;
-  glow__part_range(j->count, p, parts, &lo, &hi);
+  glow__part_range(j->count, c, chunks, &lo, &hi);
   if (lo < hi)
     j->fn(j->ctx, lo, hi);
 }
@@ -218,6 +241,9 @@ void glow__team_for(glow__team *t, int64_t count, int64_t grain,
       fn(ctx, 0, count);
     return;
   }
+  int64_t chunks = (int64_t)t->size * GLOW__TEAM_CHUNKS;
+  if (chunks > count)
+    chunks = count;
   range_job j = {fn, ctx, count};
-  glow__team_run(t, range_part, &j);
+  glow__team_run(t, range_chunk, &j, (int32_t)chunks);
 }

@@ -590,19 +590,37 @@ typedef struct {
   int64_t m, n, k, lda, ldb, ldc, unit;
   const float *a, *b;
   float *c;
+  /* The members' packing buffers, each used by one chunk at a time: a
+   * member's slot is taken with the chunk (busy[p] = 1) and given back
+   * after it. */
+  atomic_int busy[GLOW__GEMM_TEAM_MAX];
+  int32_t slots;
 } split_job;
 
-/* Member p's columns (by_cols) or rows of C, in whole units of tiles. */
-static void split_part(void *ctx, int32_t p, int32_t parts) {
-  const split_job *j = ctx;
+/* A free packing buffer of j's team, marked busy; its slot in *slot. */
+static float *take_pack(split_job *j, int32_t *slot) {
+  for (;;)
+    for (int32_t p = 0; p < j->slots; p++) {
+      int expect = 0;
+      if (atomic_compare_exchange_strong(&j->busy[p], &expect, 1)) {
+        *slot = p;
+        return p == 0 || !j->cs->team_pack ? j->cs->pack : j->cs->team_pack[p];
+      }
+    }
+}
+
+/* Chunk c's columns (by_cols) or rows of C, in whole units of tiles. */
+static void split_chunk(void *ctx, int32_t c, int32_t chunks) {
+  split_job *j = ctx;
   const int64_t len = j->by_cols ? j->n : j->m;
   int64_t lo, hi;
-  glow__part_range((len + j->unit - 1) / j->unit, p, parts, &lo, &hi);
+  glow__part_range((len + j->unit - 1) / j->unit, c, chunks, &lo, &hi);
   lo *= j->unit;
   hi = hi * j->unit < len ? hi * j->unit : len;
   if (lo >= hi)
     return;
-  float *pack = p == 0 || !j->cs->team_pack ? j->cs->pack : j->cs->team_pack[p];
+  int32_t slot;
+  float *pack = take_pack(j, &slot);
   if (j->by_cols)
     glow__sgemm_on(j->isa, j->ta, j->tb, j->m, hi - lo, j->k, j->a, j->lda,
                    j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb,
@@ -611,13 +629,14 @@ static void split_part(void *ctx, int32_t p, int32_t parts) {
     glow__sgemm_on(j->isa, j->ta, j->tb, hi - lo, j->n, j->k,
                    j->ta ? j->a + lo : j->a + lo * j->lda, j->lda, j->b, j->ldb,
                    j->accumulate, j->c + lo * j->ldc, j->ldc, pack);
+  atomic_store(&j->busy[slot], 0);
 }
 
-/* The largest part's share of len split into `parts` ranges of whole
- * units: 1/parts at best. */
-static double largest_share(int64_t len, int64_t unit, int32_t parts) {
+/* The largest chunk's share of len split into `chunks` ranges of whole
+ * units: 1/chunks at best. */
+static double largest_share(int64_t len, int64_t unit, int32_t chunks) {
   const int64_t units = (len + unit - 1) / unit;
-  const int64_t most = (units + parts - 1) / parts * unit;
+  const int64_t most = (units + chunks - 1) / chunks * unit;
   return (double)(most < len ? most : len) / (double)len;
 }
 
@@ -627,21 +646,43 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                 int64_t ldc) {
   const glow__gemm_isa isa =
       cs->pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS;
-  const int32_t parts = glow__team_size(cs->team);
+  int32_t parts = glow__team_size(cs->team);
   const double flops = 2.0 * (double)m * (double)n * (double)k;
   if (parts < 2 || (flops < 1.0e6 && !glow__team_split_all)) {
     glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
                    cs->pack);
     return;
   }
-  /* Whole register tiles per member (the CBLAS: 16 either way).  Columns
-   * unless rows balance better: split by columns, each member packs only
+  if (parts > GLOW__GEMM_TEAM_MAX)
+    parts = GLOW__GEMM_TEAM_MAX;
+  /* Whole register tiles per chunk (the CBLAS: 16 either way).  Columns
+   * unless rows balance better: split by columns, each chunk packs only
    * its own part of op(B). */
   const int64_t mr = isa == GLOW__GEMM_AVX512 ? 12 : isa ? 6 : 16;
   const int64_t nr = isa == GLOW__GEMM_AVX512 ? 32 : 16;
-  const int by_cols =
-      largest_share(n, nr, parts) <= largest_share(m, mr, parts);
-  split_job j = {cs, isa, ta,  tb,  accumulate,        by_cols, m, n,
-                 k,  lda, ldb, ldc, by_cols ? nr : mr, a,       b, c};
-  glow__team_run(cs->team, split_part, &j);
+  const int32_t want = parts * GLOW__TEAM_CHUNKS;
+  const int by_cols = largest_share(n, nr, want) <= largest_share(m, mr, want);
+  const int64_t unit = by_cols ? nr : mr;
+  const int64_t units = ((by_cols ? n : m) + unit - 1) / unit;
+  split_job j = {.cs = cs,
+                 .isa = isa,
+                 .ta = ta,
+                 .tb = tb,
+                 .accumulate = accumulate,
+                 .by_cols = by_cols,
+                 .m = m,
+                 .n = n,
+                 .k = k,
+                 .lda = lda,
+                 .ldb = ldb,
+                 .ldc = ldc,
+                 .unit = unit,
+                 .a = a,
+                 .b = b,
+                 .c = c,
+                 .slots = parts};
+  for (int32_t p = 0; p < parts; p++)
+    atomic_init(&j.busy[p], 0);
+  glow__team_run(cs->team, split_chunk, &j,
+                 (int32_t)(units < want ? units : want));
 }

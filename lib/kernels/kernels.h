@@ -72,9 +72,14 @@ typedef struct {
   float *const *team_pack;
 } glow__conv_scratch;
 
+/* Most members of a team whose products glow__gemm splits (the largest
+ * GLOW_OPT_THREADS). */
+#define GLOW__GEMM_TEAM_MAX 256
+
 /* The product of glow__sgemm with cs's packing buffer, split between the
  * members of cs->team when it has one and the product is large enough:
- * each computes a range of whole register tiles of C's columns or rows.
+ * into chunks of whole register tiles of C's columns or rows, each chunk
+ * computed by one member with one of the team's packing buffers.
  * Every element of C is then summed by one member in the order one
  * thread sums it, so the result is the same bits as glow__sgemm's.
  * Products of under a million FLOPs (2mnk) run on the calling thread:
