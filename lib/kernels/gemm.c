@@ -450,14 +450,15 @@ typedef struct {
  * B's whole panels in place rather than packing them: packing costs a
  * read and a write of all of B, which only pays when many row tiles read
  * each panel (a cifar image at batch 1 has 16 to 256 rows, against 512 x
- * 512 weights).  Not where B's rows lie a multiple of 1 KiB apart: a
- * panel's rows then fall into a few cache sets and evict each other, and
- * reading it in place ran at two thirds of the packed rate. */
+ * 512 weights).  Not where B's rows lie a multiple of 256 bytes apart: a
+ * panel's rows then fall into a few cache sets and evict each other
+ * (reading 512 x 512 weights in place ran at two thirds of the packed
+ * rate, and 128 x 128 ones no faster on two threads than on one). */
 #define B_IN_PLACE_ROWS 96
 static inline int b_in_place(const operands *o, int64_t m) {
   if (o->tb)
     return 0;
-  return o->ta || (m <= B_IN_PLACE_ROWS && o->ldb % 256 != 0);
+  return o->ta || (m <= B_IN_PLACE_ROWS && o->ldb % 64 != 0);
 }
 
 /* Rows [ic, ic + mc) x columns [jc, jc + nc) of C, over the inner block
@@ -655,13 +656,16 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
   }
   if (parts > GLOW__GEMM_TEAM_MAX)
     parts = GLOW__GEMM_TEAM_MAX;
-  /* Whole register tiles per chunk (the CBLAS: 16 either way).  Columns
-   * unless rows balance better: split by columns, each chunk packs only
-   * its own part of op(B). */
+  /* Whole register tiles per chunk (the CBLAS: 16 either way).  By
+   * columns where every member can have a chunk: each chunk then packs
+   * only its own part of op(B), where chunks of rows each pack all of it.
+   * By rows only when op(B) is too narrow for that, and rows balance
+   * better. */
   const int64_t mr = isa == GLOW__GEMM_AVX512 ? 12 : isa ? 6 : 16;
   const int64_t nr = isa == GLOW__GEMM_AVX512 ? 32 : 16;
   const int32_t want = parts * GLOW__TEAM_CHUNKS;
-  const int by_cols = largest_share(n, nr, want) <= largest_share(m, mr, want);
+  const int by_cols = (n + nr - 1) / nr >= parts ||
+                      largest_share(n, nr, want) <= largest_share(m, mr, want);
   const int64_t unit = by_cols ? nr : mr;
   const int64_t units = ((by_cols ? n : m) + unit - 1) / unit;
   split_job j = {.cs = cs,
