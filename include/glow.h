@@ -485,11 +485,14 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * by at most one, and runs each shard with its own workspace on a thread
  * of its own; the calling thread runs the first.  glow_backward then adds
  * the shards' gradients in shard order.  With fewer images than threads
- * (n < t), each shard gets a team of the threads left over (t / n of
- * them, give or take one), which split the shard's matrix products
- * between them by columns or rows of the result, so that one image uses
- * every core: each value of a product is still summed by one thread, in
- * the order one thread sums it.  The call starts its threads and
+ * (n < t), each shard of a model with at least a billion FLOPs of
+ * products per image (the cifar shape of docs/performance.md has 8) gets
+ * a team of the threads left over (t / n of them, give or take one),
+ * which split the shard's matrix products between them by columns or rows
+ * of the result, so that one image uses every core: each value of a
+ * product is still summed by one thread, in the order one thread sums it.
+ * Smaller models' steps are too short to share (on the machines measured
+ * there, a team made them slower).  The call starts its threads and
  * joins them before returning (an idle model holds no threads); a thread
  * that cannot be started leaves its shard to the calling thread.
  * glow_data_init always runs on the calling thread alone: its statistics

@@ -199,7 +199,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     const int32_t threads = glow__threads(m);
     for (int32_t s = 0; s < shards; s++)
       glow__ws_team_start(m, &m->train_ws[s],
-                          glow__shard_team(threads, shards, s));
+                          glow__shard_team(m, threads, shards, s));
     train_job j = {m, x, labels, n, sh, losses};
     glow__parallel(shards, train_shard, &j);
     for (int32_t s = 0; s < shards; s++)

@@ -163,6 +163,23 @@ static int alloc_model(glow_model *m, int64_t max_params) {
   return GLOW_OK;
 }
 
+/* FLOPs of one image's products in a forward pass, about: every weight
+ * of a layer is used once per pixel of its input (a 3x3 convolution's
+ * taps, a 1x1 convolution's matrix), so 2 * parameters * pixels, summed
+ * over the layers; the few other parameters (biases, actnorm's) add
+ * little. */
+static double product_flops(const glow_model *m) {
+  double flops = 0.0;
+  for (int32_t i = 0; i < m->n_layers; i++) {
+    const glow__layer *ly = &m->layers[i];
+    int64_t params = 0;
+    for (int32_t t = 0; t < ly->tensors.count; t++)
+      params += glow__tensor_count(&m->reg.tensors[ly->tensors.first + t]);
+    flops += 2.0 * (double)params * ly->in.h * ly->in.w;
+  }
+  return flops;
+}
+
 int glow__model_new(const glow_config *cfg, int64_t max_params,
                     glow_model **out) {
   *out = NULL;
@@ -189,6 +206,7 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
                         (long long)need, (long long)max_params);
     return glow__fail(rc, "creating a model: out of memory");
   }
+  m->flops_per_image = product_flops(m);
   *out = m;
   return GLOW_OK;
 }

@@ -60,9 +60,10 @@ struct glow_model {
   float *params, *grads; /* reg.n_params floats each */
   int initialized;       /* actnorms set from data */
   glow__options opts;
-  glow__pool pool;    /* kept inference workspaces */
-  glow__ws *train_ws; /* kept training workspaces, one per shard */
-  int32_t n_train_ws; /* how many train_ws holds (0: none) */
+  glow__pool pool;        /* kept inference workspaces */
+  glow__ws *train_ws;     /* kept training workspaces, one per shard */
+  double flops_per_image; /* of the products of a forward pass, about */
+  int32_t n_train_ws;     /* how many train_ws holds (0: none) */
 };
 
 /* A model for a complete, validated config: layers, the tensor table and a
@@ -244,8 +245,12 @@ typedef struct {
 int32_t glow__threads(const glow_model *m);
 /* Members of shard s's team when a batch on `threads` threads has `shards`
  * shards: 1 when every thread has a shard, else the threads left over
- * shared out, sizes differing by at most one. */
-int32_t glow__shard_team(int32_t threads, int32_t shards, int32_t s);
+ * shared out, sizes differing by at most one; 1 also for models of less
+ * than GLOW__TEAM_MIN_FLOPS per image, whose steps are too short to share
+ * (glow__team_split_all overrides that). */
+#define GLOW__TEAM_MIN_FLOPS 1.0e9
+int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
+                         int32_t s);
 /* n images split into *count = min(threads, n) shards, in a new array
  * (free() it); NULL after recording NOMEM. */
 glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count);

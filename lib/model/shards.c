@@ -133,8 +133,10 @@ void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
   glow__free(tid);
 }
 
-int32_t glow__shard_team(int32_t threads, int32_t shards, int32_t s) {
-  if (shards >= threads)
+int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
+                         int32_t s) {
+  if (shards >= threads ||
+      (m->flops_per_image < GLOW__TEAM_MIN_FLOPS && !glow__team_split_all))
     return 1;
   return (int32_t)((int64_t)threads * (s + 1) / shards -
                    (int64_t)threads * s / shards);
@@ -152,7 +154,8 @@ int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
     rc = glow__ws_take(m, (*sh)[s].count, &(*sh)[s].ws);
   if (!rc) {
     for (int32_t s = 0; s < shards; s++)
-      glow__ws_team_start(m, (*sh)[s].ws, glow__shard_team(threads, shards, s));
+      glow__ws_team_start(m, (*sh)[s].ws,
+                          glow__shard_team(m, threads, shards, s));
     glow__parallel(shards, fn, ctx);
     rc = glow__shards_status(*sh, shards);
   }
