@@ -390,6 +390,15 @@ static void test_teams(void **state) {
     free(x);
     skip();
   }
+  /* Team sizes: the threads left over, shared out; none for a model this
+   * small (0.3 MFLOP per image) unless the test forces them. */
+  assert_true(m->flops_per_image > 1e5 && m->flops_per_image < 1e7);
+  assert_int_equal(glow__shard_team(m, 5, 2, 0), 2);
+  assert_int_equal(glow__shard_team(m, 5, 2, 1), 3);
+  assert_int_equal(glow__shard_team(m, 4, 4, 0), 1);
+  glow__team_split_all = 0;
+  assert_int_equal(glow__shard_team(m, 5, 2, 1), 1);
+  glow__team_split_all = 1;
   const int64_t np = glow_param_count(m);
   const size_t gbytes = sizeof(float) * (size_t)np;
   float *g1 = malloc(gbytes), *g = malloc(gbytes);
