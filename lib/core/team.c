@@ -19,6 +19,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -29,6 +30,7 @@
  * machine, as much as a step of a small image, while the gaps between one
  * shard's steps are mostly shorter than this. */
 #define SPIN_NS 1000000
+#define YIELD_NS 50000
 
 /* The job word: its generation (bits 32-63), its number of chunks (16-31)
  * and the next chunk to take (0-15).  One atomic word, so that a member
@@ -64,21 +66,27 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spin until ready(t, arg) or SPIN_NS have passed; 1 if ready.  No pause
- * instruction in the loop: on a virtual machine, pause-loop exiting can
- * turn a spinning thread's pauses into exits to the hypervisor. */
+/* Spin until ready(t, arg) or SPIN_NS have passed; 1 if ready.  After
+ * the first YIELD_NS the loop yields the core at each turn: on a machine
+ * with more runnable threads than cores (other work), the member this one
+ * waits for may need it.  No pause instruction in the loop: on a virtual
+ * machine, pause-loop exiting can turn a spinning thread's pauses into
+ * exits to the hypervisor. */
 static int spin_until(int (*ready)(glow__team *t, uint32_t arg), glow__team *t,
                       uint32_t arg) {
-  int64_t start = 0;
+  int64_t start = 0, ns = 0;
   for (uint32_t i = 0;; i++) {
     if (ready(t, arg))
       return 1;
-    if ((i & 255) == 255) { /* the clock only now and then */
-      const int64_t ns = now_ns();
+    if ((i & 255) == 255 ||
+        ns - start > YIELD_NS) { /* the clock now and then */
+      ns = now_ns();
       if (!start)
         start = ns;
       else if (ns - start > SPIN_NS)
         return 0;
+      else if (ns - start > YIELD_NS)
+        sched_yield();
     }
   }
 }
