@@ -86,14 +86,17 @@ int32_t glow__team_size(const glow__team *t);
 /* fn(ctx, c, chunks) for every chunk c in [0, chunks) (at most 65535),
  * each exactly once, on whichever member takes it, the caller included;
  * returns when all are done.  With t NULL, or chunks < 2, the caller runs
- * them in order.  Chunks are taken, not assigned: a few per member
- * (GLOW__TEAM_CHUNKS) balance uneven chunks and a member that the system
- * has descheduled.  One job at a time, from one thread at a time. */
+ * them in order.  Chunks are taken, not assigned: a member that the
+ * system has descheduled before it took one does not hold up the job.
+ * One job at a time, from one thread at a time. */
 void glow__team_run(glow__team *t,
                     void (*fn)(void *ctx, int32_t chunk, int32_t chunks),
                     void *ctx, int32_t chunks);
-/* Chunks per member that splits aim for. */
-#define GLOW__TEAM_CHUNKS 3
+/* Chunks per member that splits aim for: more balance uneven chunks and
+ * descheduled members, but each costs a call and its own packing (3 made a
+ * cifar image at batch 1 take 50 ms on two threads where 1 took 38 to 44,
+ * on a quiet machine). */
+#define GLOW__TEAM_CHUNKS 1
 /* 1: teams split all work, however small (for the tests, so that small
  * models exercise every split); 0, the default: only work that pays for
  * waking the team. */

@@ -5,11 +5,10 @@
  * image's passes are a long chain of short steps (a cifar image at batch 1
  * runs some 300 products of 0.05 to 1 ms).  A team is the shard's thread
  * plus helpers started for the call, which share each such step: the
- * caller posts a job of a few chunks per member, every member takes
- * chunks until none is left, and the caller returns when all are done.
- * Chunks are taken, not assigned, so that a member the system has
- * descheduled (a busy machine) holds up only the chunk it has, not a fixed
- * share of every step.
+ * caller posts a job of chunks (GLOW__TEAM_CHUNKS per member), every
+ * member takes chunks until none is left, and the caller returns when all
+ * are done.  Chunks are taken, not assigned, so that a member the system
+ * has descheduled (a busy machine) before it took one holds up nothing.
  *
  * Starting threads per step would cost more than the short steps
  * themselves, so helpers wait for the next job by spinning for up to about
