@@ -28,8 +28,8 @@
  *                     train-recompute or train-store.
  *   --min-calls N     at least N timed calls per op (default 3), after one
  *                     warm-up call, even beyond --seconds.
- *   --keep-workspace  training ops run with GLOW_OPT_KEEP_WORKSPACE = 1
- *                     (the default); --no-keep-workspace: with 0.
+ *   --keep-workspace  every op runs with GLOW_OPT_KEEP_WORKSPACE = 1 (the
+ *                     default); --no-keep-workspace: with 0.
  *   --blas            GLOW_OPT_GEMM = GLOW_GEMM_BLAS: the CBLAS computes
  *                     the products (default: automatic).
  *   --threads N       GLOW_OPT_THREADS = N (default 0, automatic).

@@ -138,14 +138,15 @@ int main(int argc, char **argv) {
   float *team_pack[64];
   for (int p = 0; p < j.team; p++)
     team_pack[p] = pack + (int64_t)p * GLOW__GEMM_PACK;
+  if (j.team > 1 && j.isa != GLOW__GEMM_CBLAS &&
+      j.isa != glow__gemm_isa_used()) {
+    fprintf(stderr, "gemm_peak: --team runs the kernel this CPU uses\n");
+    return 1;
+  }
   glow__conv_scratch cs = {0};
   cs.pack = j.isa == GLOW__GEMM_CBLAS ? NULL : pack;
   cs.team = glow__team_start(j.team);
   cs.team_pack = cs.pack ? team_pack : NULL;
-  if (j.team > 1 && j.isa != glow__gemm_isa_used() && cs.pack) {
-    fprintf(stderr, "gemm_peak: --team runs the kernel this CPU uses\n");
-    return 1;
-  }
   for (int r = -1; r < j.reps; r++) { /* r = -1 is the warm-up */
     const double t0 = now();
     if (j.team > 1)

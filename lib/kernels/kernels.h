@@ -66,8 +66,8 @@ typedef struct {
   float *pack;   /* GLOW__GEMM_PACK floats for the own GEMM kernel, or NULL:
                     the CBLAS computes the products */
   /* A team that splits each product (NULL: the calling thread alone), and
-   * packing buffers for its members: team_pack[p] for p >= 1 (member 0
-   * packs into `pack`), each NULL where pack is. */
+   * packing buffers for the chunks it runs at once: team_pack[p] for
+   * p >= 1 (slot 0 is `pack`), NULL where pack is. */
   glow__team *team;
   float *const *team_pack;
 } glow__conv_scratch;
