@@ -150,10 +150,11 @@ int main(int argc, char **argv) {
   for (int r = -1; r < j.reps; r++) { /* r = -1 is the warm-up */
     const double t0 = now();
     if (j.team > 1)
-      glow__gemm(&cs, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c, j.n);
+      glow__gemm(&cs, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c, j.n,
+                 NULL);
     else
       glow__sgemm_on(j.isa, j.ta, j.tb, j.m, j.n, j.k, a, lda, b, ldb, 0, c,
-                     j.n, pack);
+                     j.n, pack, NULL);
     if (r >= 0)
       dt[r] = now() - t0;
   }

@@ -6,8 +6,10 @@
  * all four transpose combinations and both overwrite and accumulate; the
  * own kernel's promise that a row of the result does not depend on how
  * many rows the product has, in each version; that the two versions give
- * the same bits; which version glow__sgemm runs; and that a product split
- * between a team's threads (glow__gemm) gives glow__sgemm's bits.
+ * the same bits; which version glow__sgemm runs; that a product split
+ * between a team's threads (glow__gemm) gives glow__sgemm's bits; and
+ * that an epilogue applied by the kernel gives the bits of a pass after
+ * it.
  */
 #include "testutil.h"
 
@@ -90,7 +92,7 @@ static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
       continue;
     memcpy(c, c0, bytes);
     glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
-                   pack);
+                   pack, NULL);
     runs++;
     for (int64_t i = 0; i < m * ldc; i++) {
       const int64_t row = i / ldc, col = i % ldc;
@@ -173,11 +175,12 @@ static void test_rows_independent_of_m(void **state) {
       float *b = random_floats(k * n, 6);
       float *full = malloc(sizeof(float) * (size_t)(rows * n));
       float *part = malloc(sizeof(float) * (size_t)(rows * n));
-      glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n, pack);
+      glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n, pack,
+                     NULL);
       static const int64_t ms[] = {1, 5, 7, 12, 100, 191, 250};
       for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
         glow__sgemm_on(own[v], ta, 0, ms[i], n, k, a, lda, b, n, 0, part, n,
-                       pack);
+                       pack, NULL);
         assert_memory_equal(part, full, sizeof(float) * (size_t)(ms[i] * n));
       }
       free(a);
@@ -214,7 +217,7 @@ static void test_kernel_choice(void **state) {
   float *expect = malloc(sizeof(float) * (size_t)(m * n));
   for (int with_pack = 0; with_pack < 2; with_pack++) {
     glow__sgemm_on(with_pack ? best : GLOW__GEMM_CBLAS, 0, 0, m, n, k, a, k, b,
-                   n, 0, expect, n, pack);
+                   n, 0, expect, n, pack, NULL);
     glow__sgemm(0, 0, m, n, k, a, k, b, n, 0, c, n, with_pack ? pack : NULL);
     assert_memory_equal(c, expect, sizeof(float) * (size_t)(m * n));
   }
@@ -268,7 +271,8 @@ static void test_team_split(void **state) {
           glow__sgemm(ta, tb, m, n, k, a, lda, b, ldb, acc, one, ldc,
                       own ? packs + (int64_t)(MAX_TEAM - 1) * GLOW__GEMM_PACK
                           : NULL);
-          glow__gemm(&cs, ta, tb, m, n, k, a, lda, b, ldb, acc, split, ldc);
+          glow__gemm(&cs, ta, tb, m, n, k, a, lda, b, ldb, acc, split, ldc,
+                     NULL);
           if (own)
             assert_memory_equal(split, one, bytes);
           double *ref = malloc(sizeof(double) * (size_t)(m * n));
@@ -305,12 +309,102 @@ static void test_team_split(void **state) {
   glow__team_split_all = 0;
 }
 
+/* The epilogue (an actnorm and its ReLU applied as the product stores its
+ * sums) gives the bits of the product followed by the pass
+ * (C + bias) * scale, max(., 0), written out here, on every kernel, alone
+ * and split between a team of 3: shapes with partial tiles, two and three
+ * KC blocks, an empty inner dimension, both transposes of A and both
+ * overwrite and accumulate.  The bias holds values that make some sums
+ * exactly zero and negative, and scale a negative zero-crossing, so that
+ * the ReLU's edge cases occur. */
+static void test_epilogue(void **state) {
+  (void)state;
+  static const int64_t shapes[][3] = {{1, 1, 1},      {13, 33, 54},
+                                      {40, 17, 300},  {100, 128, 600},
+                                      {25, 512, 129}, {7, 45, 0}};
+  enum { N_SHAPES = sizeof shapes / sizeof shapes[0], TEAM = 3 };
+  float *packs = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK * TEAM);
+  float *team_pack[TEAM];
+  for (int p = 0; p < TEAM; p++)
+    team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
+  glow__team *team = glow__team_start(TEAM);
+  assert_non_null(team);
+  glow__team_split_all = 1;
+  int64_t checks = 0, relu_zeros = 0;
+  for (int i = 0; i < N_SHAPES; i++) {
+    const int64_t m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+    float *bias = random_floats(n, 51 + (uint64_t)i);
+    float *scale = random_floats(n, 53 + (uint64_t)i);
+    scale[0] = 0.5f;
+    for (int t = 0; t < 4; t++) {
+      const int ta = t & 1, acc = t >> 1, relu = (t + i) % 2;
+      const int64_t lda = ta ? m : k, ldc = n + 5;
+      const glow__epilogue ep = {bias, scale, relu};
+      float *a = random_floats((ta ? k : m) * lda, 57 + (uint64_t)i);
+      float *b = random_floats(k * n, 59 + (uint64_t)i);
+      float *c0 = random_floats(m * ldc, 61);
+      const size_t bytes = sizeof(float) * (size_t)(m * ldc);
+      float *want = malloc(bytes), *got = malloc(bytes);
+      for (int p = 0; p < N_KERNELS; p++) {
+        if (!glow__gemm_runs(kernels[p]))
+          continue;
+        const int own = kernels[p] != GLOW__GEMM_CBLAS;
+        float *pack = own ? packs : NULL;
+        memcpy(want, c0, bytes);
+        glow__sgemm_on(kernels[p], ta, 0, m, n, k, a, lda, b, n, acc, want, ldc,
+                       pack, NULL);
+        for (int64_t r = 0; r < m; r++)
+          for (int64_t j = 0; j < n; j++) {
+            float v = (want[r * ldc + j] + bias[j]) * scale[j];
+            if (relu && !(v > 0.0f)) {
+              v = 0.0f;
+              relu_zeros++;
+            }
+            want[r * ldc + j] = v;
+          }
+        memcpy(got, c0, bytes);
+        glow__sgemm_on(kernels[p], ta, 0, m, n, k, a, lda, b, n, acc, got, ldc,
+                       pack, &ep);
+        if (memcmp(got, want, bytes) != 0)
+          fail_msg("%s, %c, m=%lld n=%lld k=%lld acc=%d relu=%d: the "
+                   "epilogue differs from the pass after the product",
+                   kernel_name(kernels[p]), ta ? 'T' : 'N', (long long)m,
+                   (long long)n, (long long)k, acc, relu);
+        if (!own || kernels[p] != glow__gemm_isa_used())
+          continue;
+        glow__conv_scratch cs = {0};
+        cs.pack = packs;
+        cs.team = team;
+        cs.team_pack = team_pack;
+        memcpy(got, c0, bytes);
+        glow__gemm(&cs, ta, 0, m, n, k, a, lda, b, n, acc, got, ldc, &ep);
+        assert_memory_equal(got, want, bytes);
+        checks++;
+      }
+      free(a);
+      free(b);
+      free(c0);
+      free(want);
+      free(got);
+    }
+    free(bias);
+    free(scale);
+  }
+  glow__team_split_all = 0;
+  glow__team_stop(team);
+  free(packs);
+  assert_true(relu_zeros > 0);
+  print_message("  %lld split products with an epilogue checked\n",
+                (long long)checks);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_products),
       cmocka_unit_test(test_rows_independent_of_m),
       cmocka_unit_test(test_kernel_choice),
       cmocka_unit_test(test_team_split),
+      cmocka_unit_test(test_epilogue),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -134,8 +134,8 @@ static void visit_network(glow_model *m, const glow__layer *ly, const float *x,
   float *a = malloc(sizeof(float) * (size_t)(rows * hid));
   float *b = malloc(sizeof(float) * (size_t)(rows * hid));
   glow__conv3x3(x, c, n, ly->in.h, ly->in.w, c / 2,
-                P + coupling_tensor(m, ly, "conv1.weight"), hid, a,
-                &ws->s.conv);
+                P + coupling_tensor(m, ly, "conv1.weight"), hid, a, &ws->s.conv,
+                NULL);
   const glow__an an1 = {hid, coupling_tensor(m, ly, "actnorm1.bias"),
                         coupling_tensor(m, ly, "actnorm1.logs")};
   glow__an_forward(&an1, P, NULL, a, a, rows, 0, &ws->s);
@@ -143,7 +143,7 @@ static void visit_network(glow_model *m, const glow__layer *ly, const float *x,
   for (int64_t i = 0; i < rows * hid; i++)
     a[i] = a[i] > 0.0f ? a[i] : 0.0f;
   glow__matmul(a, hid, rows, hid, P + coupling_tensor(m, ly, "conv2.weight"),
-               hid, b, &ws->s.conv);
+               hid, b, &ws->s.conv, NULL);
   const glow__an an2 = {hid, coupling_tensor(m, ly, "actnorm2.bias"),
                         coupling_tensor(m, ly, "actnorm2.logs")};
   glow__an_forward(&an2, P, NULL, b, b, rows, 0, &ws->s);
@@ -275,12 +275,12 @@ static void test_conv_kernels(void **state) {
       const int chunked = variant & 1, own = variant >> 1;
       if (own && !glow__gemm_own_available())
         continue;
-      glow__conv_scratch col;
+      glow__conv_scratch col = {0}; /* no team */
       col.cap = chunked ? per : n * per;
       col.patches = malloc(sizeof(float) * (size_t)col.cap);
       col.weight = malloc(sizeof(float) * (size_t)nw);
       col.pack = own ? malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK) : NULL;
-      glow__conv3x3(x, ldx, n, h, w, cin, wt, cout, y, &col);
+      glow__conv3x3(x, ldx, n, h, w, cin, wt, cout, y, &col, NULL);
       glow__conv3x3_grad_input(gy, n, h, w, cin, wt, cout, gx, wflip, &col);
       memcpy(gw, gw0, sizeof(float) * (size_t)nw);
       glow__conv3x3_grad_weight(x, ldx, n, h, w, cin, gy, cout, gw, &col);

@@ -110,13 +110,16 @@ static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
  * wr[ci][t*cout + co] = W[t][ci][co]. */
 static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
                          int32_t w, int32_t cin, const float *wr, int32_t cout,
-                         float *y, glow__conv_scratch *cs) {
+                         float *y, glow__conv_scratch *cs,
+                         const glow__epilogue *ep) {
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
   float *z = cs->patches;
-  glow__gemm(cs, 0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt);
+  glow__gemm(cs, 0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt, NULL);
   for (int32_t i = 0; i < nb; i++)
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
+  if (ep) /* y's sums end in sum_taps, not in the product */
+    glow__epilogue_apply(ep, y, cout, nb * hw, cout);
 }
 
 typedef struct {
@@ -143,7 +146,7 @@ static void taps_weight_rows(void *ctx, int64_t lo, int64_t hi) {
 static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
                         int32_t w, int32_t cin, const float *wt,
                         const float *wr, int32_t cout, float *y,
-                        glow__conv_scratch *cs) {
+                        glow__conv_scratch *cs, const glow__epilogue *ep) {
   const int64_t hw = (int64_t)h * w;
   const int taps = cout < cin;
   /* Scratch per image: the patch matrix, or the tap outputs. */
@@ -157,33 +160,33 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
     const float *xb = x + (int64_t)i0 * hw * ldx;
     float *yb = y + (int64_t)i0 * hw * cout;
     if (taps) {
-      conv3x3_taps(xb, ldx, nb, h, w, cin, wr, cout, yb, cs);
+      conv3x3_taps(xb, ldx, nb, h, w, cin, wr, cout, yb, cs, ep);
       continue;
     }
     for (int32_t i = 0; i < nb; i++)
       im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
              cs->patches + (int64_t)i * per);
     glow__gemm(cs, 0, 0, nb * hw, cout, 9 * cin, cs->patches, 9 * cin, wt, cout,
-               0, yb, cout);
+               0, yb, cout, ep);
   }
 }
 
 void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
                    int32_t cin, const float *wt, int32_t cout, float *y,
-                   glow__conv_scratch *cs) {
+                   glow__conv_scratch *cs, const glow__epilogue *ep) {
   float *wr = NULL;
   if (cout < cin) { /* [tap][ci][co] -> [ci][tap*cout + co], once */
     wr = cs->weight;
     taps_rows job = {wt, wr, cin, cout};
     glow__team_for(cs->team, 9 * (int64_t)cin, 256, taps_weight_rows, &job);
   }
-  conv3x3_run(x, ldx, n, h, w, cin, wt, wr, cout, y, cs);
+  conv3x3_run(x, ldx, n, h, w, cin, wt, wr, cout, y, cs, ep);
 }
 
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                   const float *wt, int32_t cout, float *y,
-                  glow__conv_scratch *cs) {
-  glow__gemm(cs, 0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout);
+                  glow__conv_scratch *cs, const glow__epilogue *ep) {
+  glow__gemm(cs, 0, 0, rows, cout, cin, x, ldx, wt, cout, 0, y, cout, ep);
 }
 
 /* ---- Backward ------------------------------------------------------------
@@ -214,7 +217,7 @@ void glow__conv3x3_grad_input(const float *gy, int32_t n, int32_t h, int32_t w,
         for (int32_t co = 0; co < cout; co++)
           wflip[((int64_t)t * cout + co) * cin + ci] =
               wt[((int64_t)(8 - t) * cin + ci) * cout + co];
-  conv3x3_run(gy, cout, n, h, w, cout, wflip, wflip, cin, gx, cs);
+  conv3x3_run(gy, cout, n, h, w, cout, wflip, wflip, cin, gx, cs, NULL);
 }
 
 void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
@@ -241,13 +244,13 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
         im2col(gb + (int64_t)i * hw * cout, cout, h, w, cout,
                cs->patches + (int64_t)i * per);
       glow__gemm(cs, 1, 0, cin, nt, nb * hw, xb, ldx, cs->patches, nt, i0 > 0,
-                 cs->weight, nt);
+                 cs->weight, nt, NULL);
     } else {
       for (int32_t i = 0; i < nb; i++)
         im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
                cs->patches + (int64_t)i * per);
       glow__gemm(cs, 1, 0, 9 * cin, cout, nb * hw, cs->patches, 9 * cin, gb,
-                 cout, 1, gw, cout);
+                 cout, 1, gw, cout, NULL);
     }
   }
   if (taps) /* [ci][t][co] -> gw[8-t][ci][co] */
@@ -264,7 +267,7 @@ void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                        const float *wt, int32_t cout, const float *gy,
                        float *gw, float *gx, glow__conv_scratch *cs) {
   /* dL/dW += x^T gy, dL/dx = gy W^T. */
-  glow__gemm(cs, 1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout);
+  glow__gemm(cs, 1, 0, cin, cout, rows, x, ldx, gy, cout, 1, gw, cout, NULL);
   if (gx)
-    glow__gemm(cs, 0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin);
+    glow__gemm(cs, 0, 1, rows, cin, cout, gy, cout, wt, cout, 0, gx, cin, NULL);
 }

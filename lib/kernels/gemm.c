@@ -88,6 +88,22 @@ int glow__gemm_own_available(void) {
   return glow__gemm_isa_used() != GLOW__GEMM_CBLAS;
 }
 
+void glow__epilogue_apply(const glow__epilogue *ep, float *c, int64_t ldc,
+                          int64_t m, int64_t n) {
+  const float *b = ep->bias, *s = ep->scale;
+  for (int64_t i = 0; i < m; i++) {
+    float *ci = c + i * ldc;
+    if (ep->relu)
+      for (int64_t j = 0; j < n; j++) {
+        const float t = (ci[j] + b[j]) * s[j];
+        ci[j] = t > 0.0f ? t : 0.0f;
+      }
+    else
+      for (int64_t j = 0; j < n; j++)
+        ci[j] = (ci[j] + b[j]) * s[j];
+  }
+}
+
 #ifdef GLOW__HAVE_GEMM_KERNEL
 
 /* ---- Packing (plain C, for both versions) --------------------------------- */
@@ -145,26 +161,50 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
 
 #define GLOW__KERNEL __attribute__((target("avx512f"))) static
 
+/* The epilogue (glow__epilogue) on one vector v of a tile's row, whose
+ * columns' bias and scale are b and s: (v + b) * s, then max(v, 0), which
+ * is v where v > 0 and 0 otherwise (NaN and -0 included), as the scalar
+ * pass has it. */
+GLOW__KERNEL inline GLOW__ALWAYS_INLINE __m512 epilogue16(__m512 v, __m512 b,
+                                                          __m512 s, int relu) {
+  v = _mm512_mul_ps(_mm512_add_ps(v, b), s);
+  return relu ? _mm512_max_ps(v, _mm512_setzero_ps()) : v;
+}
+
 /* Store the m x n (<= MR x NR) tile held in acc at c, added to what c
  * holds when accumulate != 0: tile + c, in that order, whatever the tile's
- * size. */
+ * size; then the epilogue ep (NULL: none; its bias and scale start at the
+ * tile's first column) on the result. */
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
-           int accumulate, const int w) {
+           int accumulate, const glow__epilogue *ep, const int w) {
   const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
   const __mmask16 m1 = n >= 32  ? 0xffff
                        : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
                                 : 0;
+  __m512 b0 = _mm512_setzero_ps(), b1 = b0, s0 = b0, s1 = b0;
+  if (ep) {
+    b0 = _mm512_maskz_loadu_ps(m0, ep->bias);
+    s0 = _mm512_maskz_loadu_ps(m0, ep->scale);
+    if (w > 1) {
+      b1 = _mm512_maskz_loadu_ps(m1, ep->bias + 16);
+      s1 = _mm512_maskz_loadu_ps(m1, ep->scale + 16);
+    }
+  }
   for (int64_t i = 0; i < m; i++) {
     float *ci = c + i * ldc;
     __m512 v0 = acc[i][0];
     if (accumulate)
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+    if (ep)
+      v0 = epilogue16(v0, b0, s0, ep->relu);
     _mm512_mask_storeu_ps(ci, m0, v0);
     if (w > 1) {
       __m512 v1 = acc[i][1];
       if (accumulate)
         v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+      if (ep)
+        v1 = epilogue16(v1, b1, s1, ep->relu);
       _mm512_mask_storeu_ps(ci + 16, m1, v1);
     }
   }
@@ -187,7 +227,7 @@ store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
                   int64_t ldc, int64_t m, int64_t n, int accumulate,
-                  const int w) {
+                  const glow__epilogue *ep, const int w) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -200,13 +240,13 @@ micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
         acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate, w);
+  store_tile(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
                                float *c, int64_t ldc, int64_t m, int64_t n,
-                               int accumulate) {
-  GLOW__WIDTHS(16, micro_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate);
+                               int accumulate, const glow__epilogue *ep) {
+  GLOW__WIDTHS(16, micro_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate, ep);
 }
 
 /* The same for op(A) = A^T and B both read where they lie: A^T's panel is
@@ -219,7 +259,7 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                      int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                     int accumulate, const int w) {
+                     int accumulate, const glow__epilogue *ep, const int w) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -233,15 +273,15 @@ micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
         acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate, w);
+  store_tile(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
                                   const float *b, int64_t ldb, float *c,
                                   int64_t ldc, int64_t m, int64_t n,
-                                  int accumulate) {
+                                  int accumulate, const glow__epilogue *ep) {
   GLOW__WIDTHS(16, micro_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
-               accumulate);
+               accumulate, ep);
 }
 
 /* The same with A read where it lies, row-major with row stride lda (its
@@ -251,7 +291,7 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
                        int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                       int accumulate, const int w) {
+                       int accumulate, const glow__epilogue *ep, const int w) {
   __m512 acc[MR][2];
   const float *row[MR];
   for (int i = 0; i < MR; i++) {
@@ -267,15 +307,15 @@ micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
         acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile(acc, c, ldc, m, n, accumulate, w);
+  store_tile(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
                                     const float *pb, int64_t ldb, float *c,
                                     int64_t ldc, int64_t m, int64_t n,
-                                    int accumulate) {
+                                    int accumulate, const glow__epilogue *ep) {
   GLOW__WIDTHS(16, micro_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
-               accumulate);
+               accumulate, ep);
 }
 
 #undef MR
@@ -292,10 +332,10 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
 
 /* As store_tile.  AVX2 has no mask registers, and its masked store is slow
  * on some CPUs, so a partial tile goes through a buffer (a tile's store is
- * not in the loop). */
+ * not in the loop), and the scalar pass applies its epilogue. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
-            int accumulate, const int w) {
+            int accumulate, const glow__epilogue *ep, const int w) {
   if (n == 8 * w) { /* whole vectors */
     for (int i = 0; i < MR && i < m; i++)
       for (int v = 0; v < w; v++) {
@@ -303,6 +343,12 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
         __m256 x = acc[i][v];
         if (accumulate)
           x = _mm256_add_ps(x, _mm256_loadu_ps(cv));
+        if (ep) { /* as epilogue16 */
+          x = _mm256_mul_ps(_mm256_add_ps(x, _mm256_loadu_ps(ep->bias + 8 * v)),
+                            _mm256_loadu_ps(ep->scale + 8 * v));
+          if (ep->relu)
+            x = _mm256_max_ps(x, _mm256_setzero_ps());
+        }
         _mm256_storeu_ps(cv, x);
       }
     return;
@@ -317,12 +363,14 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
     for (int64_t j = 0; j < n; j++)
       ci[j] = accumulate ? t[i][j] + ci[j] : t[i][j];
   }
+  if (ep)
+    glow__epilogue_apply(ep, c, ldc, m, n);
 }
 
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
                  int64_t ldc, int64_t m, int64_t n, int accumulate,
-                 const int w) {
+                 const glow__epilogue *ep, const int w) {
   __m256 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -335,20 +383,20 @@ avx2_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
         acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile2(acc, c, ldc, m, n, accumulate, w);
+  store_tile2(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL2 void avx2_kernel(int64_t kc, const float *pa, const float *pb,
                                float *c, int64_t ldc, int64_t m, int64_t n,
-                               int accumulate) {
-  GLOW__WIDTHS(8, avx2_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate);
+                               int accumulate, const glow__epilogue *ep) {
+  GLOW__WIDTHS(8, avx2_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate, ep);
 }
 
 /* As micro_kernel_tn. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                    int accumulate, const int w) {
+                    int accumulate, const glow__epilogue *ep, const int w) {
   __m256 acc[MR][2];
   for (int i = 0; i < MR; i++)
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -362,22 +410,22 @@ avx2_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
         acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile2(acc, c, ldc, m, n, accumulate, w);
+  store_tile2(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL2 void avx2_kernel_tn(int64_t kc, const float *a, int64_t lda,
                                   const float *b, int64_t ldb, float *c,
                                   int64_t ldc, int64_t m, int64_t n,
-                                  int accumulate) {
+                                  int accumulate, const glow__epilogue *ep) {
   GLOW__WIDTHS(8, avx2_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
-               accumulate);
+               accumulate, ep);
 }
 
 /* As micro_kernel_rows. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
                       int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                      int accumulate, const int w) {
+                      int accumulate, const glow__epilogue *ep, const int w) {
   __m256 acc[MR][2];
   const float *row[MR];
   for (int i = 0; i < MR; i++) {
@@ -393,15 +441,15 @@ avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
         acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  store_tile2(acc, c, ldc, m, n, accumulate, w);
+  store_tile2(acc, c, ldc, m, n, accumulate, ep, w);
 }
 
 GLOW__KERNEL2 void avx2_kernel_rows(int64_t kc, const float *a, int64_t lda,
                                     const float *pb, int64_t ldb, float *c,
                                     int64_t ldc, int64_t m, int64_t n,
-                                    int accumulate) {
+                                    int accumulate, const glow__epilogue *ep) {
   GLOW__WIDTHS(8, avx2_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
-               accumulate);
+               accumulate, ep);
 }
 
 #undef MR
@@ -418,13 +466,14 @@ GLOW__KERNEL2 void avx2_kernel_rows(int64_t kc, const float *a, int64_t lda,
 typedef struct {
   int64_t mr, nr, tn_pack_cols;
   void (*packed)(int64_t kc, const float *pa, const float *pb, float *c,
-                 int64_t ldc, int64_t m, int64_t n, int accumulate);
+                 int64_t ldc, int64_t m, int64_t n, int accumulate,
+                 const glow__epilogue *ep);
   void (*tn)(int64_t kc, const float *a, int64_t lda, const float *b,
              int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-             int accumulate);
+             int accumulate, const glow__epilogue *ep);
   void (*rows)(int64_t kc, const float *a, int64_t lda, const float *b,
                int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-               int accumulate);
+               int accumulate, const glow__epilogue *ep);
 } tiles;
 
 static const tiles avx512_tiles = {
@@ -437,13 +486,15 @@ static const tiles avx2_tiles = {
 _Static_assert(MC % 12 == 0 && NC % 32 == 0, "AVX-512: whole panels");
 _Static_assert(MC % 6 == 0 && NC % 16 == 0, "AVX2: whole panels");
 
-/* The operands of one product and where its result goes. */
+/* The operands of one product, where its result goes and what is done to
+ * it there (ep: NULL, or applied with the last KC block). */
 typedef struct {
   int ta, tb;
   const float *a, *b;
   int64_t lda, ldb;
   float *c;
   int64_t ldc;
+  const glow__epilogue *ep;
 } operands;
 
 /* A product of A and B (both as stored) with at most this many rows reads
@@ -463,13 +514,14 @@ static inline int b_in_place(const operands *o, int64_t m) {
 
 /* Rows [ic, ic + mc) x columns [jc, jc + nc) of C, over the inner block
  * [pc, pc + kc), op(B)'s block packed at pb (b_place, B read in place:
- * only its last panel, when partial); acc: add to C.  op(A) is packed at
- * pa only when it is A^T, and then, with B in place, only a last partial
- * panel, or every panel of a block wider than t->tn_pack_cols. */
+ * only its last panel, when partial); acc: add to C; last: the last inner
+ * block, whose tiles' stores apply o->ep.  op(A) is packed at pa only when
+ * it is A^T, and then, with B in place, only a last partial panel, or
+ * every panel of a block wider than t->tn_pack_cols. */
 static inline GLOW__ALWAYS_INLINE void
 multiply_block(const tiles *t, const operands *o, int b_place, int64_t ic,
                int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
-               int acc, float *pa, const float *pb) {
+               int acc, int last, float *pa, const float *pb) {
   const int tn = o->ta && !o->tb;
   /* Panels of A^T read in place. */
   const int64_t full = tn && nc <= t->tn_pack_cols ? mc - mc % t->mr : 0;
@@ -482,20 +534,28 @@ multiply_block(const tiles *t, const operands *o, int b_place, int64_t ic,
     const int place = b_place && nr == t->nr;
     const float *bt = place ? o->b + pc * o->ldb + jc + jr : pb + jr * kc;
     const int64_t ldbt = place ? o->ldb : t->nr;
+    /* The epilogue from the panel's first column. */
+    glow__epilogue pe;
+    const glow__epilogue *ep = NULL;
+    if (last && o->ep) {
+      pe = (glow__epilogue){o->ep->bias + jc + jr, o->ep->scale + jc + jr,
+                            o->ep->relu};
+      ep = &pe;
+    }
     for (int64_t ir = 0; ir < mc; ir += t->mr) {
       const int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
       float *ct = o->c + (ic + ir) * o->ldc + jc + jr;
       if (tn && ir < full)
         t->tn(kc, o->a + pc * o->lda + ic + ir, o->lda, bt, ldbt, ct, o->ldc,
-              mr, nr, acc);
+              mr, nr, acc, ep);
       else if (tn)
-        t->tn(kc, pa + ir * kc, t->mr, bt, ldbt, ct, o->ldc, mr, nr,
-              acc); /* packed A^T */
+        t->tn(kc, pa + ir * kc, t->mr, bt, ldbt, ct, o->ldc, mr, nr, acc,
+              ep); /* packed A^T */
       else if (o->ta)
-        t->packed(kc, pa + ir * kc, pb + jr * kc, ct, o->ldc, mr, nr, acc);
+        t->packed(kc, pa + ir * kc, pb + jr * kc, ct, o->ldc, mr, nr, acc, ep);
       else
         t->rows(kc, o->a + (ic + ir) * o->lda + pc, o->lda, bt, ldbt, ct,
-                o->ldc, mr, nr, acc);
+                o->ldc, mr, nr, acc, ep);
     }
   }
 }
@@ -528,13 +588,17 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
         multiply_block(t, o, b_place, ic, mc, jc, nc, pc, kc,
-                       accumulate || pc > 0, pa, pb);
+                       accumulate || pc > 0, pc + kc == k, pa, pb);
       }
     }
   }
-  if (k == 0 && !accumulate) /* an empty sum */
-    for (int64_t i = 0; i < m; i++)
-      memset(o->c + i * o->ldc, 0, sizeof(float) * (size_t)n);
+  if (k == 0) { /* an empty sum: no block stored C */
+    if (!accumulate)
+      for (int64_t i = 0; i < m; i++)
+        memset(o->c + i * o->ldc, 0, sizeof(float) * (size_t)n);
+    if (o->ep)
+      glow__epilogue_apply(o->ep, o->c, o->ldc, m, n);
+  }
 }
 
 /* own_sgemm for each version, inlined with its tiles as constants: the
@@ -556,10 +620,10 @@ static void own_sgemm_avx2(const operands *o, int64_t m, int64_t n, int64_t k,
 void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
                     int64_t k, const float *a, int64_t lda, const float *b,
                     int64_t ldb, int accumulate, float *c, int64_t ldc,
-                    float *pack) {
+                    float *pack, const glow__epilogue *ep) {
 #ifdef GLOW__HAVE_GEMM_KERNEL
   if (isa != GLOW__GEMM_CBLAS) {
-    const operands o = {ta, tb, a, b, lda, ldb, c, ldc};
+    const operands o = {ta, tb, a, b, lda, ldb, c, ldc, ep};
     if (isa == GLOW__GEMM_AVX2)
       own_sgemm_avx2(&o, m, n, k, accumulate, pack);
     else
@@ -573,13 +637,15 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
               tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
               (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
+  if (ep)
+    glow__epilogue_apply(ep, c, ldc, m, n);
 }
 
 void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                  const float *a, int64_t lda, const float *b, int64_t ldb,
                  int accumulate, float *c, int64_t ldc, float *pack) {
   glow__sgemm_on(pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS, ta, tb, m, n,
-                 k, a, lda, b, ldb, accumulate, c, ldc, pack);
+                 k, a, lda, b, ldb, accumulate, c, ldc, pack, NULL);
 }
 
 /* ---- Products split between a team ---------------------------------------- */
@@ -591,6 +657,7 @@ typedef struct {
   int64_t m, n, k, lda, ldb, ldc, unit;
   const float *a, *b;
   float *c;
+  const glow__epilogue *ep;
   /* The members' packing buffers, each used by one chunk at a time: a
    * member's slot is taken with the chunk (busy[p] = 1) and given back
    * after it. */
@@ -622,14 +689,20 @@ static void split_chunk(void *ctx, int32_t c, int32_t chunks) {
     return;
   int32_t slot;
   float *pack = take_pack(j, &slot);
+  glow__epilogue pe; /* the chunk's columns of the epilogue */
+  const glow__epilogue *ep = j->ep;
+  if (ep && j->by_cols) {
+    pe = (glow__epilogue){ep->bias + lo, ep->scale + lo, ep->relu};
+    ep = &pe;
+  }
   if (j->by_cols)
     glow__sgemm_on(j->isa, j->ta, j->tb, j->m, hi - lo, j->k, j->a, j->lda,
                    j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb,
-                   j->accumulate, j->c + lo, j->ldc, pack);
+                   j->accumulate, j->c + lo, j->ldc, pack, ep);
   else
     glow__sgemm_on(j->isa, j->ta, j->tb, hi - lo, j->n, j->k,
                    j->ta ? j->a + lo : j->a + lo * j->lda, j->lda, j->b, j->ldb,
-                   j->accumulate, j->c + lo * j->ldc, j->ldc, pack);
+                   j->accumulate, j->c + lo * j->ldc, j->ldc, pack, ep);
   atomic_store(&j->busy[slot], 0);
 }
 
@@ -644,14 +717,14 @@ static double largest_share(int64_t len, int64_t unit, int32_t chunks) {
 void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                 int64_t n, int64_t k, const float *a, int64_t lda,
                 const float *b, int64_t ldb, int accumulate, float *c,
-                int64_t ldc) {
+                int64_t ldc, const glow__epilogue *ep) {
   const glow__gemm_isa isa =
       cs->pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS;
   int32_t parts = glow__team_size(cs->team);
   const double flops = 2.0 * (double)m * (double)n * (double)k;
   if (parts < 2 || (flops < 1.0e6 && !glow__team_split_all)) {
     glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
-                   cs->pack);
+                   cs->pack, ep);
     return;
   }
   if (parts > GLOW__GEMM_TEAM_MAX)
@@ -684,6 +757,7 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                  .a = a,
                  .b = b,
                  .c = c,
+                 .ep = ep,
                  .slots = parts};
   for (int32_t p = 0; p < parts; p++)
     atomic_init(&j.busy[p], 0);

@@ -40,6 +40,22 @@ int glow__gemm_runs(glow__gemm_isa isa);
 glow__gemm_isa glow__gemm_isa_used(void);
 /* 1 if the own kernel runs here: glow__gemm_isa_used() is not the CBLAS. */
 int glow__gemm_own_available(void);
+/* What a product does to each element of its result once the sum is
+ * complete: an actnorm, and the ReLU after it, applied to column j as
+ *   C = (C + bias[j]) * scale[j],  then C = C > 0 ? C : 0 when relu,
+ * in float, the same operations a separate pass over C would do, so the
+ * bits are the same; only the pass over memory goes.  bias and scale have
+ * n floats.  NULL where a product has none. */
+typedef struct {
+  const float *bias, *scale;
+  int32_t relu;
+} glow__epilogue;
+/* That pass over C (m x n, row stride ldc): how a product without the
+ * epilogue in its kernel (the CBLAS, the tap path of a convolution)
+ * applies it. */
+void glow__epilogue_apply(const glow__epilogue *ep, float *c, int64_t ldc,
+                          int64_t m, int64_t n);
+
 /* C (m x n, row stride ldc) = op(A) op(B), or C += op(A) op(B) when
  * accumulate != 0, where op(A) is m x k (A^T if ta; row stride lda of A as
  * stored), op(B) k x n likewise.  With pack (GLOW__GEMM_PACK floats) the
@@ -48,11 +64,12 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
                  const float *a, int64_t lda, const float *b, int64_t ldb,
                  int accumulate, float *c, int64_t ldc, float *pack);
 /* The same on isa's kernel, which must run here (glow__gemm_runs); pack
- * as above unless isa is the CBLAS.  For tests and benchmarks. */
+ * as above unless isa is the CBLAS; then ep (or NULL) applied to C, by the
+ * own kernel as it stores each tile's complete sums. */
 void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
                     int64_t k, const float *a, int64_t lda, const float *b,
                     int64_t ldb, int accumulate, float *c, int64_t ldc,
-                    float *pack);
+                    float *pack, const glow__epilogue *ep);
 
 /* ---- Convolutions (conv.c) ------------------------------------------------- */
 
@@ -83,17 +100,19 @@ typedef struct {
  * Every element of C is then summed by one member in the order one
  * thread sums it, so the result is the same bits as glow__sgemm's.
  * Products of under a million FLOPs (2mnk) run on the calling thread:
- * waking the team costs about as much (unless glow__team_split_all). */
+ * waking the team costs about as much (unless glow__team_split_all).
+ * ep (or NULL) is then applied to C, as by glow__sgemm_on. */
 void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                 int64_t n, int64_t k, const float *a, int64_t lda,
                 const float *b, int64_t ldb, int accumulate, float *c,
-                int64_t ldc);
+                int64_t ldc, const glow__epilogue *ep);
 
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
- * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO). */
+ * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO).
+ * ep (or NULL): applied to y (see glow__epilogue). */
 void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
                    int32_t cin, const float *wt, int32_t cout, float *y,
-                   glow__conv_scratch *cs);
+                   glow__conv_scratch *cs, const glow__epilogue *ep);
 /* Floats of patch scratch the conv above needs for one image. */
 int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
 /* Floats of rearranged weight the conv and its gradients need. */
@@ -101,10 +120,11 @@ static inline int64_t glow__conv3x3_weight_floats(int32_t cin, int32_t cout) {
   return (int64_t)9 * cin * cout;
 }
 
-/* y (rows x cout) = x (rows x cin, stride ldx) * w (cin x cout). */
+/* y (rows x cout) = x (rows x cin, stride ldx) * w (cin x cout), then ep
+ * (or NULL). */
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                   const float *wt, int32_t cout, float *y,
-                  glow__conv_scratch *cs);
+                  glow__conv_scratch *cs, const glow__epilogue *ep);
 
 /* Backward of glow__conv3x3 (gy contiguous, n*h*w x cout):
  * gx (n*h*w x cin, contiguous, overwritten) = dL/dx, using wflip (9 * cin *

@@ -87,6 +87,18 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
   glow__team_for(s->conv.team, rows, 16384 / c + 1, an_forward_rows, &job);
 }
 
+const glow__epilogue *glow__an_epilogue(const glow__an *an, const float *P,
+                                        const float *init, int relu,
+                                        glow__scratch *s, glow__epilogue *ep) {
+  if (init)
+    return NULL;
+  float *scale = s->chan_f;
+  for (int32_t j = 0; j < an->c; j++)
+    scale[j] = expf(P[an->logs + j]);
+  *ep = (glow__epilogue){P + an->bias, scale, relu};
+  return ep;
+}
+
 /* Backward, given the layer's output y (after the ReLU when relu != 0).
  * With v = (x + b) e^s:
  *   dL/dv = dL/dy [v > 0 if relu]        (y > 0 exactly where v > 0)

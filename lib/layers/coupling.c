@@ -87,11 +87,19 @@ static const float *network(const coupling *cp, const glow__pass *p,
   const int32_t n = p->n, c = cp->c, hid = cp->hidden;
   const int64_t rows = glow__rows(sh, n);
   float *r1 = act, *r2 = act + rows * hid, *nn = r2 + rows * hid;
+  /* Each actnorm and ReLU is applied by the product before it, as it
+   * stores its sums (a pass over r1 or r2 saved), except in
+   * data-dependent init, which needs the product's result first. */
+  glow__epilogue ep;
   glow__conv3x3(x, c, n, sh->h, sh->w, c / 2, p->P + cp->w1, hid, r1,
-                &p->s->conv);
-  glow__an_forward(&cp->an1, p->P, p->init, r1, r1, rows, 1, p->s);
-  glow__matmul(r1, hid, rows, hid, p->P + cp->w2, hid, r2, &p->s->conv);
-  glow__an_forward(&cp->an2, p->P, p->init, r2, r2, rows, 1, p->s);
+                &p->s->conv,
+                glow__an_epilogue(&cp->an1, p->P, p->init, 1, p->s, &ep));
+  if (p->init)
+    glow__an_forward(&cp->an1, p->P, p->init, r1, r1, rows, 1, p->s);
+  glow__matmul(r1, hid, rows, hid, p->P + cp->w2, hid, r2, &p->s->conv,
+               glow__an_epilogue(&cp->an2, p->P, p->init, 1, p->s, &ep));
+  if (p->init)
+    glow__an_forward(&cp->an2, p->P, p->init, r2, r2, rows, 1, p->s);
   glow__zconv_forward(&cp->out, p->P, r2, hid, n, sh->h, sh->w, nn, p->s);
   return nn;
 }

@@ -252,6 +252,14 @@ void glow__an_register(glow__an *an, glow__registry *r, const char *prefix,
 void glow__an_forward(const glow__an *an, const float *P, float *init,
                       const float *x, float *y, int64_t rows, int relu,
                       glow__scratch *s);
+/* The actnorm (and ReLU if relu) as the epilogue of the product that makes
+ * its input: filled in at ep, its scale in s->chan_f (valid until the next
+ * actnorm), and ep returned; the same bits as glow__an_forward after the
+ * product.  NULL when data-dependent init (init) must see the product's
+ * result first: then call glow__an_forward. */
+const glow__epilogue *glow__an_epilogue(const glow__an *an, const float *P,
+                                        const float *init, int relu,
+                                        glow__scratch *s, glow__epilogue *ep);
 /* Backward given the output y (after the ReLU if relu); gx = dL/dx from
  * gy = dL/dy (gx == gy allowed, and cheapest); ld_weight: dL/dlogs through the
  * log-determinant.  Adds to G. */

@@ -355,7 +355,7 @@ static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
   case GLOW_PERMUTE_CONV1X1:
     if (factor64(pm, p->P, p->s, &ld))
       return singular(ly, 1);
-    glow__matmul(x, c, rows, c, p->P + pm->weight, c, y, &p->s->conv);
+    glow__matmul(x, c, rows, c, p->P + pm->weight, c, y, &p->s->conv, NULL);
     break;
   default: /* LU */
     for (int32_t i = 0; i < c; i++)
@@ -363,7 +363,7 @@ static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
     lu_weight(pm, p->P, p->s->mat64);
     for (int64_t i = 0; i < (int64_t)c * c; i++)
       p->s->mat32[i] = (float)p->s->mat64[i];
-    glow__matmul(x, c, rows, c, p->s->mat32, c, y, &p->s->conv);
+    glow__matmul(x, c, rows, c, p->s->mat32, c, y, &p->s->conv, NULL);
   }
   p->ld->shared += (double)ly->in.h * ly->in.w * ld;
   if (left)
@@ -381,7 +381,7 @@ static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
   } else {
     if (weight_inverse(pm, p->P, p->s))
       return singular(ly, 0);
-    glow__matmul(y, c, rows, c, p->s->mat32, c, x, &p->s->conv);
+    glow__matmul(y, c, rows, c, p->s->mat32, c, x, &p->s->conv, NULL);
   }
   return GLOW_OK;
 }

@@ -29,7 +29,8 @@ void glow__zconv_forward(const glow__zconv *zc, const float *P, const float *x,
                          int64_t ldx, int32_t n, int32_t h, int32_t w, float *y,
                          glow__scratch *s) {
   const int32_t co = zc->cout;
-  glow__conv3x3(x, ldx, n, h, w, zc->cin, P + zc->weight, co, y, &s->conv);
+  glow__conv3x3(x, ldx, n, h, w, zc->cin, P + zc->weight, co, y, &s->conv,
+                NULL);
   const float *b = P + zc->bias, *ls = P + zc->logs;
   float *scale = s->chan_f;
   for (int32_t j = 0; j < co; j++)
