@@ -130,13 +130,35 @@ typedef struct {
 
 /* Rows [lo, hi) of the weight (row t * cin + ci: tap t, input channel ci)
  * into conv3x3_taps' layout: wr[ci][t*cout + co] = wt[t][ci][co]. */
+static inline GLOW__ALWAYS_INLINE void
+taps_weight_copy(const taps_rows *j, int64_t lo, int64_t hi, int32_t cout) {
+  const int64_t nt = 9 * (int64_t)cout;
+  int64_t t = lo / j->cin, ci = lo % j->cin; /* row = t * cin + ci */
+  for (int64_t row = lo; row < hi; row++) {
+    memcpy(j->wr + ci * nt + t * cout, j->wt + row * cout,
+           sizeof(float) * (size_t)cout);
+    if (++ci == j->cin) {
+      ci = 0;
+      t++;
+    }
+  }
+}
+
+/* The rows are a coupling's few output channels long: with cout a
+ * constant each copy is inlined, where a call to memcpy per row took a
+ * twentieth of a fashion image's forward pass at batch 1. */
 static void taps_weight_rows(void *ctx, int64_t lo, int64_t hi) {
   const taps_rows *j = ctx;
-  const int64_t nt = 9 * (int64_t)j->cout;
-  for (int64_t row = lo; row < hi; row++) {
-    const int64_t t = row / j->cin, ci = row % j->cin;
-    memcpy(j->wr + ci * nt + t * j->cout, j->wt + row * j->cout,
-           sizeof(float) * (size_t)j->cout);
+  switch (j->cout) {
+  case 2: taps_weight_copy(j, lo, hi, 2); break;
+  case 4: taps_weight_copy(j, lo, hi, 4); break;
+  case 6: taps_weight_copy(j, lo, hi, 6); break;
+  case 8: taps_weight_copy(j, lo, hi, 8); break;
+  case 12: taps_weight_copy(j, lo, hi, 12); break;
+  case 16: taps_weight_copy(j, lo, hi, 16); break;
+  case 24: taps_weight_copy(j, lo, hi, 24); break;
+  case 48: taps_weight_copy(j, lo, hi, 48); break;
+  default: taps_weight_copy(j, lo, hi, j->cout); break;
   }
 }
 
