@@ -22,11 +22,12 @@ typedef struct {
 
 /* Next comma-separated number of *s; NAN for an empty field. */
 static double field(const char **s) {
+  const char *p = *s, *comma = strchr(p, ','); /* strtod stops before it */
   char *end;
-  double v = strtod(*s, &end);
-  if (end == *s)
+  double v = strtod(p, &end);
+  if (end == p)
     v = NAN;
-  *s = strchr(end, ',') ? strchr(end, ',') + 1 : end + strlen(end);
+  *s = comma ? comma + 1 : p + strlen(p);
   return v;
 }
 
