@@ -506,6 +506,10 @@ typedef struct {
   int64_t last_spike; /* step of the last skipped batch */
   int32_t spikes;     /* skipped batches in a row, about */
   double ema, start, last_print, last_eval, grad_norm;
+  /* The last evaluation during the run: its step (-1: none) and result,
+   * which the final one reuses when no step came after it. */
+  int64_t eval_step;
+  double eval_bpd;
   /* Rank 0's clock, the same on every rank, so that the time budget, the
    * evaluations and a cosine schedule are decided alike everywhere. */
   double clock;
@@ -955,6 +959,8 @@ static void run(trainer *t) {
     if (o->eval_every > 0 && t->clock - t->last_eval > o->eval_every * 60.0) {
       double bpd = evaluate_averaged(t);
       t->last_eval = t->clock;
+      t->eval_step = t->step;
+      t->eval_bpd = bpd;
       if (t->rank == 0)
         fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", now() - t->start,
                 (long long)t->step, t->ema, bpd, learning_rate(t));
@@ -964,11 +970,13 @@ static void run(trainer *t) {
   }
 }
 
-/* Rank 0: the last log row, the files and the pictures. */
+/* Rank 0: the last log row (unless the run's last evaluation wrote it),
+ * the files and the pictures. */
 static void finish(trainer *t, double bpd, double train_time) {
   const options *o = t->o;
-  fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time, (long long)t->step,
-          t->ema, bpd, learning_rate(t));
+  if (t->eval_step != t->step)
+    fprintf(t->log, "%.1f,%lld,%.4f,%.4f,%.3e\n", train_time,
+            (long long)t->step, t->ema, bpd, learning_rate(t));
   fclose(t->log);
   fprintf(stderr,
           "%s%lld steps in %.1f min (%.0f img/s); test %.4f "
@@ -1036,10 +1044,13 @@ int main(int argc, char **argv) {
   t.ranks = dist_size();
   t.local = o.batch / t.ranks;
   t.tty = t.rank == 0 && isatty(2);
+  t.eval_step = -1;
   setup(&t);
   run(&t);
   double train_time = now() - t.start;
-  double bpd = evaluate_averaged(&t);
+  /* Every rank takes the same branch: the evaluations are decided on rank
+   * 0's clock. */
+  double bpd = t.eval_step == t.step ? t.eval_bpd : evaluate_averaged(&t);
   check_state(&t);
   if (t.rank == 0)
     finish(&t, bpd, train_time);

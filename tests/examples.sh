@@ -14,6 +14,11 @@ for f in model.safetensors optimizer.bin samples.png log.csv curve.png; do
 done
 "$bin/train" --data "$dir" --resume "$dir/run" --steps 16 --out "$dir/run2" 2>&1 | tail -n 3
 grep -q "^.*,16,.*" "$dir/run2/log.csv" || { echo "resume did not reach step 16"; exit 1; }
+# An evaluation on the last step is its final one: one test row per step.
+"$bin/train" "${common[@]}" --steps 3 --eval-every 0.00001 --out "$dir/run3" 2>&1 | tail -n 1
+awk -F, 'NR > 1 && $4 != "" && seen[$2]++ { exit 1 }' "$dir/run3/log.csv" ||
+  { echo "log.csv has two test rows for one step"; cat "$dir/run3/log.csv"; exit 1; }
+grep -q "^[^,]*,3,[^,]*,[0-9]" "$dir/run3/log.csv" || { echo "no test row for step 3"; exit 1; }
 "$bin/sample" "$dir/run/model.safetensors" "$dir/run" --columns 4
 "$bin/manipulate" "$dir/run/model.safetensors" "$dir/run" --data "$dir" --count 6
 for f in temperatures.png classes.png manipulate.png interpolate.png; do
