@@ -1279,11 +1279,13 @@ def main(argv=None):
                    help="variants to hold to the eager-cl results (default 'kept': "
                         "the default and latency ones; 'all', a list, or 'none')")
     c.add_argument("-v", "--verbose", action="store_true")
-    b = sub.add_parser("bench", help="time one op of a model file")
-    b.add_argument("model")
-    b.add_argument("--config", default="?", help="a name for the output")
-    b.add_argument("--batch", type=int, required=True)
-    b.add_argument("--op", choices=OPS, required=True)
+    # What bench and tune time: an op of a model file at a batch.
+    timed = argparse.ArgumentParser(add_help=False)
+    timed.add_argument("model")
+    timed.add_argument("--config", default="?", help="a name for the output")
+    timed.add_argument("--batch", type=int, required=True)
+    timed.add_argument("--op", choices=OPS, required=True)
+    b = sub.add_parser("bench", parents=[timed], help="time one op of a model file")
     b.add_argument("--variant", default="eager-cl",
                    help="how PyTorch runs it (default eager-cl; see `variants`)")
     b.add_argument("--seconds", type=float, default=3.0)
@@ -1293,11 +1295,8 @@ def main(argv=None):
                         "profiles its first call and optimises on the next)")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--json", action="store_true")
-    t = sub.add_parser("tune", help="time every variant of an op, interleaved")
-    t.add_argument("model")
-    t.add_argument("--config", default="?", help="a name for the output")
-    t.add_argument("--batch", type=int, required=True)
-    t.add_argument("--op", choices=OPS, required=True)
+    t = sub.add_parser("tune", parents=[timed],
+                       help="time every variant of an op, interleaved")
     t.add_argument("--variants", default="default",
                    help="comma-separated variants, 'default' (%s), 'latency' "
                         "(%s) or 'all'" % (",".join(DEFAULT_VARIANTS),

@@ -119,7 +119,7 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   for (int32_t i = 0; i < nb; i++)
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
   if (ep) /* y's sums end in sum_taps, not in the product */
-    glow__epilogue_apply(ep, y, cout, nb * hw, cout);
+    glow__epilogue_apply(ep, y, y, cout, nb * hw, cout);
 }
 
 typedef struct {

@@ -88,20 +88,30 @@ int glow__gemm_own_available(void) {
   return glow__gemm_isa_used() != GLOW__GEMM_CBLAS;
 }
 
-void glow__epilogue_apply(const glow__epilogue *ep, float *c, int64_t ldc,
-                          int64_t m, int64_t n) {
+void glow__epilogue_apply(const glow__epilogue *ep, const float *x, float *y,
+                          int64_t ld, int64_t m, int64_t n) {
   const float *b = ep->bias, *s = ep->scale;
   for (int64_t i = 0; i < m; i++) {
-    float *ci = c + i * ldc;
-    if (ep->relu)
+    const float *xi = x + i * ld;
+    float *yi = y + i * ld;
+    if (ep->relu) /* fused: one sweep instead of two */
       for (int64_t j = 0; j < n; j++) {
-        const float t = (ci[j] + b[j]) * s[j];
-        ci[j] = t > 0.0f ? t : 0.0f;
+        const float t = (xi[j] + b[j]) * s[j];
+        yi[j] = t > 0.0f ? t : 0.0f;
       }
     else
       for (int64_t j = 0; j < n; j++)
-        ci[j] = (ci[j] + b[j]) * s[j];
+        yi[j] = (xi[j] + b[j]) * s[j];
   }
+}
+
+/* ep from column col on (its bias and scale shifted), in *at. */
+static const glow__epilogue *epilogue_from(const glow__epilogue *ep,
+                                           int64_t col, glow__epilogue *at) {
+  if (!ep)
+    return NULL;
+  *at = (glow__epilogue){ep->bias + col, ep->scale + col, ep->relu};
+  return at;
 }
 
 #ifdef GLOW__HAVE_GEMM_KERNEL
@@ -364,7 +374,7 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
       ci[j] = accumulate ? t[i][j] + ci[j] : t[i][j];
   }
   if (ep)
-    glow__epilogue_apply(ep, c, ldc, m, n);
+    glow__epilogue_apply(ep, c, c, ldc, m, n);
 }
 
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
@@ -536,12 +546,7 @@ multiply_block(const tiles *t, const operands *o, int b_place, int64_t ic,
     const int64_t ldbt = place ? o->ldb : t->nr;
     /* The epilogue from the panel's first column. */
     glow__epilogue pe;
-    const glow__epilogue *ep = NULL;
-    if (last && o->ep) {
-      pe = (glow__epilogue){o->ep->bias + jc + jr, o->ep->scale + jc + jr,
-                            o->ep->relu};
-      ep = &pe;
-    }
+    const glow__epilogue *ep = last ? epilogue_from(o->ep, jc + jr, &pe) : NULL;
     for (int64_t ir = 0; ir < mc; ir += t->mr) {
       const int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
       float *ct = o->c + (ic + ir) * o->ldc + jc + jr;
@@ -597,7 +602,7 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
       for (int64_t i = 0; i < m; i++)
         memset(o->c + i * o->ldc, 0, sizeof(float) * (size_t)n);
     if (o->ep)
-      glow__epilogue_apply(o->ep, o->c, o->ldc, m, n);
+      glow__epilogue_apply(o->ep, o->c, o->c, o->ldc, m, n);
   }
 }
 
@@ -638,7 +643,7 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
               tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
               (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
   if (ep)
-    glow__epilogue_apply(ep, c, ldc, m, n);
+    glow__epilogue_apply(ep, c, c, ldc, m, n);
 }
 
 void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
@@ -690,11 +695,7 @@ static void split_chunk(void *ctx, int32_t c, int32_t chunks) {
   int32_t slot;
   float *pack = take_pack(j, &slot);
   glow__epilogue pe; /* the chunk's columns of the epilogue */
-  const glow__epilogue *ep = j->ep;
-  if (ep && j->by_cols) {
-    pe = (glow__epilogue){ep->bias + lo, ep->scale + lo, ep->relu};
-    ep = &pe;
-  }
+  const glow__epilogue *ep = epilogue_from(j->ep, j->by_cols ? lo : 0, &pe);
   if (j->by_cols)
     glow__sgemm_on(j->isa, j->ta, j->tb, j->m, hi - lo, j->k, j->a, j->lda,
                    j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb,

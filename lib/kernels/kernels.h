@@ -50,11 +50,12 @@ typedef struct {
   const float *bias, *scale;
   int32_t relu;
 } glow__epilogue;
-/* That pass over C (m x n, row stride ldc): how a product without the
- * epilogue in its kernel (the CBLAS, the tap path of a convolution)
- * applies it. */
-void glow__epilogue_apply(const glow__epilogue *ep, float *c, int64_t ldc,
-                          int64_t m, int64_t n);
+/* That pass: y = ep(x) for m rows of n floats, both with row stride ld
+ * (x == y allowed).  How a product without the epilogue in its kernel (the
+ * CBLAS, the tap path of a convolution) applies it, and the actnorm
+ * forward itself, so that fused and separate give the same bits. */
+void glow__epilogue_apply(const glow__epilogue *ep, const float *x, float *y,
+                          int64_t ld, int64_t m, int64_t n);
 
 /* C (m x n, row stride ldc) = op(A) op(B), or C += op(A) op(B) when
  * accumulate != 0, where op(A) is m x k (A^T if ta; row stride lda of A as

@@ -45,29 +45,29 @@ static void actnorm_init(const glow__an *an, float *P, const float *x,
   }
 }
 
+/* The layer as the operation glow__epilogue describes: bias, and
+ * exp(logs) into s->chan_f. */
+static glow__epilogue an_epilogue(const glow__an *an, const float *P, int relu,
+                                  glow__scratch *s) {
+  float *scale = s->chan_f;
+  for (int32_t j = 0; j < an->c; j++)
+    scale[j] = expf(P[an->logs + j]);
+  return (glow__epilogue){P + an->bias, scale, relu};
+}
+
 typedef struct {
-  const float *b, *scale, *x;
+  glow__epilogue ep;
+  const float *x;
   float *y;
-  int32_t c, relu;
+  int32_t c;
 } an_rows;
 
-/* Rows [lo, hi) of the actnorm (and ReLU) forward. */
+/* Rows [lo, hi) of the actnorm (and ReLU) forward: the pass a product's
+ * epilogue would make, so that both give the same bits. */
 static void an_forward_rows(void *ctx, int64_t lo, int64_t hi) {
   const an_rows *j = ctx;
-  const int32_t c = j->c;
-  const float *b = j->b, *scale = j->scale;
-  for (int64_t r = lo; r < hi; r++) {
-    const float *u = j->x + r * c;
-    float *v = j->y + r * c;
-    if (j->relu) /* fused: one sweep instead of two */
-      for (int32_t k = 0; k < c; k++) {
-        float t = (u[k] + b[k]) * scale[k];
-        v[k] = t > 0.0f ? t : 0.0f;
-      }
-    else
-      for (int32_t k = 0; k < c; k++)
-        v[k] = (u[k] + b[k]) * scale[k];
-  }
+  glow__epilogue_apply(&j->ep, j->x + lo * j->c, j->y + lo * j->c, j->c,
+                       hi - lo, j->c);
 }
 
 void glow__an_forward(const glow__an *an, const float *P, float *init,
@@ -78,10 +78,7 @@ void glow__an_forward(const glow__an *an, const float *P, float *init,
   if (init)
     actnorm_init(an, init, x, rows, s->chan_d);
   const int32_t c = an->c;
-  float *scale = s->chan_f;
-  for (int32_t j = 0; j < c; j++)
-    scale[j] = expf(P[an->logs + j]);
-  an_rows job = {P + an->bias, scale, x, y, c, relu};
+  an_rows job = {an_epilogue(an, P, relu, s), x, y, c};
   /* Rows are independent: a team (a batch smaller than the threads)
    * splits them. */
   glow__team_for(s->conv.team, rows, 16384 / c + 1, an_forward_rows, &job);
@@ -92,10 +89,7 @@ const glow__epilogue *glow__an_epilogue(const glow__an *an, const float *P,
                                         glow__scratch *s, glow__epilogue *ep) {
   if (init)
     return NULL;
-  float *scale = s->chan_f;
-  for (int32_t j = 0; j < an->c; j++)
-    scale[j] = expf(P[an->logs + j]);
-  *ep = (glow__epilogue){P + an->bias, scale, relu};
+  *ep = an_epilogue(an, P, relu, s);
   return ep;
 }
 
