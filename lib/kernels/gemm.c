@@ -118,6 +118,28 @@ static const glow__epilogue *epilogue_from(const glow__epilogue *ep,
 
 /* ---- Packing (plain C, for both versions) --------------------------------- */
 
+/* n floats from src to dst in fixed-size pieces, each a move or two: the
+ * rows packed here are often narrower than a panel (a product of 4 or 12
+ * channels), where a call to memcpy per row of 16 to 48 bytes, and the
+ * zeros after it, took longer than the product: a 4 x 4 weight gradient
+ * over 12,544 pixels ran at 2.2 GFLOP/s, and 4.2 with these copies and
+ * one memset per partial panel. */
+static inline GLOW__ALWAYS_INLINE void copy_short(float *dst, const float *src,
+                                                  int64_t n) {
+  for (; n >= 8; n -= 8, dst += 8, src += 8)
+    memcpy(dst, src, sizeof(float) * 8);
+  if (n >= 4) {
+    memcpy(dst, src, sizeof(float) * 4);
+    n -= 4, dst += 4, src += 4;
+  }
+  if (n >= 2) {
+    memcpy(dst, src, sizeof(float) * 2);
+    n -= 2, dst += 2, src += 2;
+  }
+  if (n)
+    *dst = *src;
+}
+
 /* mc columns x kc rows of a row-major A (row stride lda), as mc rows of
  * A^T in panels of mr rows: panel r holds, for each k, its mr values, which
  * lie side by side in A; rows past mc are zero.  (A row-major op(A) = A is
@@ -127,15 +149,15 @@ static void pack_at(const float *a, int64_t lda, int64_t mc, int64_t kc,
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int64_t rows = mc - ir < mr ? mc - ir : mr;
     const float *src = a + ir;
+    if (rows < mr) /* zero past mc: one sweep, not a few floats per row */
+      memset(pa, 0, sizeof(float) * (size_t)(kc * mr));
     for (int64_t k = 0; k < kc; k++, pa += mr) {
       if (rows == 12) /* whole panels: fixed-size copies, inlined */
         memcpy(pa, src + k * lda, sizeof(float) * 12);
       else if (rows == 6)
         memcpy(pa, src + k * lda, sizeof(float) * 6);
       else
-        memcpy(pa, src + k * lda, sizeof(float) * (size_t)rows);
-      for (int64_t i = rows; i < mr; i++)
-        pa[i] = 0.0f;
+        copy_short(pa, src + k * lda, rows);
     }
   }
 }
@@ -147,19 +169,19 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
   for (int64_t jr = 0; jr < nc; jr += nr) {
     const int64_t cols = nc - jr < nr ? nc - jr : nr;
     const float *src = b + jr * cs;
+    if (cols < nr) /* zero past nc, as pack_at */
+      memset(pb, 0, sizeof(float) * (size_t)(kc * nr));
     for (int64_t k = 0; k < kc; k++, pb += nr) {
       if (cs == 1 && cols == 32) { /* whole panels: fixed-size copies */
         memcpy(pb, src + k * rs, sizeof(float) * 32);
       } else if (cs == 1 && cols == 16) {
         memcpy(pb, src + k * rs, sizeof(float) * 16);
       } else if (cs == 1) {
-        memcpy(pb, src + k * rs, sizeof(float) * (size_t)cols);
+        copy_short(pb, src + k * rs, cols);
       } else {
         for (int64_t j = 0; j < cols; j++)
           pb[j] = src[k * rs + j * cs];
       }
-      for (int64_t j = cols; j < nr; j++)
-        pb[j] = 0.0f;
     }
   }
 }
