@@ -97,7 +97,7 @@ typedef struct {
 static void train_shard(void *arg, int32_t s) {
   train_job *j = arg;
   const glow_model *m = j->m;
-  glow__ws *ws = &m->train_ws[s];
+  glow__ws *ws = j->sh[s].ws;
   const int32_t first = j->sh[s].first;
   ws->n = j->sh[s].count;
   ws->n_total = j->n;
@@ -196,15 +196,10 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
               : glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   double loss64 = 0.0;
   if (!rc) {
-    const int32_t threads = glow__threads(m);
     for (int32_t s = 0; s < shards; s++)
-      glow__ws_team_start(m, &m->train_ws[s],
-                          glow__shard_team(m, threads, shards, s));
+      sh[s].ws = &m->train_ws[s];
     train_job j = {m, x, labels, n, sh, losses};
-    glow__parallel(shards, train_shard, &j);
-    for (int32_t s = 0; s < shards; s++)
-      glow__ws_team_stop(&m->train_ws[s]);
-    rc = glow__shards_status(sh, shards);
+    rc = glow__parallel_shards(m, sh, shards, train_shard, &j);
   }
   /* Commit only if every sum stays finite, so that a failed call leaves
    * the gradient buffer as it was: the sums go to the scratch buffer in

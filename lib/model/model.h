@@ -237,7 +237,7 @@ static inline double glow__bits_per_dim(double logp, int64_t dim,
 #define GLOW__MAX_THREADS 256
 typedef struct {
   int32_t first, count; /* images [first, first + count) of the batch */
-  glow__ws *ws;         /* glow__run_shards: its inference workspace */
+  glow__ws *ws;         /* its workspace (inference: from the pool) */
   int rc;               /* the shard's status */
   char msg[512];        /* its glow_last_error() when rc != 0 */
 } glow__shard;
@@ -265,6 +265,12 @@ int glow__shards_status(const glow__shard *sh, int32_t count);
  * that cannot be started leaves its shard to the calling thread. */
 void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
                     void *ctx);
+/* fn(ctx, s) for every shard as glow__parallel, each shard's workspace
+ * sh[s].ws with its team (glow__shard_team) started before and stopped
+ * after; the first failed shard's status. */
+int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
+                          int32_t shards, void (*fn)(void *ctx, int32_t shard),
+                          void *ctx);
 /* A batch of n images of an inference call on m's threads: the shards into
  * *sh (where fn finds them through ctx), each with a workspace from m's
  * pool (glow__ws_take), taken in shard order before any thread starts and

@@ -142,6 +142,18 @@ int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
                    (int64_t)threads * s / shards);
 }
 
+int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
+                          int32_t shards, void (*fn)(void *ctx, int32_t shard),
+                          void *ctx) {
+  const int32_t threads = glow__threads(m);
+  for (int32_t s = 0; s < shards; s++)
+    glow__ws_team_start(m, sh[s].ws, glow__shard_team(m, threads, shards, s));
+  glow__parallel(shards, fn, ctx);
+  for (int32_t s = 0; s < shards; s++)
+    glow__ws_team_stop(sh[s].ws);
+  return glow__shards_status(sh, shards);
+}
+
 int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
                      void (*fn)(void *ctx, int32_t shard), void *ctx) {
   int32_t shards;
@@ -152,16 +164,8 @@ int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
   int rc = GLOW_OK;
   for (int32_t s = 0; !rc && s < shards; s++)
     rc = glow__ws_take(m, (*sh)[s].count, &(*sh)[s].ws);
-  if (!rc) {
-    for (int32_t s = 0; s < shards; s++)
-      glow__ws_team_start(m, (*sh)[s].ws,
-                          glow__shard_team(m, threads, shards, s));
-    glow__parallel(shards, fn, ctx);
-    rc = glow__shards_status(*sh, shards);
-  }
-  for (int32_t s = 0; s < shards; s++)
-    if ((*sh)[s].ws)
-      glow__ws_team_stop((*sh)[s].ws);
+  if (!rc)
+    rc = glow__parallel_shards(m, *sh, shards, fn, ctx);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_give(m, (*sh)[s].ws);
   glow__free(*sh);
