@@ -56,6 +56,11 @@
  *           gradients (glow_params, glow_grads) and those workspaces;
  *           glow_model_free frees all of it.
  *           All of it comes from the allocator of glow_set_allocator().
+ *           The default one, the C library's, advises the kernel to back
+ *           blocks of 4 MiB or more with transparent huge pages (Linux,
+ *           madvise MADV_HUGEPAGE; mere advice, which a system with them
+ *           off ignores): a fresh workspace is then first touched in a few
+ *           large page faults instead of one every 4 KiB.
  */
 #ifndef GLOW_H
 #define GLOW_H
@@ -472,8 +477,10 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  *      then allocates only small tables (a few hundred bytes per shard).
  *    All are freed when GLOW_OPT_GEMM is set to another value, when this
  *    option is set to 0, and with the model.  This saves the cost of
- *    allocating and first touching fresh memory on every call, which in
- *    STORE mode is as large as what the mode saves (docs/performance.md).
+ *    allocating and first touching fresh memory on every call: about 10%
+ *    of a STORE-mode step with the default allocator's huge pages (see
+ *    "Memory" above), three times the step without them
+ *    (docs/performance.md).
  * 0: every call allocates its workspaces and frees them before returning:
  *    nothing is held between calls, at that cost.
  * Results do not depend on whether or which workspace was kept. */
@@ -776,7 +783,9 @@ typedef struct glow_allocator {
 
 /**
  * Make *a the process-wide allocator of the library (it is copied), or
- * with a NULL, the C library's malloc, calloc, realloc and free again.
+ * with a NULL, the C library's malloc, calloc, realloc and free again
+ * (with the huge-page advice of "Memory" above, which the library gives
+ * no allocator of the caller's).
  * Call it while no model exists, normally once at start-up, and while no
  * other libglow call runs in any thread: memory is always freed by the
  * allocator that gave it, so the allocator may not change under live

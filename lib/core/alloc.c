@@ -6,24 +6,61 @@
  * lets code that calls into other libraries (cJSON) tell running out of
  * memory from other failures.
  */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
+#include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "core.h"
 
+/* The default allocator asks for transparent huge pages for blocks of at
+ * least GLOW__HUGE_MIN bytes: it advises the kernel (madvise) to back the
+ * block's 2 MiB-aligned interior with huge pages.  A model's parameters
+ * and its workspaces are such blocks, written in full soon after they are
+ * allocated; with 4 KiB pages their first touch costs a page fault every
+ * 4 KiB, which on a virtual machine made a cifar-sized training call that
+ * allocates its workspace 2.6 times as slow as one that reuses it (409,621
+ * faults against 9,034 for the same run with the advice).  Only advice:
+ * where the system has transparent huge pages off, or none are free, the
+ * block is as malloc gave it.  A caller's own allocator
+ * (glow_set_allocator) gets no such advice. */
+static void *advise_huge(void *p, size_t size) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  enum { HUGE_ALIGN = 2 << 20 };
+  if (p && size >= GLOW__HUGE_MIN) {
+    const uintptr_t lo =
+        ((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1);
+    const uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_ALIGN - 1);
+    const int saved = errno; /* a refusal is no error of the caller's */
+    if (hi > lo)
+      (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+    errno = saved;
+  }
+#else
+  (void)size;
+#endif
+  return p;
+}
+
 static void *sys_malloc(void *ctx, size_t size) {
   (void)ctx;
-  return malloc(size);
+  return advise_huge(malloc(size), size);
 }
 
 static void *sys_calloc(void *ctx, size_t count, size_t size) {
   (void)ctx;
-  return calloc(count, size);
+  /* count * size does not overflow where calloc succeeded. */
+  void *p = calloc(count, size);
+  return advise_huge(p, p ? count * size : 0);
 }
 
 static void *sys_realloc(void *ctx, void *ptr, size_t size) {
   (void)ctx;
-  return realloc(ptr, size);
+  return advise_huge(realloc(ptr, size), size);
 }
 
 static void sys_free(void *ctx, void *ptr) {
