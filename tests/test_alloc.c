@@ -99,8 +99,8 @@ static void test_own_allocator_not_advised(void **state) {
   (void)state;
   if (thp_mode() != 'm')
     skip(); /* "always" makes every mapping eligible */
-  const glow_allocator own = {sizeof own, own_malloc, own_calloc, own_realloc,
-                              own_free, NULL};
+  const glow_allocator own = {sizeof own,  own_malloc, own_calloc,
+                              own_realloc, own_free,   NULL};
   assert_int_equal(glow_set_allocator(&own), GLOW_OK);
   glow_model *m = big_model();
   const int eligible = thp_eligible(middle(m));

@@ -22,9 +22,10 @@
  * block's 2 MiB-aligned interior with huge pages.  A model's parameters
  * and its workspaces are such blocks, written in full soon after they are
  * allocated; with 4 KiB pages their first touch costs a page fault every
- * 4 KiB, which on a virtual machine made a cifar-sized training call that
- * allocates its workspace 2.6 times as slow as one that reuses it (409,621
- * faults against 9,034 for the same run with the advice).  Only advice:
+ * 4 KiB, which on a virtual machine made a store-mode training call with
+ * a fresh workspace take 4 times as long as one reusing its workspace on
+ * a fashion-sized model, and 2.6 times on a cifar-sized one; with the
+ * advice, 1.1 times (docs/performance.md).  Only advice:
  * where the system has transparent huge pages off, or none are free, the
  * block is as malloc gave it.  A caller's own allocator
  * (glow_set_allocator) gets no such advice. */
