@@ -113,8 +113,11 @@ static void test_own_allocator_not_advised(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_default_allocator_advises),
+      /* First, while no block of this process has been advised: a later
+       * block of the caller's allocator could reuse a range of the heap
+       * that an earlier one advised. */
       cmocka_unit_test(test_own_allocator_not_advised),
+      cmocka_unit_test(test_default_allocator_advises),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
