@@ -446,15 +446,18 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * backward pass reads what the forward computed, kept or computed again
  * from the same values, never a reconstruction through an inverse.
  *
- * RECOMPUTE: the forward keeps only each flow step's input (n h w c floats
- *   per step at its level (h, w, c), and the input of every squeeze and
- *   prior); the backward runs each step's forward again from it, just
- *   before that step's backward.  Memory: those inputs, growing with depth
- *   by 1/(4 c + 2 hidden) of what STORE keeps per step, plus one step's
- *   activations (about 4 n h w hidden floats at the largest level), the
- *   gradients of one tensor and a 16 MiB convolution scratch.  Time: the
- *   same in every case, about one forward pass more than STORE (each
- *   step's forward runs twice).
+ * RECOMPUTE: the forward keeps each flow step's input and its coupling
+ *   network's output (n h w c floats each per step at its level (h, w, c);
+ *   the output n h w c/2 for an additive coupling), and the input of every
+ *   squeeze and prior; the backward runs each step's forward again from
+ *   its input, just before that step's backward, taking the network's
+ *   output from what was kept instead of running its last convolution
+ *   again.  Memory: those tensors, growing with depth by 2c/(4 c + 2 hidden)
+ *   of what STORE keeps per step, plus one step's activations (about
+ *   4 n h w hidden floats at the largest level), the gradients of one
+ *   tensor and a 16 MiB convolution scratch.  Time: the same in every
+ *   case, about one forward pass more than STORE, less the couplings' last
+ *   convolutions (a fifth of a forward pass of the default shape).
  * STORE: the forward keeps every layer's input and every network's
  *   activations, about n h w (4 c + 2 hidden) floats per step: memory
  *   linear in depth, and no forward runs twice.

@@ -716,9 +716,11 @@ static void test_keep_workspace(void **state) {
   glow_model_free(m);
 }
 
-/* Recompute mode's workspace grows with depth by its checkpoints alone,
- * one step input per step, and keeps no step's activations; store mode's
- * grows by the kept activations of each added step. */
+/* Recompute mode's workspace grows with depth by its checkpoints, one step
+ * input per step, and each step's coupling network output (as large as
+ * the step's input for an affine coupling), and keeps no other
+ * activations; store mode's grows by the kept activations of each added
+ * step. */
 static void test_memory_in_depth(void **state) {
   (void)state;
   int64_t bytes[2][2];
@@ -741,9 +743,10 @@ static void test_memory_in_depth(void **state) {
          (long long)bytes[0][0], (long long)bytes[1][0], (long long)bytes[0][1],
          (long long)bytes[1][1]);
   /* Recompute mode: the 6 extra steps' inputs at each level (16 images of
-   * 8x8x4 and 4x4x8), plus a pointer and a hand-off per added layer. */
-  const int64_t ckpt = (int64_t)6 * 16 * (8 * 8 * 4 + 4 * 4 * 8) * 4;
-  const int64_t books = (int64_t)6 * 2 * 3 * (4 * 8 + 3 * 8);
+   * 8x8x4 and 4x4x8) and their network outputs (as many floats), plus the
+   * routes' five pointers and a hand-off per added layer. */
+  const int64_t ckpt = (int64_t)2 * 6 * 16 * (8 * 8 * 4 + 4 * 4 * 8) * 4;
+  const int64_t books = (int64_t)6 * 2 * 3 * (5 * 8 + 3 * 8);
   assert_true(bytes[1][0] - bytes[0][0] >= ckpt);
   assert_true(bytes[1][0] - bytes[0][0] <= ckpt + books);
   /* Store mode: at least the 6 extra steps' hidden activations. */

@@ -109,6 +109,10 @@ static inline glow__span glow__reg_since(const glow__registry *r,
  * layer's glow__needs, so that no pass allocates. */
 typedef struct {
   int64_t act;         /* floats per image a layer leaves for its backward */
+  int64_t tail;        /* of those, floats per image at their end that
+                          recompute mode keeps from the training forward,
+                          so that rebuilding the layer need not compute
+                          them again (glow__pass.tail); 0: none */
   int64_t grad_act;    /* floats per image of gradient scratch */
   int64_t patches;     /* floats per image of convolution patches */
   int64_t conv_weight; /* floats of one rearranged or flipped conv weight */
@@ -163,6 +167,13 @@ typedef struct {
    * dL/dlogdet of each image, gld. */
   float geps, gld;
   int32_t n_total; /* images of the whole batch (the loss's mean) */
+  /* Recompute mode (glow__needs.tail): where the forward keeps the last
+   * n * tail floats of its activations (NULL: nowhere), and whether they
+   * are there already (tail_kept: this forward rebuilds one that ran on
+   * the same input, so the layer copies them instead of computing them)
+   * or are to be written there.  Set per layer by the flow. */
+  float *tail;
+  int tail_kept;
 } glow__pass;
 
 /* What a forward or an inverse leaves for the backward. */

@@ -77,7 +77,7 @@ static int segment_handoffs(const glow_model *m, glow__ws *ws,
     return GLOW_OK;
   const int32_t first = m->seg_first[seg];
   glow__ws_replay_route(m, ws, seg);
-  const glow__mode replay = {.route = &ws->replay};
+  const glow__mode replay = {.route = &ws->replay, .rebuild = 1};
   const float *in = first == 0 ? x : ws->kept.in[first];
   return glow__flow_run(m, ws, p, first, m->seg_first[seg + 1], in, &replay,
                         NULL);

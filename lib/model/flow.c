@@ -73,7 +73,10 @@ int glow__flow_run(const glow_model *m, glow__ws *ws, const glow__pass *p,
       keep = rt->act[i];
     if (rt && rt->left)
       left = &rt->left[i];
-    int rc = ly->ops->forward(ly, p, in, y, keep, left);
+    glow__pass lp = *p; /* with this layer's kept tail, if any */
+    lp.tail = rt && rt->tail ? rt->tail[i] : NULL;
+    lp.tail_kept = lp.tail && mode->rebuild;
+    int rc = ly->ops->forward(ly, &lp, in, y, keep, left);
     if (!rc && mode->check && !ly->ops->rearranges)
       rc = check_forward(m, ly, p, y);
     if (rc)

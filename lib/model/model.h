@@ -99,6 +99,8 @@ typedef struct {
   float **act;         /* act[i]: where layer i leaves its activations,
                           else the scratch */
   glow__handoff *left; /* left[i]: layer i's hand-off, else none */
+  float **tail;        /* tail[i]: where layer i keeps the tail of its
+                          activations (glow__needs.tail), else nowhere */
 } glow__route;
 
 /* Scratch of one pass over n images, allocated once per call (or kept,
@@ -125,13 +127,14 @@ struct glow__ws {
   int store;         /* 1: store mode, 0: recompute mode */
   /* What the training forward keeps: in store mode every layer's input,
    * activations and hand-off; in recompute mode the input of every
-   * segment's first layer (its checkpoint). */
+   * segment's first layer (its checkpoint) and the layers' activation
+   * tails (glow__needs.tail), which `replay` shares. */
   glow__route kept;
   /* Recompute mode: one segment's inputs, activations and hand-offs,
    * rebuilt from its checkpoint. */
   glow__route replay;
   glow__handoff *handoffs; /* n_layers hand-offs, for both routes */
-  float **ptrs;            /* the routes' pointer arrays, 4 * n_layers */
+  float **ptrs;            /* the routes' pointer arrays, 5 * n_layers */
   float *keep_buf;         /* what `kept` points into */
   /* The inputs `replay` points to (its activations are in s.act). */
   float *replay_buf;
@@ -184,6 +187,8 @@ typedef struct {
   float *init; /* data-dependent init: the parameters, which the layers
                   that have such an init set from their input */
   const glow__route *route; /* where outputs go; NULL: nothing is kept */
+  int rebuild; /* recompute mode's second run of a segment: the route's
+                  tails hold what the first run computed */
 } glow__mode;
 
 /* What a pass on workspace ws gives its layers: the parameters, ws's n

@@ -61,12 +61,21 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   return GLOW_OK;
 }
 
-/* A layer's activations per image, as its needs say. */
-static int64_t act_per_image(const glow__layer *ly) {
+/* A layer's needs, as it states them. */
+static glow__needs needs_of(const glow__layer *ly) {
   glow__needs nd = {0};
   if (ly->ops->needs)
     ly->ops->needs(ly, &nd);
-  return nd.act;
+  return nd;
+}
+
+/* A layer's activations per image. */
+static int64_t act_per_image(const glow__layer *ly) { return needs_of(ly).act; }
+
+/* Floats per image of the tail of its activations that recompute mode
+ * keeps (glow__needs.tail). */
+static int64_t tail_per_image(const glow__layer *ly) {
+  return needs_of(ly).tail;
 }
 
 static int64_t in_floats(const glow__layer *ly, int32_t n) {
@@ -75,8 +84,10 @@ static int64_t in_floats(const glow__layer *ly, int32_t n) {
 
 /* What the training forward keeps.  Store mode: every layer's input (the
  * first layer's is the caller's) and activations, the memory that grows
- * with levels * depth.  Recompute mode: each segment's input only, its
- * checkpoint, from which the backward rebuilds the segment. */
+ * with levels * depth.  Recompute mode: each segment's input, its
+ * checkpoint, from which the backward rebuilds the segment, and the tails
+ * of the layers' activations that the rebuild copies instead of computing
+ * (glow__needs.tail; no larger than a step's input). */
 static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
   const int32_t nl = m->n_layers;
   /* Which layers' inputs are kept (the first layer's is the caller's x):
@@ -88,8 +99,9 @@ static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
     if (ws->store || start)
       total += in_floats(&m->layers[i], n);
   }
-  for (int32_t i = 0; ws->store && i < nl; i++)
-    total += n * act_per_image(&m->layers[i]);
+  for (int32_t i = 0; i < nl; i++)
+    total += n * (ws->store ? act_per_image(&m->layers[i])
+                            : tail_per_image(&m->layers[i]));
   ws->keep_buf = ws_buf(ws, total, sizeof(float));
   if (!ws->keep_buf)
     return GLOW_ERR_NOMEM;
@@ -106,6 +118,11 @@ static int alloc_kept(const glow_model *m, int32_t n, glow__ws *ws) {
     if (act_per_image(&m->layers[i]) > 0) {
       ws->kept.act[i] = next;
       next += n * act_per_image(&m->layers[i]);
+    }
+  for (int32_t i = 0; !ws->store && i < nl; i++)
+    if (tail_per_image(&m->layers[i]) > 0) {
+      ws->kept.tail[i] = next;
+      next += n * tail_per_image(&m->layers[i]);
     }
   ws->kept.left = ws->store ? ws->handoffs : NULL;
   return GLOW_OK;
@@ -135,6 +152,7 @@ static int alloc_replay(const glow_model *m, int32_t n, glow__ws *ws) {
   }
   ws->replay_buf = ws_buf(ws, most_in, sizeof(float));
   ws->replay.left = ws->handoffs;
+  ws->replay.tail = ws->kept.tail; /* what the first run kept */
   return ws->replay_buf && ws->s.act ? GLOW_OK : GLOW_ERR_NOMEM;
 }
 
@@ -172,7 +190,7 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   s->mat_grad = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   ws->head = ws_buf(ws, glow__classifier_scratch(&m->cls), sizeof(double));
   ws->handoffs = ws_buf(ws, nl, sizeof *ws->handoffs);
-  ws->ptrs = ws_buf(ws, 4 * nl, sizeof *ws->ptrs);
+  ws->ptrs = ws_buf(ws, 5 * nl, sizeof *ws->ptrs);
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
   ws->param_grad = glow__malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
@@ -180,12 +198,13 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
            s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
            ws->param_grad;
   if (ok) {
-    for (int64_t i = 0; i < 4 * nl; i++)
+    for (int64_t i = 0; i < 5 * nl; i++)
       ws->ptrs[i] = NULL;
     ws->kept.in = ws->ptrs;
     ws->kept.act = ws->ptrs + nl;
     ws->replay.in = ws->ptrs + 2 * nl;
     ws->replay.act = ws->ptrs + 3 * nl;
+    ws->kept.tail = ws->ptrs + 4 * nl;
     ok = alloc_kept(m, n, ws) == GLOW_OK &&
          (store || alloc_replay(m, n, ws) == GLOW_OK);
   }
