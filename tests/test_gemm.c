@@ -314,9 +314,8 @@ static void test_team_split(void **state) {
  * (C + bias) * scale, max(., 0), written out here, on every kernel, alone
  * and split between a team of 3: shapes with partial tiles, two and three
  * KC blocks, an empty inner dimension, both transposes of A and both
- * overwrite and accumulate.  The bias holds values that make some sums
- * exactly zero and negative, and scale a negative zero-crossing, so that
- * the ReLU's edge cases occur. */
+ * overwrite and accumulate.  Bias and scale are random of either sign, so
+ * that the ReLU zeroes some of the values (asserted). */
 static void test_epilogue(void **state) {
   (void)state;
   static const int64_t shapes[][3] = {{1, 1, 1},      {13, 33, 54},

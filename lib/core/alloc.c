@@ -18,7 +18,7 @@
 #include "core.h"
 
 /* The default allocator asks for transparent huge pages for blocks of at
- * least GLOW__HUGE_MIN bytes: it advises the kernel (madvise) to back the
+ * least HUGE_MIN bytes: it advises the kernel (madvise) to back the
  * block's 2 MiB-aligned interior with huge pages.  A model's parameters
  * and its workspaces are such blocks, written in full soon after they are
  * allocated; with 4 KiB pages their first touch costs a page fault every
@@ -31,8 +31,8 @@
  * (glow_set_allocator) gets no such advice. */
 static void *advise_huge(void *p, size_t size) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  enum { HUGE_ALIGN = 2 << 20 };
-  if (p && size >= GLOW__HUGE_MIN) {
+  enum { HUGE_MIN = 4 << 20, HUGE_ALIGN = 2 << 20 };
+  if (p && size >= HUGE_MIN) {
     const uintptr_t lo =
         ((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1);
     const uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_ALIGN - 1);

@@ -31,9 +31,6 @@ void *glow__malloc(size_t size);
 void *glow__calloc(size_t count, size_t size);
 void *glow__realloc(void *ptr, size_t size);
 void glow__free(void *ptr);
-/* Blocks of at least this many bytes from the default allocator are
- * advised to the kernel for transparent huge pages (alloc.c). */
-#define GLOW__HUGE_MIN ((size_t)4 << 20)
 /* A per-thread mark set by every failed allocation: cleared before a call
  * into a library that reports failures without saying why (cJSON), read
  * after it. */

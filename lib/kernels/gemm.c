@@ -362,6 +362,13 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
 
 #define GLOW__KERNEL2 __attribute__((target("avx2,fma"))) static
 
+/* As epilogue16, on 8 lanes. */
+GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE __m256 epilogue8(__m256 v, __m256 b,
+                                                          __m256 s, int relu) {
+  v = _mm256_mul_ps(_mm256_add_ps(v, b), s);
+  return relu ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
+}
+
 /* As store_tile.  AVX2 has no mask registers, and its masked store is slow
  * on some CPUs, so a partial tile goes through a buffer (a tile's store is
  * not in the loop), and the scalar pass applies its epilogue. */
@@ -375,12 +382,9 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
         __m256 x = acc[i][v];
         if (accumulate)
           x = _mm256_add_ps(x, _mm256_loadu_ps(cv));
-        if (ep) { /* as epilogue16 */
-          x = _mm256_mul_ps(_mm256_add_ps(x, _mm256_loadu_ps(ep->bias + 8 * v)),
-                            _mm256_loadu_ps(ep->scale + 8 * v));
-          if (ep->relu)
-            x = _mm256_max_ps(x, _mm256_setzero_ps());
-        }
+        if (ep)
+          x = epilogue8(x, _mm256_loadu_ps(ep->bias + 8 * v),
+                        _mm256_loadu_ps(ep->scale + 8 * v), ep->relu);
         _mm256_storeu_ps(cv, x);
       }
     return;

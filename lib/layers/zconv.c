@@ -29,18 +29,15 @@ void glow__zconv_forward(const glow__zconv *zc, const float *P, const float *x,
                          int64_t ldx, int32_t n, int32_t h, int32_t w, float *y,
                          glow__scratch *s) {
   const int32_t co = zc->cout;
-  glow__conv3x3(x, ldx, n, h, w, zc->cin, P + zc->weight, co, y, &s->conv,
-                NULL);
-  const float *b = P + zc->bias, *ls = P + zc->logs;
+  const float *ls = P + zc->logs;
   float *scale = s->chan_f;
   for (int32_t j = 0; j < co; j++)
     scale[j] = expf(GLOW__ZCONV_LOGSCALE * ls[j]);
-  const int64_t rows = (int64_t)n * h * w;
-  for (int64_t r = 0; r < rows; r++) {
-    float *v = y + r * co;
-    for (int32_t j = 0; j < co; j++)
-      v[j] = (v[j] + b[j]) * scale[j];
-  }
+  /* (conv + bias) * scale is the products' epilogue (glow__epilogue), so
+   * the convolution applies it: the same operations a pass after it would
+   * make, and the same bits. */
+  const glow__epilogue ep = {P + zc->bias, scale, 0};
+  glow__conv3x3(x, ldx, n, h, w, zc->cin, P + zc->weight, co, y, &s->conv, &ep);
 }
 
 /* Backward of y = (conv(x) + bias) e^{3 logs}, given the input x (row
