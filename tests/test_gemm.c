@@ -126,9 +126,10 @@ static int check_product(int ta, int tb, int64_t m, int64_t n, int64_t k,
 
 static void test_products(void **state) {
   (void)state;
-  /* Around the tiles (AVX-512 12 x 32, AVX2 6 x 16) and blocks (KC 256,
+  /* Around the tiles (AVX-512 12 x 32, AVX2 6 x 16, and the short tiles
+   * of 8 and 4 rows that a product's last rows get) and blocks (KC 256,
    * MC 192): whole tiles, one row or column past them, partial ones. */
-  static const int64_t ms[] = {1, 5, 12, 13, 37, 193, 400};
+  static const int64_t ms[] = {1, 4, 5, 8, 9, 12, 13, 37, 193, 400};
   static const int64_t ns[] = {1, 8, 16, 23, 32, 33, 108, 143};
   static const int64_t ks[] = {1, 7, 54, 255, 257, 600};
   float *pack = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
@@ -177,7 +178,7 @@ static void test_rows_independent_of_m(void **state) {
       float *part = malloc(sizeof(float) * (size_t)(rows * n));
       glow__sgemm_on(own[v], ta, 0, rows, n, k, a, lda, b, n, 0, full, n, pack,
                      NULL);
-      static const int64_t ms[] = {1, 5, 7, 12, 100, 191, 250};
+      static const int64_t ms[] = {1, 4, 5, 7, 8, 9, 12, 16, 100, 191, 250};
       for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
         glow__sgemm_on(own[v], ta, 0, ms[i], n, k, a, lda, b, n, 0, part, n,
                        pack, NULL);

@@ -242,10 +242,16 @@ store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
   }
 }
 
-/* Each kernel below is a body for w vectors of `lanes` columns, a constant
- * where inlined: 2, or 1 where the tile has n <= lanes columns (the last
- * of a product 36 wide, or one 18 wide, on AVX-512), which halves its
- * work. */
+/* Each kernel below is a body for `rows` rows and w vectors of `lanes`
+ * columns, constants where inlined.  w is 2, or 1 where the tile has
+ * n <= lanes columns (the last of a product 36 wide, or one 18 wide, on
+ * AVX-512), which halves its work.  rows is the register tile's, or one of
+ * two shorter counts (r1, r2) where the tile has no more rows than that:
+ * a product's last row tile is often short (an image's 16 pixels at
+ * cifar's third level, 49 at fashion's second, a weight gradient's 18
+ * rows), and computing rows that are not stored cost as much as the rows
+ * that are.  Each element is summed the same way whatever the count, so
+ * the bits do not change. */
 #define GLOW__WIDTHS(lanes, body, ...)                                         \
   do {                                                                         \
     if (n > (lanes))                                                           \
@@ -253,19 +259,28 @@ store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
     else                                                                       \
       body(__VA_ARGS__, 1);                                                    \
   } while (0)
+#define GLOW__TILES(r0, r1, r2, lanes, body, ...)                              \
+  do {                                                                         \
+    if (m > (r1))                                                              \
+      GLOW__WIDTHS(lanes, body, __VA_ARGS__, r0);                              \
+    else if (m > (r2))                                                         \
+      GLOW__WIDTHS(lanes, body, __VA_ARGS__, r1);                              \
+    else                                                                       \
+      GLOW__WIDTHS(lanes, body, __VA_ARGS__, r2);                              \
+  } while (0)
 
 /* The m x n tile at c = the product of a packed A panel and a B panel over
  * kc (see store_tile). */
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
                   int64_t ldc, int64_t m, int64_t n, int accumulate,
-                  const glow__epilogue *ep, const int w) {
+                  const glow__epilogue *ep, const int rows, const int w) {
   __m512 acc[MR][2];
-  for (int i = 0; i < MR; i++)
+  for (int i = 0; i < rows; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; k++, pa += MR, pb += NR) {
     const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m512 ai = _mm512_set1_ps(pa[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -278,7 +293,8 @@ micro_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
 GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
                                float *c, int64_t ldc, int64_t m, int64_t n,
                                int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(16, micro_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate, ep);
+  GLOW__TILES(12, 8, 4, 16, micro_kernel_body, kc, pa, pb, c, ldc, m, n,
+              accumulate, ep);
 }
 
 /* The same for op(A) = A^T and B both read where they lie: A^T's panel is
@@ -291,14 +307,15 @@ GLOW__KERNEL void micro_kernel(int64_t kc, const float *pa, const float *pb,
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                      int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                     int accumulate, const glow__epilogue *ep, const int w) {
+                     int accumulate, const glow__epilogue *ep, const int rows,
+                     const int w) {
   __m512 acc[MR][2];
-  for (int i = 0; i < MR; i++)
+  for (int i = 0; i < rows; i++)
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; k++, a += lda, b += ldb) {
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = w > 1 ? _mm512_loadu_ps(b + 16) : b0;
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m512 ai = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -312,8 +329,8 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
                                   const float *b, int64_t ldb, float *c,
                                   int64_t ldc, int64_t m, int64_t n,
                                   int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(16, micro_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
-               accumulate, ep);
+  GLOW__TILES(12, 8, 4, 16, micro_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m,
+              n, accumulate, ep);
 }
 
 /* The same with A read where it lies, row-major with row stride lda (its
@@ -323,16 +340,17 @@ GLOW__KERNEL void micro_kernel_tn(int64_t kc, const float *a, int64_t lda,
 GLOW__KERNEL inline GLOW__ALWAYS_INLINE void
 micro_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
                        int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                       int accumulate, const glow__epilogue *ep, const int w) {
+                       int accumulate, const glow__epilogue *ep, const int rows,
+                       const int w) {
   __m512 acc[MR][2];
   const float *row[MR];
-  for (int i = 0; i < MR; i++) {
+  for (int i = 0; i < rows; i++) {
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     row[i] = a + (i < m ? i : 0) * lda;
   }
   for (int64_t k = 0; k < kc; k++, pb += ldb) {
     const __m512 b0 = _mm512_loadu_ps(pb), b1 = _mm512_loadu_ps(pb + 16);
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m512 ai = _mm512_set1_ps(row[i][k]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -346,8 +364,8 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
                                     const float *pb, int64_t ldb, float *c,
                                     int64_t ldc, int64_t m, int64_t n,
                                     int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(16, micro_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
-               accumulate, ep);
+  GLOW__TILES(12, 8, 4, 16, micro_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc,
+              m, n, accumulate, ep);
 }
 
 #undef MR
@@ -390,7 +408,7 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
     return;
   }
   float t[MR][NR];
-  for (int i = 0; i < MR; i++) {
+  for (int i = 0; i < MR && i < m; i++) { /* the rows computed */
     _mm256_storeu_ps(t[i], acc[i][0]);
     _mm256_storeu_ps(t[i] + 8, acc[i][1]);
   }
@@ -406,13 +424,13 @@ store_tile2(__m256 acc[MR][2], float *c, int64_t ldc, int64_t m, int64_t n,
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
                  int64_t ldc, int64_t m, int64_t n, int accumulate,
-                 const glow__epilogue *ep, const int w) {
+                 const glow__epilogue *ep, const int rows, const int w) {
   __m256 acc[MR][2];
-  for (int i = 0; i < MR; i++)
+  for (int i = 0; i < rows; i++)
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; k++, pa += MR, pb += NR) {
     const __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb + 8);
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m256 ai = _mm256_set1_ps(pa[i]);
       acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -425,21 +443,23 @@ avx2_kernel_body(int64_t kc, const float *pa, const float *pb, float *c,
 GLOW__KERNEL2 void avx2_kernel(int64_t kc, const float *pa, const float *pb,
                                float *c, int64_t ldc, int64_t m, int64_t n,
                                int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(8, avx2_kernel_body, kc, pa, pb, c, ldc, m, n, accumulate, ep);
+  GLOW__TILES(6, 4, 4, 8, avx2_kernel_body, kc, pa, pb, c, ldc, m, n,
+              accumulate, ep);
 }
 
 /* As micro_kernel_tn. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_tn_body(int64_t kc, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                    int accumulate, const glow__epilogue *ep, const int w) {
+                    int accumulate, const glow__epilogue *ep, const int rows,
+                    const int w) {
   __m256 acc[MR][2];
-  for (int i = 0; i < MR; i++)
+  for (int i = 0; i < rows; i++)
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; k++, a += lda, b += ldb) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = w > 1 ? _mm256_loadu_ps(b + 8) : b0;
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m256 ai = _mm256_set1_ps(a[i]);
       acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -453,24 +473,25 @@ GLOW__KERNEL2 void avx2_kernel_tn(int64_t kc, const float *a, int64_t lda,
                                   const float *b, int64_t ldb, float *c,
                                   int64_t ldc, int64_t m, int64_t n,
                                   int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(8, avx2_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
-               accumulate, ep);
+  GLOW__TILES(6, 4, 4, 8, avx2_kernel_tn_body, kc, a, lda, b, ldb, c, ldc, m, n,
+              accumulate, ep);
 }
 
 /* As micro_kernel_rows. */
 GLOW__KERNEL2 inline GLOW__ALWAYS_INLINE void
 avx2_kernel_rows_body(int64_t kc, const float *a, int64_t lda, const float *pb,
                       int64_t ldb, float *c, int64_t ldc, int64_t m, int64_t n,
-                      int accumulate, const glow__epilogue *ep, const int w) {
+                      int accumulate, const glow__epilogue *ep, const int rows,
+                      const int w) {
   __m256 acc[MR][2];
   const float *row[MR];
-  for (int i = 0; i < MR; i++) {
+  for (int i = 0; i < rows; i++) {
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     row[i] = a + (i < m ? i : 0) * lda;
   }
   for (int64_t k = 0; k < kc; k++, pb += ldb) {
     const __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb + 8);
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
       const __m256 ai = _mm256_set1_ps(row[i][k]);
       acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
       if (w > 1)
@@ -484,8 +505,8 @@ GLOW__KERNEL2 void avx2_kernel_rows(int64_t kc, const float *a, int64_t lda,
                                     const float *pb, int64_t ldb, float *c,
                                     int64_t ldc, int64_t m, int64_t n,
                                     int accumulate, const glow__epilogue *ep) {
-  GLOW__WIDTHS(8, avx2_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m, n,
-               accumulate, ep);
+  GLOW__TILES(6, 4, 4, 8, avx2_kernel_rows_body, kc, a, lda, pb, ldb, c, ldc, m,
+              n, accumulate, ep);
 }
 
 #undef MR
