@@ -7,9 +7,10 @@
  * own kernel's promise that a row of the result does not depend on how
  * many rows the product has, in each version; that the two versions give
  * the same bits; which version glow__sgemm runs; that a product split
- * between a team's threads (glow__gemm) gives glow__sgemm's bits; and
- * that an epilogue applied by the kernel gives the bits of a pass after
- * it.
+ * between a team's threads (glow__gemm) gives glow__sgemm's bits; that
+ * an epilogue applied by the kernel gives the bits of a pass after it;
+ * and that a B of matrices side by side (glow__gemm_groups) gives the
+ * bits of the same columns stored as one.
  */
 #include "testutil.h"
 
@@ -398,6 +399,98 @@ static void test_epilogue(void **state) {
                 (long long)checks);
 }
 
+/* glow__gemm_groups: B as matrices `group` columns wide side by side, the
+ * nine taps of a 3x3 weight read where they lie.  On the own kernel, alone
+ * and split between a team of 3 (chunks that start inside a matrix), the
+ * bits of glow__sgemm on the same columns stored as one matrix; on the
+ * CBLAS, the reference's values.  Matrices with rows longer than the
+ * group (ldb > group) and gaps between them, products of one and two KC
+ * blocks and MC blocks, a last matrix cut short, and C's columns past n
+ * untouched. */
+static void test_groups(void **state) {
+  (void)state;
+  static const int64_t groups[] = {1, 4, 12, 48, 100};
+  static const int64_t shapes[][3] = {
+      /* m, matrices (n = group * matrices - cut), k */
+      {1, 9, 7},
+      {13, 9, 300},
+      {100, 3, 54},
+      {300, 9, 257}};
+  enum { N_SHAPES = sizeof shapes / sizeof shapes[0], TEAM = 3 };
+  float *packs = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK * TEAM);
+  float *team_pack[TEAM];
+  for (int p = 0; p < TEAM; p++)
+    team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
+  glow__team *team = glow__team_start(TEAM);
+  assert_non_null(team);
+  int64_t checks = 0;
+  for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+    for (int i = 0; i < N_SHAPES; i++) {
+      const int64_t group = groups[g], m = shapes[i][0], k = shapes[i][2];
+      const int64_t cut = (i % 2) * (group / 2), n = group * shapes[i][1] - cut;
+      const int64_t ldb = group + i % 2 * 3, gstride = k * ldb + 5;
+      const int64_t ldc = n + 3;
+      float *b = random_floats(gstride * shapes[i][1], 71 + (uint64_t)g);
+      float *a = random_floats(m * k, 73 + (uint64_t)i);
+      float *flat = malloc(sizeof(float) * (size_t)(k * n)); /* one matrix */
+      for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++)
+          flat[p * n + j] = b[j / group * gstride + p * ldb + j % group];
+      double *ref = malloc(sizeof(double) * (size_t)(m * n));
+      reference(0, 0, m, n, k, a, k, flat, n, NULL, 0, ref);
+      const double tol = 1e-5 * (4.0 + sqrt((double)k)) * 4.0;
+      float *c0 = random_floats(m * ldc, 79);
+      const size_t bytes = sizeof(float) * (size_t)(m * ldc);
+      float *want = malloc(bytes), *got = malloc(bytes);
+      for (int kind = 0; kind < N_KERNELS; kind++) {
+        if (!glow__gemm_runs(kernels[kind]) ||
+            (kernels[kind] != GLOW__GEMM_CBLAS &&
+             kernels[kind] != glow__gemm_isa_used()))
+          continue; /* glow__gemm_groups runs the one glow__sgemm runs */
+        const int own = kernels[kind] != GLOW__GEMM_CBLAS;
+        memcpy(want, c0, bytes);
+        glow__sgemm_on(kernels[kind], 0, 0, m, n, k, a, k, flat, n, 0, want,
+                       ldc, own ? packs : NULL, NULL);
+        for (int split = 0; split < 2; split++) {
+          glow__conv_scratch cs = {0};
+          cs.pack = own ? packs : NULL;
+          cs.team = split ? team : NULL;
+          cs.team_pack = own && split ? team_pack : NULL;
+          glow__team_split_all = split;
+          memcpy(got, c0, bytes);
+          glow__gemm_groups(&cs, m, n, k, a, k, b, ldb, group, gstride, got,
+                            ldc);
+          glow__team_split_all = 0;
+          if (own && memcmp(got, want, bytes) != 0)
+            fail_msg("%s, group %lld, m=%lld n=%lld k=%lld%s: not the bits "
+                     "of the product of the matrices as one",
+                     kernel_name(kernels[kind]), (long long)group, (long long)m,
+                     (long long)n, (long long)k, split ? ", team of 3" : "");
+          for (int64_t r = 0; r < m; r++)
+            for (int64_t j = 0; j < ldc; j++)
+              if (j >= n)
+                assert_true(got[r * ldc + j] == c0[r * ldc + j]);
+              else if (!(fabs(got[r * ldc + j] - ref[r * n + j]) <= tol))
+                fail_msg("%s, group %lld: C[%lld][%lld] = %g, expected %g",
+                         kernel_name(kernels[kind]), (long long)group,
+                         (long long)r, (long long)j, (double)got[r * ldc + j],
+                         ref[r * n + j]);
+          checks++;
+        }
+      }
+      free(a);
+      free(b);
+      free(flat);
+      free(ref);
+      free(c0);
+      free(want);
+      free(got);
+    }
+  glow__team_stop(team);
+  free(packs);
+  print_message("  %lld grouped products checked\n", (long long)checks);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_products),
@@ -405,6 +498,7 @@ int main(void) {
       cmocka_unit_test(test_kernel_choice),
       cmocka_unit_test(test_team_split),
       cmocka_unit_test(test_epilogue),
+      cmocka_unit_test(test_groups),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

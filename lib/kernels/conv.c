@@ -106,65 +106,32 @@ static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
  * first when hidden < c/2): the patch matrix would be 9*cin wide for a GEMM
  * only cout wide.  Instead one GEMM computes every tap's contribution,
  * Z = X [W_00 .. W_22] (9*cout wide), and a cheap pass sums the nine
- * shifted taps into y.  wr is the weight in that layout:
- * wr[ci][t*cout + co] = W[t][ci][co]. */
+ * shifted taps into y.  The weight is read as it lies: wr NULL, the HWIO
+ * weight wt, whose taps are the cin x cout matrices of that row
+ * (glow__gemm_groups), or wr in that row's layout, wr[ci][t*cout + co] =
+ * W[t][ci][co].  Reading wt in place spares a pass that rearranged it on
+ * every call, which on two threads cost more than it saved: each thread
+ * read lines of wr the other had written, and the cores share no cache. */
 static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
-                         int32_t w, int32_t cin, const float *wr, int32_t cout,
-                         float *y, glow__conv_scratch *cs,
-                         const glow__epilogue *ep) {
+                         int32_t w, int32_t cin, const float *wt,
+                         const float *wr, int32_t cout, float *y,
+                         glow__conv_scratch *cs, const glow__epilogue *ep) {
   const int32_t nt = 9 * cout;
   const int64_t hw = (int64_t)h * w;
   float *z = cs->patches;
-  glow__gemm(cs, 0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt, NULL);
+  if (wr)
+    glow__gemm(cs, 0, 0, nb * hw, nt, cin, x, ldx, wr, nt, 0, z, nt, NULL);
+  else
+    glow__gemm_groups(cs, nb * hw, nt, cin, x, ldx, wt, cout, cout,
+                      (int64_t)cin * cout, z, nt);
   for (int32_t i = 0; i < nb; i++)
     sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
   if (ep) /* y's sums end in sum_taps, not in the product */
     glow__epilogue_apply(ep, y, y, cout, nb * hw, cout);
 }
 
-typedef struct {
-  const float *wt;
-  float *wr;
-  int32_t cin, cout;
-} taps_rows;
-
-/* Rows [lo, hi) of the weight (row t * cin + ci: tap t, input channel ci)
- * into conv3x3_taps' layout: wr[ci][t*cout + co] = wt[t][ci][co]. */
-static inline GLOW__ALWAYS_INLINE void
-taps_weight_copy(const taps_rows *j, int64_t lo, int64_t hi, int32_t cout) {
-  const int64_t nt = 9 * (int64_t)cout;
-  int64_t t = lo / j->cin, ci = lo % j->cin; /* row = t * cin + ci */
-  for (int64_t row = lo; row < hi; row++) {
-    memcpy(j->wr + ci * nt + t * cout, j->wt + row * cout,
-           sizeof(float) * (size_t)cout);
-    if (++ci == j->cin) {
-      ci = 0;
-      t++;
-    }
-  }
-}
-
-/* The rows are a coupling's few output channels long: with cout a
- * constant each copy is inlined, where a call to memcpy per row took a
- * twentieth of a fashion image's forward pass at batch 1. */
-static void taps_weight_rows(void *ctx, int64_t lo, int64_t hi) {
-  const taps_rows *j = ctx;
-  switch (j->cout) {
-  case 2: taps_weight_copy(j, lo, hi, 2); break;
-  case 4: taps_weight_copy(j, lo, hi, 4); break;
-  case 6: taps_weight_copy(j, lo, hi, 6); break;
-  case 8: taps_weight_copy(j, lo, hi, 8); break;
-  case 12: taps_weight_copy(j, lo, hi, 12); break;
-  case 16: taps_weight_copy(j, lo, hi, 16); break;
-  case 24: taps_weight_copy(j, lo, hi, 24); break;
-  case 48: taps_weight_copy(j, lo, hi, 48); break;
-  default: taps_weight_copy(j, lo, hi, j->cout); break;
-  }
-}
-
-/* The convolution, given the weight in the layout its path reads: HWIO
- * (wt) for the patch-matrix path, or conv3x3_taps' layout (wr) when
- * cout < cin. */
+/* The convolution: the patch-matrix path reads the HWIO weight wt, the
+ * tap path (cout < cin) wt or wr as conv3x3_taps says. */
 static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
                         int32_t w, int32_t cin, const float *wt,
                         const float *wr, int32_t cout, float *y,
@@ -182,7 +149,7 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
     const float *xb = x + (int64_t)i0 * hw * ldx;
     float *yb = y + (int64_t)i0 * hw * cout;
     if (taps) {
-      conv3x3_taps(xb, ldx, nb, h, w, cin, wr, cout, yb, cs, ep);
+      conv3x3_taps(xb, ldx, nb, h, w, cin, wt, wr, cout, yb, cs, ep);
       continue;
     }
     for (int32_t i = 0; i < nb; i++)
@@ -196,13 +163,7 @@ static void conv3x3_run(const float *x, int64_t ldx, int32_t n, int32_t h,
 void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
                    int32_t cin, const float *wt, int32_t cout, float *y,
                    glow__conv_scratch *cs, const glow__epilogue *ep) {
-  float *wr = NULL;
-  if (cout < cin) { /* [tap][ci][co] -> [ci][tap*cout + co], once */
-    wr = cs->weight;
-    taps_rows job = {wt, wr, cin, cout};
-    glow__team_for(cs->team, 9 * (int64_t)cin, 256, taps_weight_rows, &job);
-  }
-  conv3x3_run(x, ldx, n, h, w, cin, wt, wr, cout, y, cs, ep);
+  conv3x3_run(x, ldx, n, h, w, cin, wt, NULL, cout, y, cs, ep);
 }
 
 void glow__matmul(const float *x, int64_t ldx, int64_t rows, int32_t cin,

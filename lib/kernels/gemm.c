@@ -114,6 +114,32 @@ static const glow__epilogue *epilogue_from(const glow__epilogue *ep,
   return at;
 }
 
+/* The operands of one product, where its result goes and what is done to
+ * it there (ep: NULL, or applied with the last KC block).  With group > 0,
+ * op(B) (ta = tb = 0 only) is a row of matrices, each group columns wide
+ * and stored with row stride ldb, the next gstride floats after the last:
+ * column j of op(B) is column (j0 + j) % group of the matrix at
+ * b + ((j0 + j) / group) * gstride.  A 3x3 weight (HWIO) is so the nine
+ * taps' cin x cout matrices side by side, which the tap path of a
+ * convolution multiplies without first rearranging them. */
+typedef struct {
+  int ta, tb;
+  const float *a, *b;
+  int64_t lda, ldb;
+  int64_t group, gstride, j0;
+  float *c;
+  int64_t ldc;
+  const glow__epilogue *ep;
+} operands;
+
+/* Column j of grouped op(B) (o->group > 0): its offset from o->b in *off,
+ * and how many columns from j on lie side by side in one matrix. */
+static inline int64_t group_run(const operands *o, int64_t j, int64_t *off) {
+  const int64_t col = o->j0 + j, g = col / o->group, in = col % o->group;
+  *off = g * o->gstride + in;
+  return o->group - in;
+}
+
 #ifdef GLOW__HAVE_GEMM_KERNEL
 
 /* ---- Packing (plain C, for both versions) --------------------------------- */
@@ -185,6 +211,38 @@ static void pack_b(const float *b, int64_t rs, int64_t cs, int64_t kc,
     }
   }
 }
+
+/* Rows [p0, p0 + kc) x columns [jc, jc + nc) of a grouped op(B) (see
+ * operands), as pack_b.  Row by row, each row of the block a few runs of
+ * columns (split where a matrix or a panel ends), found once per block
+ * for up to RUNS runs at a time: the matrices are then read as streams,
+ * each from its first row on. */
+#define RUNS 64
+static void pack_b_groups(const operands *o, int64_t p0, int64_t jc, int64_t kc,
+                          int64_t nc, int64_t nr, float *pb) {
+  if (nc % nr) /* zero past nc */
+    memset(pb + (nc - nc % nr) * kc, 0, sizeof(float) * (size_t)(kc * nr));
+  for (int64_t j0 = 0; j0 < nc;) {
+    const float *src[RUNS];
+    float *dst[RUNS];
+    int64_t len[RUNS], runs = 0;
+    for (; j0 < nc && runs < RUNS; j0 += len[runs++]) {
+      int64_t off;
+      const int64_t jr = j0 - j0 % nr, panel_left = jr + nr - j0;
+      len[runs] = group_run(o, jc + j0, &off);
+      if (len[runs] > panel_left)
+        len[runs] = panel_left;
+      if (len[runs] > nc - j0)
+        len[runs] = nc - j0;
+      src[runs] = o->b + off + p0 * o->ldb;
+      dst[runs] = pb + jr * kc + (j0 - jr);
+    }
+    for (int64_t k = 0; k < kc; k++)
+      for (int64_t r = 0; r < runs; r++)
+        copy_short(dst[r] + k * nr, src[r] + k * o->ldb, len[r]);
+  }
+}
+#undef RUNS
 
 /* ---- AVX-512: 12 x 32 tiles ------------------------------------------------ */
 
@@ -543,17 +601,6 @@ static const tiles avx2_tiles = {
 _Static_assert(MC % 12 == 0 && NC % 32 == 0, "AVX-512: whole panels");
 _Static_assert(MC % 6 == 0 && NC % 16 == 0, "AVX2: whole panels");
 
-/* The operands of one product, where its result goes and what is done to
- * it there (ep: NULL, or applied with the last KC block). */
-typedef struct {
-  int ta, tb;
-  const float *a, *b;
-  int64_t lda, ldb;
-  float *c;
-  int64_t ldc;
-  const glow__epilogue *ep;
-} operands;
-
 /* A product of A and B (both as stored) with at most this many rows reads
  * B's whole panels in place rather than packing them: packing costs a
  * read and a write of all of B, which only pays when many row tiles read
@@ -564,7 +611,7 @@ typedef struct {
  * rate, and 128 x 128 ones no faster on two threads than on one). */
 #define B_IN_PLACE_ROWS 96
 static inline int b_in_place(const operands *o, int64_t m) {
-  if (o->tb)
+  if (o->tb || o->group)
     return 0;
   return o->ta || (m <= B_IN_PLACE_ROWS && o->ldb % 64 != 0);
 }
@@ -632,7 +679,9 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int64_t whole = nc - nc % t->nr; /* columns in whole panels */
-      if (!b_place)
+      if (o->group)
+        pack_b_groups(o, pc, jc, kc, nc, t->nr, pb);
+      else if (!b_place)
         pack_b(o->b + pc * brs + jc * bcs, brs, bcs, kc, nc, t->nr, pb);
       else if (whole < nc)
         pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
@@ -669,28 +718,55 @@ static void own_sgemm_avx2(const operands *o, int64_t m, int64_t n, int64_t k,
 
 #endif /* GLOW__HAVE_GEMM_KERNEL */
 
-void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
-                    int64_t k, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, int accumulate, float *c, int64_t ldc,
-                    float *pack, const glow__epilogue *ep) {
+/* The CBLAS's product of o: one call, or one per run of columns of a
+ * grouped op(B); then the epilogue as a pass. */
+static void cblas_product(const operands *o, int64_t m, int64_t n, int64_t k,
+                          int accumulate) {
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (!o->group)
+    cblas_sgemm(CblasRowMajor, o->ta ? CblasTrans : CblasNoTrans,
+                o->tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
+                o->a, (int)o->lda, o->b, (int)o->ldb, beta, o->c, (int)o->ldc);
+  else
+    for (int64_t j = 0; j < n;) {
+      int64_t off;
+      int64_t run = group_run(o, j, &off);
+      if (run > n - j)
+        run = n - j;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)run,
+                  (int)k, 1.0f, o->a, (int)o->lda, o->b + off, (int)o->ldb,
+                  beta, o->c + j, (int)o->ldc);
+      j += run;
+    }
+  if (o->ep)
+    glow__epilogue_apply(o->ep, o->c, o->c, o->ldc, m, n);
+}
+
+/* o's product on isa's kernel (pack as for glow__sgemm_on). */
+static void product_on(glow__gemm_isa isa, const operands *o, int64_t m,
+                       int64_t n, int64_t k, int accumulate, float *pack) {
 #ifdef GLOW__HAVE_GEMM_KERNEL
-  if (isa != GLOW__GEMM_CBLAS) {
-    const operands o = {ta, tb, a, b, lda, ldb, c, ldc, ep};
-    if (isa == GLOW__GEMM_AVX2)
-      own_sgemm_avx2(&o, m, n, k, accumulate, pack);
-    else
-      own_sgemm_avx512(&o, m, n, k, accumulate, pack);
+  if (isa == GLOW__GEMM_AVX2) {
+    own_sgemm_avx2(o, m, n, k, accumulate, pack);
+    return;
+  }
+  if (isa == GLOW__GEMM_AVX512) {
+    own_sgemm_avx512(o, m, n, k, accumulate, pack);
     return;
   }
 #else
   (void)isa; /* always the CBLAS: glow__gemm_runs() says no other */
 #endif
   (void)pack;
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-              tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
-              (int)lda, b, (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
-  if (ep)
-    glow__epilogue_apply(ep, c, c, ldc, m, n);
+  cblas_product(o, m, n, k, accumulate);
+}
+
+void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
+                    int64_t k, const float *a, int64_t lda, const float *b,
+                    int64_t ldb, int accumulate, float *c, int64_t ldc,
+                    float *pack, const glow__epilogue *ep) {
+  const operands o = {ta, tb, a, b, lda, ldb, 0, 0, 0, c, ldc, ep};
+  product_on(isa, &o, m, n, k, accumulate, pack);
 }
 
 void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
@@ -705,11 +781,9 @@ void glow__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k,
 typedef struct {
   const glow__conv_scratch *cs;
   glow__gemm_isa isa;
-  int ta, tb, accumulate, by_cols;
-  int64_t m, n, k, lda, ldb, ldc, unit;
-  const float *a, *b;
-  float *c;
-  const glow__epilogue *ep;
+  const operands *o;
+  int accumulate, by_cols;
+  int64_t m, n, k, unit;
   /* The members' packing buffers, each used by one chunk at a time: a
    * member's slot is taken with the chunk (busy[p] = 1) and given back
    * after it. */
@@ -732,6 +806,7 @@ static float *take_pack(split_job *j, int32_t *slot) {
 /* Chunk c's columns (by_cols) or rows of C, in whole units of tiles. */
 static void split_chunk(void *ctx, int32_t c, int32_t chunks) {
   split_job *j = ctx;
+  const operands *o = j->o;
   const int64_t len = j->by_cols ? j->n : j->m;
   int64_t lo, hi;
   glow__part_range((len + j->unit - 1) / j->unit, c, chunks, &lo, &hi);
@@ -741,16 +816,21 @@ static void split_chunk(void *ctx, int32_t c, int32_t chunks) {
     return;
   int32_t slot;
   float *pack = take_pack(j, &slot);
+  operands part = *o;
   glow__epilogue pe; /* the chunk's columns of the epilogue */
-  const glow__epilogue *ep = epilogue_from(j->ep, j->by_cols ? lo : 0, &pe);
-  if (j->by_cols)
-    glow__sgemm_on(j->isa, j->ta, j->tb, j->m, hi - lo, j->k, j->a, j->lda,
-                   j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb,
-                   j->accumulate, j->c + lo, j->ldc, pack, ep);
-  else
-    glow__sgemm_on(j->isa, j->ta, j->tb, hi - lo, j->n, j->k,
-                   j->ta ? j->a + lo : j->a + lo * j->lda, j->lda, j->b, j->ldb,
-                   j->accumulate, j->c + lo * j->ldc, j->ldc, pack, ep);
+  part.ep = epilogue_from(o->ep, j->by_cols ? lo : 0, &pe);
+  if (j->by_cols) {
+    if (o->group)
+      part.j0 += lo;
+    else
+      part.b += o->tb ? lo * o->ldb : lo;
+    part.c += lo;
+    product_on(j->isa, &part, j->m, hi - lo, j->k, j->accumulate, pack);
+  } else {
+    part.a += o->ta ? lo : lo * o->lda;
+    part.c += lo * o->ldc;
+    product_on(j->isa, &part, hi - lo, j->n, j->k, j->accumulate, pack);
+  }
   atomic_store(&j->busy[slot], 0);
 }
 
@@ -762,17 +842,16 @@ static double largest_share(int64_t len, int64_t unit, int32_t chunks) {
   return (double)(most < len ? most : len) / (double)len;
 }
 
-void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
-                int64_t n, int64_t k, const float *a, int64_t lda,
-                const float *b, int64_t ldb, int accumulate, float *c,
-                int64_t ldc, const glow__epilogue *ep) {
+/* o's product with cs's packing buffer, split between cs's team as
+ * glow__gemm says. */
+static void split_product(const glow__conv_scratch *cs, const operands *o,
+                          int64_t m, int64_t n, int64_t k, int accumulate) {
   const glow__gemm_isa isa =
       cs->pack ? glow__gemm_isa_used() : GLOW__GEMM_CBLAS;
   int32_t parts = glow__team_size(cs->team);
   const double flops = 2.0 * (double)m * (double)n * (double)k;
   if (parts < 2 || (flops < 1.0e6 && !glow__team_split_all)) {
-    glow__sgemm_on(isa, ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
-                   cs->pack, ep);
+    product_on(isa, o, m, n, k, accumulate, cs->pack);
     return;
   }
   if (parts > GLOW__GEMM_TEAM_MAX)
@@ -791,24 +870,32 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
   const int64_t units = ((by_cols ? n : m) + unit - 1) / unit;
   split_job j = {.cs = cs,
                  .isa = isa,
-                 .ta = ta,
-                 .tb = tb,
+                 .o = o,
                  .accumulate = accumulate,
                  .by_cols = by_cols,
                  .m = m,
                  .n = n,
                  .k = k,
-                 .lda = lda,
-                 .ldb = ldb,
-                 .ldc = ldc,
                  .unit = unit,
-                 .a = a,
-                 .b = b,
-                 .c = c,
-                 .ep = ep,
                  .slots = parts};
   for (int32_t p = 0; p < parts; p++)
     atomic_init(&j.busy[p], 0);
   glow__team_run(cs->team, split_chunk, &j,
                  (int32_t)(units < want ? units : want));
+}
+
+void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
+                int64_t n, int64_t k, const float *a, int64_t lda,
+                const float *b, int64_t ldb, int accumulate, float *c,
+                int64_t ldc, const glow__epilogue *ep) {
+  const operands o = {ta, tb, a, b, lda, ldb, 0, 0, 0, c, ldc, ep};
+  split_product(cs, &o, m, n, k, accumulate);
+}
+
+void glow__gemm_groups(const glow__conv_scratch *cs, int64_t m, int64_t n,
+                       int64_t k, const float *a, int64_t lda, const float *b,
+                       int64_t ldb, int64_t group, int64_t gstride, float *c,
+                       int64_t ldc) {
+  const operands o = {0, 0, a, b, lda, ldb, group, gstride, 0, c, ldc, NULL};
+  split_product(cs, &o, m, n, k, 0);
 }

@@ -75,12 +75,12 @@ void glow__sgemm_on(glow__gemm_isa isa, int ta, int tb, int64_t m, int64_t n,
 /* ---- Convolutions (conv.c) ------------------------------------------------- */
 
 /* Scratch for convolutions and products: `cap` floats of patches or tap
- * outputs (room for at least one image), room for one rearranged weight
+ * outputs (room for at least one image), room for a weight gradient's taps
  * and the GEMM kernel's packing buffer. */
 typedef struct {
   float *patches;
   int64_t cap;
-  float *weight; /* a rearranged 3x3 weight, or a weight gradient's taps */
+  float *weight; /* a 3x3 weight gradient's taps (the tap path) */
   float *pack;   /* GLOW__GEMM_PACK floats for the own GEMM kernel, or NULL:
                     the CBLAS computes the products */
   /* A team that splits each product (NULL: the calling thread alone), and
@@ -108,6 +108,19 @@ void glow__gemm(const glow__conv_scratch *cs, int ta, int tb, int64_t m,
                 const float *b, int64_t ldb, int accumulate, float *c,
                 int64_t ldc, const glow__epilogue *ep);
 
+/* glow__gemm of A (m x k, row stride lda) and B = [B_0 B_1 ...], n
+ * columns in matrices `group` wide (the last one cut at n), B_t at
+ * b + t * gstride with row stride ldb, into C (overwritten) without an
+ * epilogue: the nine taps of a 3x3 weight (HWIO: group cout, gstride
+ * cin * cout, ldb cout) multiplied as one row without rearranging them.
+ * On the own kernel, the same sums in the same order as glow__gemm of the
+ * row stored as one matrix, so the same bits; the CBLAS gets a product per
+ * run of columns in one matrix. */
+void glow__gemm_groups(const glow__conv_scratch *cs, int64_t m, int64_t n,
+                       int64_t k, const float *a, int64_t lda, const float *b,
+                       int64_t ldb, int64_t group, int64_t gstride, float *c,
+                       int64_t ldc);
+
 /* y (n*h*w x cout) = conv3x3_same(x) where x has rows of stride ldx >= cin
  * (only the first cin channels are read).  w: [3][3][cin][cout] (HWIO).
  * ep (or NULL): applied to y (see glow__epilogue). */
@@ -116,7 +129,8 @@ void glow__conv3x3(const float *x, int64_t ldx, int32_t n, int32_t h, int32_t w,
                    glow__conv_scratch *cs, const glow__epilogue *ep);
 /* Floats of patch scratch the conv above needs for one image. */
 int64_t glow__conv3x3_col_per_image(int32_t h, int32_t w, int32_t cin);
-/* Floats of rearranged weight the conv and its gradients need. */
+/* Floats of a 3x3 weight: the scratch its gradients need (cs->weight,
+ * and the flipped weight of glow__conv3x3_grad_input). */
 static inline int64_t glow__conv3x3_weight_floats(int32_t cin, int32_t cout) {
   return (int64_t)9 * cin * cout;
 }

@@ -115,7 +115,7 @@ typedef struct {
                           them again (glow__pass.tail); 0: none */
   int64_t grad_act;    /* floats per image of gradient scratch */
   int64_t patches;     /* floats per image of convolution patches */
-  int64_t conv_weight; /* floats of one rearranged or flipped conv weight */
+  int64_t conv_weight; /* floats of one conv weight (gradient taps, flip) */
   int64_t chan;        /* the widest per-channel vector */
   int64_t mat;         /* order of the largest 1x1 weight */
 } glow__needs;
@@ -124,7 +124,7 @@ typedef struct {
 void glow__needs_max(glow__needs *acc, const glow__needs *more);
 
 typedef struct {
-  glow__conv_scratch conv; /* patches, a rearranged weight, GEMM packing */
+  glow__conv_scratch conv; /* patches, gradient taps, GEMM packing */
   /* A layer's network activations where nothing keeps them
    * (n * needs.act). */
   float *act;
