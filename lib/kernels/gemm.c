@@ -119,9 +119,9 @@ static const glow__epilogue *epilogue_from(const glow__epilogue *ep,
  * op(B) (ta = tb = 0 only) is a row of matrices, each group columns wide
  * and stored with row stride ldb, the next gstride floats after the last:
  * column j of op(B) is column (j0 + j) % group of the matrix at
- * b + ((j0 + j) / group) * gstride.  A 3x3 weight (HWIO) is so the nine
- * taps' cin x cout matrices side by side, which the tap path of a
- * convolution multiplies without first rearranging them. */
+ * b + ((j0 + j) / group) * gstride.  A 3x3 weight in HWIO layout is such
+ * a row: the nine taps' cin x cout matrices, which the tap path of a
+ * convolution multiplies as they lie, without rearranging them first. */
 typedef struct {
   int ta, tb;
   const float *a, *b;
