@@ -43,7 +43,6 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   ws->ld = ws_buf(ws, n, sizeof(double));
   s->act = ws_buf(ws, n * nd->act, sizeof(float));
   s->conv.patches = ws_buf(ws, s->conv.cap, sizeof(float));
-  s->conv.weight = ws_buf(ws, nd->conv_weight, sizeof(float));
   const int own = glow__model_gemm_own(m);
   if (own)
     s->conv.pack = ws_buf(ws, GLOW__GEMM_PACK, sizeof(float));
@@ -52,8 +51,8 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   s->mat64 = ws_buf(ws, 2 * nd->mat * nd->mat + nd->mat, sizeof(double));
   s->mat32 = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   if (!ws->tensor[0] || !ws->tensor[1] || !ws->ld || !s->act ||
-      !s->conv.patches || !s->conv.weight || (own && !s->conv.pack) ||
-      !s->chan_f || !s->chan_d || !s->mat64 || !s->mat32) {
+      !s->conv.patches || (own && !s->conv.pack) || !s->chan_f || !s->chan_d ||
+      !s->mat64 || !s->mat32) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
                       "out of memory for the workspace of a batch of %d", n);
@@ -186,6 +185,8 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   ws->grad[0] = ws_buf(ws, nd_floats, sizeof(float));
   ws->grad[1] = ws_buf(ws, nd_floats, sizeof(float));
   s->grad_act = ws_buf(ws, n * nd->grad_act, sizeof(float));
+  /* Both only for gradients: a forward pass reads 3x3 weights in place. */
+  s->conv.weight = ws_buf(ws, nd->conv_weight, sizeof(float));
   s->wflip = ws_buf(ws, nd->conv_weight, sizeof(float));
   s->mat_grad = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   ws->head = ws_buf(ws, glow__classifier_scratch(&m->cls), sizeof(double));
@@ -194,9 +195,9 @@ int glow__ws_alloc_train(const glow_model *m, int32_t n, int store,
   /* Parameter-sized, not activation memory: not in ws->bytes. */
   const int64_t np = m->reg.n_params;
   ws->param_grad = glow__malloc(sizeof(float) * (size_t)(np > 0 ? np : 1));
-  int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act && s->wflip &&
-           s->mat_grad && ws->head && ws->handoffs && ws->ptrs &&
-           ws->param_grad;
+  int ok = ws->eps && ws->grad[0] && ws->grad[1] && s->grad_act &&
+           s->conv.weight && s->wflip && s->mat_grad && ws->head &&
+           ws->handoffs && ws->ptrs && ws->param_grad;
   if (ok) {
     for (int64_t i = 0; i < 5 * nl; i++)
       ws->ptrs[i] = NULL;
