@@ -142,7 +142,7 @@ static inline int64_t group_run(const operands *o, int64_t j, int64_t *off) {
 
 #ifdef GLOW__HAVE_GEMM_KERNEL
 
-/* ---- Packing (plain C, inlined into each version) ------------------------- */
+/* ---- Packing (plain C, compiled for each version below) ------------------ */
 
 /* n floats from src to dst in fixed-size pieces, each a move or two: the
  * rows packed here are often narrower than a panel (a product of 4 or 12
@@ -236,8 +236,10 @@ static inline GLOW__ALWAYS_INLINE void pack_b(const float *b, int64_t rs,
  * for up to RUNS runs at a time: the matrices are then read as streams,
  * each from its first row on. */
 #define RUNS 64
-static void pack_b_groups(const operands *o, int64_t p0, int64_t jc, int64_t kc,
-                          int64_t nc, int64_t nr, float *pb) {
+static inline GLOW__ALWAYS_INLINE void pack_b_groups(const operands *o,
+                                                     int64_t p0, int64_t jc,
+                                                     int64_t kc, int64_t nc,
+                                                     int64_t nr, float *pb) {
   if (nc % nr) /* zero past nc */
     memset(pb + (nc - nc % nr) * kc, 0, sizeof(float) * (size_t)(kc * nr));
   for (int64_t j0 = 0; j0 < nc;) {
@@ -590,14 +592,21 @@ GLOW__KERNEL2 void avx2_kernel_rows(int64_t kc, const float *a, int64_t lda,
 
 /* ---- The blocked product, for either version ------------------------------ */
 
-/* One instruction set's register tile and micro-kernels: packed A and B,
- * A^T and B in place, A's rows in place and B packed.  With op(A) = A^T
- * and B in place, A^T is packed too where the block has more than
- * tn_pack_cols columns: each A^T panel is then read once per B panel, and
+/* One instruction set's register tile, packing and micro-kernels (packed
+ * A and B, A^T and B in place, A's rows in place and B packed).  With
+ * op(A) = A^T and B in place, A^T is packed too where the block has more
+ * than tn_pack_cols columns: each A^T panel is then read once per B panel, and
  * the AVX2 version's narrower panels read it twice as often (packing made
  * its weight gradients 7 to 20% faster, and AVX-512's none). */
+typedef void pack_b_fn(const float *b, int64_t rs, int64_t cs, int64_t kc,
+                       int64_t nc, int64_t nr, float *pb);
+typedef void pack_groups_fn(const operands *o, int64_t p0, int64_t jc,
+                            int64_t kc, int64_t nc, int64_t nr, float *pb);
+
 typedef struct {
   int64_t mr, nr, tn_pack_cols;
+  pack_b_fn *pack_b;
+  pack_groups_fn *pack_groups;
   void (*packed)(int64_t kc, const float *pa, const float *pb, float *c,
                  int64_t ldc, int64_t m, int64_t n, int accumulate,
                  const glow__epilogue *ep);
@@ -609,10 +618,44 @@ typedef struct {
                int accumulate, const glow__epilogue *ep);
 } tiles;
 
-static const tiles avx512_tiles = {
-    12, 32, INT64_MAX, micro_kernel, micro_kernel_tn, micro_kernel_rows};
-static const tiles avx2_tiles = {
-    6, 16, 32, avx2_kernel, avx2_kernel_tn, avx2_kernel_rows};
+/* The packing, compiled for AVX-512F where that version calls it: its
+ * copies then move a cache line at a time, which packed weights streamed
+ * from memory at 17 GB/s against 12 to 14 in 16-byte moves.  The AVX2
+ * version's stays generic: 32-byte moves packed no faster. */
+GLOW__KERNEL void pack_b_avx512(const float *b, int64_t rs, int64_t cs,
+                                int64_t kc, int64_t nc, int64_t nr, float *pb) {
+  pack_b(b, rs, cs, kc, nc, nr, pb);
+}
+GLOW__KERNEL void pack_groups_avx512(const operands *o, int64_t p0, int64_t jc,
+                                     int64_t kc, int64_t nc, int64_t nr,
+                                     float *pb) {
+  pack_b_groups(o, p0, jc, kc, nc, nr, pb);
+}
+static void pack_b_plain(const float *b, int64_t rs, int64_t cs, int64_t kc,
+                         int64_t nc, int64_t nr, float *pb) {
+  pack_b(b, rs, cs, kc, nc, nr, pb);
+}
+static void pack_groups_plain(const operands *o, int64_t p0, int64_t jc,
+                              int64_t kc, int64_t nc, int64_t nr, float *pb) {
+  pack_b_groups(o, p0, jc, kc, nc, nr, pb);
+}
+
+static const tiles avx512_tiles = {.mr = 12,
+                                   .nr = 32,
+                                   .tn_pack_cols = INT64_MAX,
+                                   .pack_b = pack_b_avx512,
+                                   .pack_groups = pack_groups_avx512,
+                                   .packed = micro_kernel,
+                                   .tn = micro_kernel_tn,
+                                   .rows = micro_kernel_rows};
+static const tiles avx2_tiles = {.mr = 6,
+                                 .nr = 16,
+                                 .tn_pack_cols = 32,
+                                 .pack_b = pack_b_plain,
+                                 .pack_groups = pack_groups_plain,
+                                 .packed = avx2_kernel,
+                                 .tn = avx2_kernel_tn,
+                                 .rows = avx2_kernel_rows};
 
 /* Whole panels per block, so GLOW__GEMM_PACK holds either version's
  * MC x KC and KC x NC. */
@@ -698,12 +741,12 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int64_t whole = nc - nc % t->nr; /* columns in whole panels */
       if (o->group)
-        pack_b_groups(o, pc, jc, kc, nc, t->nr, pb);
+        t->pack_groups(o, pc, jc, kc, nc, t->nr, pb);
       else if (!b_place)
-        pack_b(o->b + pc * brs + jc * bcs, brs, bcs, kc, nc, t->nr, pb);
+        t->pack_b(o->b + pc * brs + jc * bcs, brs, bcs, kc, nc, t->nr, pb);
       else if (whole < nc)
-        pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
-               t->nr, pb + whole * kc);
+        t->pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
+                  t->nr, pb + whole * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
         multiply_block(t, o, b_place, ic, mc, jc, nc, pc, kc,
@@ -724,11 +767,10 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
  * tile sizes fold into the loops and the kernels are called directly,
  * which matters for Glow's products with few columns or a short inner
  * dimension (a 1x1 convolution of 12 channels), whose tiles are short.
- * The AVX-512 one is compiled for AVX-512F, packing included: its copies
- * then move a cache line at a time, which packed weights streamed from
- * memory at 17 GB/s against 12 to 14 in 16-byte moves.  The AVX2 one stays
- * generic: 32-byte moves packed no faster, and with its kernels inlined
- * it ran 1.5% slower (fashion, batch 64). */
+ * The AVX-512 one is compiled for AVX-512F, as its packing of A^T is
+ * inlined (see pack_b_avx512).  The AVX2 one stays generic: compiled for
+ * AVX2, with its kernels then inlined, it ran 1.5% slower (fashion, batch
+ * 64). */
 GLOW__KERNEL void own_sgemm_avx512(const operands *o, int64_t m, int64_t n,
                                    int64_t k, int accumulate, float *pack) {
   own_sgemm(&avx512_tiles, o, m, n, k, accumulate, pack);
