@@ -57,49 +57,78 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
   }
 }
 
-/* y (h x w x cout) of one image = the sum of the nine taps' outputs z (h x
- * w x 9*cout, tap t at columns [t*cout, +cout)), each shifted by its
- * offset, zero outside the image. */
-static inline GLOW__ALWAYS_INLINE void
-sum_taps_image(const float *z, int32_t h, int32_t w, int32_t cout, float *y) {
+/* Pixels [q0, q1) of y (h x w x cout) of one image = the sum of the nine
+ * taps' outputs z (h x w x 9*cout, tap t at columns [t*cout, +cout)),
+ * each shifted by its offset, zero outside the image. */
+static inline GLOW__ALWAYS_INLINE void sum_taps_image(const float *z, int32_t h,
+                                                      int32_t w, int32_t cout,
+                                                      float *y, int64_t q0,
+                                                      int64_t q1) {
   const int32_t nt = 9 * cout;
-  for (int32_t yy = 0; yy < h; yy++)
-    for (int32_t xx = 0; xx < w; xx++) {
-      float *out = y + ((int64_t)yy * w + xx) * cout;
-      for (int32_t co = 0; co < cout; co++)
-        out[co] = 0.0f;
-      for (int32_t ky = 0; ky < 3; ky++) {
-        int32_t sy = yy + ky - 1;
-        if (sy < 0 || sy >= h)
+  int32_t yy = (int32_t)(q0 / w), xx = (int32_t)(q0 % w);
+  for (int64_t q = q0; q < q1; q++) {
+    float *out = y + q * cout;
+    for (int32_t co = 0; co < cout; co++)
+      out[co] = 0.0f;
+    for (int32_t ky = 0; ky < 3; ky++) {
+      int32_t sy = yy + ky - 1;
+      if (sy < 0 || sy >= h)
+        continue;
+      for (int32_t kx = 0; kx < 3; kx++) {
+        int32_t sx = xx + kx - 1;
+        if (sx < 0 || sx >= w)
           continue;
-        for (int32_t kx = 0; kx < 3; kx++) {
-          int32_t sx = xx + kx - 1;
-          if (sx < 0 || sx >= w)
-            continue;
-          const float *src =
-              z + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
-          for (int32_t co = 0; co < cout; co++)
-            out[co] += src[co];
-        }
+        const float *src =
+            z + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
+        for (int32_t co = 0; co < cout; co++)
+          out[co] += src[co];
       }
     }
+    if (++xx == w) { /* the next pixel starts a row */
+      xx = 0;
+      yy++;
+    }
+  }
 }
 
 /* With cout a constant the compiler unrolls the few channels of the
  * couplings' usual shapes; a loop of cout = 2..12 iterations would not
  * vectorise. */
 static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
-                     float *y) {
+                     float *y, int64_t q0, int64_t q1) {
   switch (cout) {
-  case 2: sum_taps_image(z, h, w, 2, y); break;
-  case 3: sum_taps_image(z, h, w, 3, y); break;
-  case 4: sum_taps_image(z, h, w, 4, y); break;
-  case 6: sum_taps_image(z, h, w, 6, y); break;
-  case 8: sum_taps_image(z, h, w, 8, y); break;
-  case 12: sum_taps_image(z, h, w, 12, y); break;
-  case 16: sum_taps_image(z, h, w, 16, y); break;
-  default: sum_taps_image(z, h, w, cout, y); break;
+  case 2: sum_taps_image(z, h, w, 2, y, q0, q1); break;
+  case 3: sum_taps_image(z, h, w, 3, y, q0, q1); break;
+  case 4: sum_taps_image(z, h, w, 4, y, q0, q1); break;
+  case 6: sum_taps_image(z, h, w, 6, y, q0, q1); break;
+  case 8: sum_taps_image(z, h, w, 8, y, q0, q1); break;
+  case 12: sum_taps_image(z, h, w, 12, y, q0, q1); break;
+  case 16: sum_taps_image(z, h, w, 16, y, q0, q1); break;
+  default: sum_taps_image(z, h, w, cout, y, q0, q1); break;
   }
+}
+
+/* Pixels [lo, hi) of a chunk of images: their tap sums, then ep. */
+typedef struct {
+  const float *z;
+  int32_t h, w, cout;
+  float *y;
+  const glow__epilogue *ep;
+} taps_job;
+
+static void sum_taps_rows(void *ctx, int64_t lo, int64_t hi) {
+  const taps_job *j = ctx;
+  const int64_t hw = (int64_t)j->h * j->w;
+  for (int64_t r = lo; r < hi;) {
+    const int64_t i = r / hw, q0 = r - i * hw;
+    const int64_t q1 = hi - i * hw < hw ? hi - i * hw : hw;
+    sum_taps(j->z + i * hw * 9 * j->cout, j->h, j->w, j->cout,
+             j->y + i * hw * j->cout, q0, q1);
+    r += q1 - q0;
+  }
+  if (j->ep) /* y's sums end here, not in the product */
+    glow__epilogue_apply(j->ep, j->y + lo * j->cout, j->y + lo * j->cout,
+                         j->cout, hi - lo, j->cout);
 }
 
 /* Few output channels (the coupling's last conv, hidden -> c, and its
@@ -124,10 +153,10 @@ static void conv3x3_taps(const float *x, int64_t ldx, int32_t nb, int32_t h,
   else
     glow__gemm_groups(cs, nb * hw, nt, cin, x, ldx, wt, cout, cout,
                       (int64_t)cin * cout, z, nt);
-  for (int32_t i = 0; i < nb; i++)
-    sum_taps(z + (int64_t)i * hw * nt, h, w, cout, y + (int64_t)i * hw * cout);
-  if (ep) /* y's sums end in sum_taps, not in the product */
-    glow__epilogue_apply(ep, y, y, cout, nb * hw, cout);
+  /* Pixels are independent: a team splits them, each member mostly
+   * summing taps of the rows its part of the product wrote. */
+  taps_job job = {z, h, w, cout, y, ep};
+  glow__team_for(cs->team, nb * hw, 512 / cout + 1, sum_taps_rows, &job);
 }
 
 /* The convolution: the patch-matrix path reads the HWIO weight wt, the

@@ -84,6 +84,7 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
   nd->conv_weight =
       glow__conv3x3_weight_floats((int32_t)hid, (int32_t)max64(half, co));
   nd->chan = max64(hid, cp->c);
+  nd->pixels = hw; /* the affine log-determinant's terms */
 }
 
 /* NN(x1), x1 the first c/2 channels of x (rows of c), into act. */
@@ -135,66 +136,92 @@ static inline sigmoid_parts sigmoid3(float v) {
   return q;
 }
 
+/* Rows [lo, hi) of the coupling itself, given the network's output: y
+ * (out) from x (in), and for the affine coupling each pixel's log s summed
+ * over its channels into terms[row]. */
+typedef struct {
+  const coupling *cp;
+  const float *in, *nn; /* the layer's input (x, or y inverse), NN's output */
+  float *out, *terms;   /* its output; the affine forward's terms */
+} couple_rows;
+
+static void couple_forward_rows(void *ctx, int64_t lo, int64_t hi) {
+  const couple_rows *j = ctx;
+  const int32_t c = j->cp->c, half = c / 2, co = j->cp->out.cout;
+  for (int64_t r = lo; r < hi; r++) {
+    const float *u = j->in + r * c, *nn = j->nn + r * co;
+    float *v = j->out + r * c;
+    if (j->cp->kind == GLOW_COUPLING_ADDITIVE) {
+      for (int32_t k = 0; k < half; k++) {
+        v[k] = u[k];
+        v[half + k] = u[half + k] + nn[k];
+      }
+      continue;
+    }
+    float acc = 0.0f; /* one pixel's few terms; summed in double */
+    for (int32_t k = 0; k < half; k++) {
+      float raw = nn[2 * k + 1] + 2.0f;
+      sigmoid_parts t = sigmoid3(raw);
+      v[k] = u[k];
+      v[half + k] = (u[half + k] + nn[2 * k]) * t.s;
+      acc += (raw < 0.0f ? raw : 0.0f) - log1pf(t.e); /* log s */
+    }
+    j->terms[r] = acc;
+  }
+}
+
+/* Rows each part of a team takes at least: a row is a sigmoid and a
+ * logarithm per channel of x2, some 20 ns each. */
+static int64_t couple_grain(int32_t half) { return 256 / half + 1; }
+
 static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
                    float *y, float *keep, glow__handoff *left) {
   const coupling *cp = ly->self;
-  const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
-  const int64_t hw = (int64_t)ly->in.h * ly->in.w;
-  const float *out = network(cp, p, &ly->in, x, keep);
-  for (int32_t i = 0; i < p->n; i++) {
-    const float *u = x + (int64_t)i * hw * c;
-    float *v = y + (int64_t)i * hw * c;
-    const float *nn = out + (int64_t)i * hw * co;
-    double ld = 0.0;
-    for (int64_t q = 0; q < hw; q++) {
-      if (cp->kind == GLOW_COUPLING_ADDITIVE) {
-        for (int32_t k = 0; k < half; k++) {
-          v[q * c + k] = u[q * c + k];
-          v[q * c + half + k] = u[q * c + half + k] + nn[q * half + k];
-        }
-        continue;
-      }
-      float acc = 0.0f; /* one pixel's few terms; summed in double */
-      for (int32_t k = 0; k < half; k++) {
-        float raw = nn[q * c + 2 * k + 1] + 2.0f;
-        sigmoid_parts t = sigmoid3(raw);
-        v[q * c + k] = u[q * c + k];
-        v[q * c + half + k] = (u[q * c + half + k] + nn[q * c + 2 * k]) * t.s;
-        acc += (raw < 0.0f ? raw : 0.0f) - log1pf(t.e); /* log s */
-      }
-      ld += acc;
-    }
-    if (cp->kind == GLOW_COUPLING_AFFINE)
+  const int64_t hw = (int64_t)ly->in.h * ly->in.w, rows = hw * p->n;
+  couple_rows job = {cp, x, network(cp, p, &ly->in, x, keep), y, p->s->pixel_f};
+  /* Rows are independent (a team splits them), and each image's terms are
+   * then summed in pixel order, as one thread would. */
+  glow__team_for(p->s->conv.team, rows, couple_grain(cp->c / 2),
+                 couple_forward_rows, &job);
+  if (cp->kind == GLOW_COUPLING_AFFINE)
+    for (int32_t i = 0; i < p->n; i++) {
+      double ld = 0.0;
+      for (int64_t q = 0; q < hw; q++)
+        ld += job.terms[i * hw + q];
       p->ld->image[i] += ld;
-  }
+    }
   if (left)
     *left = (glow__handoff){x, y, keep};
   return GLOW_OK;
 }
 
+/* Rows [lo, hi) of the inverse coupling, given the network's output
+ * (couple_rows, terms unused): x (out) from y (in). */
+static void couple_inverse_rows(void *ctx, int64_t lo, int64_t hi) {
+  const couple_rows *j = ctx;
+  const int32_t c = j->cp->c, half = c / 2, co = j->cp->out.cout;
+  for (int64_t r = lo; r < hi; r++) {
+    const float *v = j->in + r * c, *nn = j->nn + r * co;
+    float *u = j->out + r * c;
+    for (int32_t k = 0; k < half; k++) {
+      const float y2 = v[half + k];
+      u[k] = v[k];
+      if (j->cp->kind == GLOW_COUPLING_ADDITIVE)
+        u[half + k] = y2 - nn[k];
+      else
+        u[half + k] = y2 / sigmoid3(nn[2 * k + 1] + 2.0f).s - nn[2 * k];
+    }
+  }
+}
+
 static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
                    float *x) {
   const coupling *cp = ly->self;
-  const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
-  const int64_t hw = (int64_t)ly->in.h * ly->in.w;
+  const int64_t rows = glow__rows(&ly->in, p->n);
   /* The network on y1 = x1, into the scratch. */
-  const float *out = network(cp, p, &ly->in, y, p->s->act);
-  for (int32_t i = 0; i < p->n; i++) {
-    const float *v = y + (int64_t)i * hw * c;
-    float *u = x + (int64_t)i * hw * c;
-    const float *nn = out + (int64_t)i * hw * co;
-    for (int64_t q = 0; q < hw; q++) {
-      for (int32_t k = 0; k < half; k++) {
-        const float y2 = v[q * c + half + k];
-        u[q * c + k] = v[q * c + k];
-        if (cp->kind == GLOW_COUPLING_ADDITIVE)
-          u[q * c + half + k] = y2 - nn[q * half + k];
-        else
-          u[q * c + half + k] =
-              y2 / sigmoid3(nn[q * c + 2 * k + 1] + 2.0f).s - nn[q * c + 2 * k];
-      }
-    }
-  }
+  couple_rows job = {cp, y, network(cp, p, &ly->in, y, p->s->act), x, NULL};
+  glow__team_for(p->s->conv.team, rows, couple_grain(cp->c / 2),
+                 couple_inverse_rows, &job);
   return GLOW_OK;
 }
 

@@ -118,6 +118,7 @@ typedef struct {
   int64_t conv_weight; /* floats of one conv weight (gradient taps, flip) */
   int64_t chan;        /* the widest per-channel vector */
   int64_t mat;         /* order of the largest 1x1 weight */
+  int64_t pixels;      /* floats per image of per-pixel terms */
 } glow__needs;
 
 /* The largest of each need: what a workspace for all of them holds. */
@@ -131,6 +132,7 @@ typedef struct {
   float *grad_act; /* training: gradients of those (n * needs.grad_act) */
   float *wflip;    /* training: a flipped conv weight */
   float *chan_f;   /* 3 * chan floats: per-channel factors, partial sums */
+  float *pixel_f;  /* n * pixels floats: a term per pixel, summed after */
   double *chan_d;  /* 2 * chan doubles: per-channel statistics */
   /* 2 * mat^2 + mat doubles: a 1x1 weight in double, factored in place,
    * with its pivots. */

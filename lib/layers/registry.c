@@ -70,4 +70,5 @@ void glow__needs_max(glow__needs *acc, const glow__needs *more) {
   acc->conv_weight = max64(acc->conv_weight, more->conv_weight);
   acc->chan = max64(acc->chan, more->chan);
   acc->mat = max64(acc->mat, more->mat);
+  acc->pixels = max64(acc->pixels, more->pixels);
 }

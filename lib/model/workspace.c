@@ -47,12 +47,13 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   if (own)
     s->conv.pack = ws_buf(ws, GLOW__GEMM_PACK, sizeof(float));
   s->chan_f = ws_buf(ws, 3 * nd->chan, sizeof(float));
+  s->pixel_f = ws_buf(ws, n * nd->pixels, sizeof(float));
   s->chan_d = ws_buf(ws, 2 * nd->chan, sizeof(double));
   s->mat64 = ws_buf(ws, 2 * nd->mat * nd->mat + nd->mat, sizeof(double));
   s->mat32 = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   if (!ws->tensor[0] || !ws->tensor[1] || !ws->ld || !s->act ||
-      !s->conv.patches || (own && !s->conv.pack) || !s->chan_f || !s->chan_d ||
-      !s->mat64 || !s->mat32) {
+      !s->conv.patches || (own && !s->conv.pack) || !s->chan_f || !s->pixel_f ||
+      !s->chan_d || !s->mat64 || !s->mat32) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
                       "out of memory for the workspace of a batch of %d", n);
@@ -274,6 +275,7 @@ void glow__ws_free(glow__ws *ws) {
   glow__free(s->conv.weight);
   glow__free(s->conv.pack);
   glow__free(s->chan_f);
+  glow__free(s->pixel_f);
   glow__free(s->chan_d);
   glow__free(s->mat64);
   glow__free(s->mat32);
