@@ -2,7 +2,8 @@
  * test_pool.c -- inference calls keep their workspaces in the model
  * (GLOW_OPT_KEEP_WORKSPACE): a repeated call of the same or a smaller
  * batch allocates no workspace, gives the same bits as a call with fresh
- * workspaces, and the kept ones are freed on request and with the model.
+ * workspaces, and the kept ones are freed on request and with the model;
+ * what they keep of the 1x1 weights follows the parameters.
  * An allocator of the test's own counts what the library allocates.
  */
 #include <stdatomic.h>
@@ -70,9 +71,9 @@ static int teardown(void **state) {
   return glow_set_allocator(NULL);
 }
 
-static glow_model *model(int32_t threads) {
-  glow_config cfg = tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE,
-                              GLOW_PERMUTE_CONV1X1_LU);
+static glow_model *model_with(int32_t threads, int32_t permutation) {
+  glow_config cfg =
+      tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE, permutation);
   glow_model *m = NULL;
   assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
   float *x = tu_images(m, 8, 3);
@@ -81,6 +82,10 @@ static glow_model *model(int32_t threads) {
   assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, threads), GLOW_OK);
   free(x);
   return m;
+}
+
+static glow_model *model(int32_t threads) {
+  return model_with(threads, GLOW_PERMUTE_CONV1X1_LU);
 }
 
 /* A repeated forward, inverse or sampling call allocates no more than the
@@ -173,11 +178,55 @@ static void test_kept_freed(void **state) {
   free(eps);
 }
 
+/* A kept workspace keeps what each 1x1 weight gives (log|det W|, W^{-1},
+ * an LU weight's W) from call to call, for as long as the parameters are
+ * the same bits.  After the caller changes them, a model that computed with
+ * the old ones gives the bits of a model that never saw them, in forward
+ * and inverse. */
+static void test_kept_weights_follow_params(void **state) {
+  (void)state;
+  const int32_t kinds[] = {GLOW_PERMUTE_CONV1X1, GLOW_PERMUTE_CONV1X1_LU};
+  for (int k = 0; k < 2; k++) {
+    glow_model *a = model_with(1, kinds[k]), *b = model_with(1, kinds[k]);
+    const int64_t d = glow_model_dim(a);
+    const size_t bytes = sizeof(float) * (size_t)(4 * d);
+    float *x = tu_images(a, 4, 5), *za = malloc(bytes), *zb = malloc(bytes);
+    float *xa = malloc(bytes), *xb = malloc(bytes);
+    float lda[4], ldb[4], before[4];
+    assert_int_equal(glow_forward(a, x, NULL, 4, za, before), GLOW_OK);
+    assert_int_equal(glow_inverse(a, za, NULL, 4, xa), GLOW_OK);
+    tu_perturb(a, 0.02, 11);
+    tu_perturb(b, 0.02, 11);
+    assert_int_equal(glow_forward(a, x, NULL, 4, za, lda), GLOW_OK);
+    assert_int_equal(glow_forward(b, x, NULL, 4, zb, ldb), GLOW_OK);
+    assert_memory_equal(za, zb, bytes);
+    assert_memory_equal(lda, ldb, sizeof lda);
+    assert_true(lda[0] != before[0]); /* the change reached log|det| */
+    assert_int_equal(glow_inverse(a, za, NULL, 4, xa), GLOW_OK);
+    assert_int_equal(glow_inverse(b, za, NULL, 4, xb), GLOW_OK);
+    assert_memory_equal(xa, xb, bytes);
+    /* Again, from what a's workspace kept: the bits it computed. */
+    assert_int_equal(glow_forward(a, x, NULL, 4, za, lda), GLOW_OK);
+    assert_memory_equal(za, zb, bytes);
+    assert_memory_equal(lda, ldb, sizeof lda);
+    assert_int_equal(glow_inverse(a, za, NULL, 4, xa), GLOW_OK);
+    assert_memory_equal(xa, xb, bytes);
+    free(x);
+    free(za);
+    free(zb);
+    free(xa);
+    free(xb);
+    glow_model_free(a);
+    glow_model_free(b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_repeated_calls_allocate_no_workspace),
       cmocka_unit_test(test_kept_same_bits),
       cmocka_unit_test(test_kept_freed),
+      cmocka_unit_test(test_kept_weights_follow_params),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

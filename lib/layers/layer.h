@@ -119,6 +119,10 @@ typedef struct {
   int64_t chan;        /* the widest per-channel vector */
   int64_t mat;         /* order of the largest 1x1 weight */
   int64_t pixels;      /* floats per image of per-pixel terms */
+  /* Floats this layer keeps in each workspace from call to call, not per
+   * image (glow__pass.cache); a workspace holds every layer's, so
+   * glow__needs_max leaves this one out. */
+  int64_t cache;
 } glow__needs;
 
 /* The largest of each need: what a workspace for all of them holds. */
@@ -176,6 +180,10 @@ typedef struct {
    * or are to be written there.  Set per layer by the flow. */
   float *tail;
   int tail_kept;
+  /* The layer's needs.cache floats in this workspace, zero when the
+   * workspace was made, kept from call to call (NULL: none).  Set per
+   * layer by the flow. */
+  float *cache;
 } glow__pass;
 
 /* What a forward or an inverse leaves for the backward. */

@@ -76,6 +76,7 @@ int glow__flow_run(const glow_model *m, glow__ws *ws, const glow__pass *p,
     glow__pass lp = *p; /* with this layer's kept tail, if any */
     lp.tail = rt && rt->tail ? rt->tail[i] : NULL;
     lp.tail_kept = lp.tail && mode->rebuild;
+    lp.cache = ws->cache[i];
     int rc = ly->ops->forward(ly, &lp, in, y, keep, left);
     if (!rc && mode->check && !ly->ops->rearranges)
       rc = check_forward(m, ly, p, y);
@@ -118,6 +119,7 @@ int glow__flow_inverse(const glow_model *m, glow__ws *ws, const float *eps,
     float *out = i == 0               ? x
                  : y == ws->tensor[0] ? ws->tensor[1]
                                       : ws->tensor[0];
+    p.cache = ws->cache[i];
     int rc = ly->ops->inverse(ly, &p, y, out);
     if (rc)
       return rc;

@@ -118,6 +118,10 @@ struct glow__ws {
                        pass (sampling's noise and redraws) */
   double *ld;       /* n: per-image log-determinant */
   glow__scratch s;  /* what layers borrow */
+  /* cache[i]: layer i's glow__needs.cache floats (NULL where none), in
+   * cache_buf; they live as long as the workspace. */
+  float **cache;
+  float *cache_buf;
   /* Training only (glow__ws_alloc_train); NULL otherwise. */
   float *eps; /* n*D: the latents of the training forward */
   /* n*D each: dL/d(a layer's output) and dL/d(its input), taking turns */

@@ -19,6 +19,27 @@ static void *ws_buf(glow__ws *ws, int64_t count, size_t elem) {
   return glow__malloc((size_t)count * elem);
 }
 
+static glow__needs needs_of(const glow__layer *ly);
+
+/* Each layer's cache (glow__needs.cache), zeroed: ws->cache[i] into one
+ * buffer.  Not activation memory: not in ws->bytes. */
+static int alloc_caches(const glow_model *m, glow__ws *ws) {
+  int64_t total = 0;
+  for (int32_t i = 0; i < m->n_layers; i++)
+    total += needs_of(&m->layers[i]).cache;
+  ws->cache = glow__calloc((size_t)(m->n_layers > 0 ? m->n_layers : 1),
+                           sizeof *ws->cache);
+  ws->cache_buf = glow__calloc((size_t)(total > 0 ? total : 1), sizeof(float));
+  if (!ws->cache || !ws->cache_buf)
+    return GLOW_ERR_NOMEM;
+  for (int64_t i = 0, at = 0; i < m->n_layers; i++) {
+    const int64_t floats = needs_of(&m->layers[i]).cache;
+    ws->cache[i] = floats > 0 ? ws->cache_buf + at : NULL;
+    at += floats;
+  }
+  return GLOW_OK;
+}
+
 int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   const glow__needs *nd = &m->needs;
   memset(ws, 0, sizeof *ws);
@@ -53,7 +74,7 @@ int glow__ws_alloc(const glow_model *m, int32_t n, glow__ws *ws) {
   s->mat32 = ws_buf(ws, nd->mat * nd->mat, sizeof(float));
   if (!ws->tensor[0] || !ws->tensor[1] || !ws->ld || !s->act ||
       !s->conv.patches || (own && !s->conv.pack) || !s->chan_f || !s->pixel_f ||
-      !s->chan_d || !s->mat64 || !s->mat32) {
+      !s->chan_d || !s->mat64 || !s->mat32 || alloc_caches(m, ws) != GLOW_OK) {
     glow__ws_free(ws);
     return glow__fail(GLOW_ERR_NOMEM,
                       "out of memory for the workspace of a batch of %d", n);
@@ -276,6 +297,8 @@ void glow__ws_free(glow__ws *ws) {
   glow__free(s->conv.pack);
   glow__free(s->chan_f);
   glow__free(s->pixel_f);
+  glow__free(ws->cache);
+  glow__free(ws->cache_buf);
   glow__free(s->chan_d);
   glow__free(s->mat64);
   glow__free(s->mat32);
