@@ -75,8 +75,9 @@ static int64_t key_floats(const permute *pm) {
 /* A workspace's cache (glow__pass.cache) of what the weight gives and
  * every call would otherwise derive again, 0.8 ms a call for a cifar image
  * at batch 1: a header, then the parameters it was derived from (the key),
- * W in float (LU: built from its factors) and W^{-1} in float.  Valid
- * while the parameters are those of the key, bit for bit. */
+ * for the LU parametrisation W in float (built from its factors), and
+ * W^{-1} in float.  Valid while the parameters are those of the key, bit
+ * for bit. */
 typedef struct {
   uint32_t have; /* HAVE_* */
   uint32_t unused;
@@ -90,7 +91,9 @@ static void needs(const glow__layer *ly, glow__needs *nd) {
   const int64_t cc = (int64_t)ly->in.c * ly->in.c;
   nd->chan = ly->in.c;
   nd->mat = ly->in.c;
-  nd->cache = key_floats(pm) > 0 ? HEAD_FLOATS + key_floats(pm) + 2 * cc : 0;
+  /* The LU parametrisation also keeps W, which the plain one has in P. */
+  const int64_t mats = pm->kind == GLOW_PERMUTE_CONV1X1_LU ? 2 : 1;
+  nd->cache = key_floats(pm) > 0 ? HEAD_FLOATS + key_floats(pm) + mats * cc : 0;
 }
 
 /* The pass's cache for the parameters in P now: its header in *h, emptied
@@ -121,11 +124,12 @@ static float *cache_for(const permute *pm, const glow__pass *p, cache_head *h) {
   return cache;
 }
 
-/* The cached W (which == HAVE_W) or W^{-1} (HAVE_INV), c x c floats. */
+/* The cached W (which == HAVE_W, LU only) or W^{-1} (HAVE_INV), c x c
+ * floats. */
 static float *cached_matrix(const permute *pm, float *cache, uint32_t which) {
   const int64_t cc = (int64_t)pm->c * pm->c;
   float *w = cache + HEAD_FLOATS + key_floats(pm);
-  return which == HAVE_W ? w : w + cc;
+  return which == HAVE_W || pm->kind != GLOW_PERMUTE_CONV1X1_LU ? w : w + cc;
 }
 
 /* Record that the cache now holds `which` (and logabsdet). */
