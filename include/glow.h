@@ -483,7 +483,10 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  *    allocating and first touching fresh memory on every call: about 10%
  *    of a STORE-mode step with the default allocator's huge pages (see
  *    "Memory" above), three times the step without them
- *    (docs/performance.md).
+ *    (docs/performance.md).  A kept workspace also keeps what each 1x1
+ *    weight gives (its log-determinant, its inverse), used again only
+ *    while the parameters are the same bits: a call after glow_params()
+ *    was written to computes them afresh.
  * 0: every call allocates its workspaces and frees them before returning:
  *    nothing is held between calls, at that cost.
  * Results do not depend on whether or which workspace was kept. */
