@@ -453,7 +453,8 @@ GLOW__KERNEL void micro_kernel_rows(int64_t kc, const float *a, int64_t lda,
  * where a vector lies in each).  The weights then come from memory once,
  * while the first tile's arithmetic runs, instead of in a packing pass of
  * their own before it: cifar's 512 x 512 weights, cold, multiplied by 16
- * rows in 75 us against 92 (64 rows: 203 against 226).  The rows PF ahead
+ * rows in 74 to 81 us against 90 to 93 (64 rows: 197 against 217 to 220;
+ * docs/performance.md).  The rows PF ahead
  * are prefetched into L2, not L1: rows 2 KiB apart share a few L1 sets,
  * where prefetched lines evicted each other before use. */
 #define PF 32
@@ -464,13 +465,16 @@ micro_kernel_fill_body(int64_t kc, const float *a, int64_t lda, const float *b0,
                        const glow__epilogue *ep, const int rows) {
   __m512 acc[MR][2];
   const float *row[MR];
+  const uintptr_t ahead = sizeof(float) * (uintptr_t)(PF * ldb);
   for (int i = 0; i < rows; i++) {
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     row[i] = a + (i < m ? i : 0) * lda;
   }
   for (int64_t k = 0, at = 0; k < kc; k++, at += ldb, pb += NR) {
-    _mm_prefetch((const char *)(b0 + at + PF * ldb), _MM_HINT_T1);
-    _mm_prefetch((const char *)(b1 + at + PF * ldb), _MM_HINT_T1);
+    /* Addresses as integers: the rows past the weight's end are
+     * prefetched too, which is harmless, but not pointers into it. */
+    _mm_prefetch((const char *)((uintptr_t)(b0 + at) + ahead), _MM_HINT_T1);
+    _mm_prefetch((const char *)((uintptr_t)(b1 + at) + ahead), _MM_HINT_T1);
     const __m512 v0 = _mm512_loadu_ps(b0 + at), v1 = _mm512_loadu_ps(b1 + at);
     _mm512_store_ps(pb, v0);
     _mm512_store_ps(pb + 16, v1);
@@ -767,8 +771,8 @@ static inline void fill_source(const operands *o, int64_t pc, int64_t j,
 /* Rows [ic, ic + mc) x columns [jc, jc + nc) of C, over the inner block
  * [pc, pc + kc), op(B)'s block packed at pb (b_place, B read in place:
  * only its last panel, when partial; fill: only its last panel, when
- * partial, the first row tile packing the others); acc: add to C; last: the last inner
- * block, whose tiles' stores apply o->ep.  op(A) is packed at pa only when
+ * partial, the first row tile packing the others); acc: add to C; last:
+ * the last inner block, whose tiles' stores apply o->ep.  op(A) is packed at pa only when
  * it is A^T, and then, with B in place, only a last partial panel, or
  * every panel of a block wider than t->tn_pack_cols. */
 static inline GLOW__ALWAYS_INLINE void
