@@ -797,8 +797,8 @@ multiply_block(const tiles *t, const operands *o, int b_place, int fill,
     for (int64_t ir = 0; ir < mc; ir += t->mr) {
       const int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
       float *ct = o->c + (ic + ir) * o->ldc + jc + jr;
-      const float *b0, *b1;
       if (fill && ir == 0 && nr == t->nr) {
+        const float *b0, *b1;
         fill_source(o, pc, jc + jr, &b0, &b1);
         t->fill(kc, o->a + ic * o->lda + pc, o->lda, b0, b1, o->ldb,
                 pb + jr * kc, ct, o->ldc, mr, nr, acc, ep);
@@ -837,21 +837,17 @@ static inline GLOW__ALWAYS_INLINE void own_sgemm(const tiles *t,
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const int64_t whole = nc - nc % t->nr; /* columns in whole panels */
-      if (fill && o->group && whole < nc)
-        t->pack_groups(o, pc, jc + whole, kc, nc - whole, t->nr,
-                       pb + whole * kc);
-      else if (fill && whole < nc)
-        t->pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
-                  t->nr, pb + whole * kc);
-      else if (fill)
-        ; /* the first row tile packs each panel */
-      else if (o->group)
+      if (b_place || fill) { /* here only a last partial panel */
+        if (whole < nc && o->group)
+          t->pack_groups(o, pc, jc + whole, kc, nc - whole, t->nr,
+                         pb + whole * kc);
+        else if (whole < nc)
+          t->pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
+                    t->nr, pb + whole * kc);
+      } else if (o->group)
         t->pack_groups(o, pc, jc, kc, nc, t->nr, pb);
-      else if (!b_place)
+      else
         t->pack_b(o->b + pc * brs + jc * bcs, brs, bcs, kc, nc, t->nr, pb);
-      else if (whole < nc)
-        t->pack_b(o->b + pc * o->ldb + jc + whole, o->ldb, 1, kc, nc - whole,
-                  t->nr, pb + whole * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
         multiply_block(t, o, b_place, fill && ic == 0, ic, mc, jc, nc, pc, kc,
