@@ -772,9 +772,9 @@ static inline void fill_source(const operands *o, int64_t pc, int64_t j,
  * [pc, pc + kc), op(B)'s block packed at pb (b_place, B read in place:
  * only its last panel, when partial; fill: only its last panel, when
  * partial, the first row tile packing the others); acc: add to C; last:
- * the last inner block, whose tiles' stores apply o->ep.  op(A) is packed at pa only when
- * it is A^T, and then, with B in place, only a last partial panel, or
- * every panel of a block wider than t->tn_pack_cols. */
+ * the last inner block, whose tiles' stores apply o->ep.  op(A) is packed
+ * at pa only when it is A^T, and then, with B in place, only a last
+ * partial panel, or every panel of a block wider than t->tn_pack_cols. */
 static inline GLOW__ALWAYS_INLINE void
 multiply_block(const tiles *t, const operands *o, int b_place, int fill,
                int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc,
