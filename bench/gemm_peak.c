@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
   }
   glow__conv_scratch cs = {0};
   cs.pack = j.isa == GLOW__GEMM_CBLAS ? NULL : pack;
-  cs.team = glow__team_start(j.team);
+  cs.team = glow__team_start(NULL, j.team);
   cs.team_pack = cs.pack ? team_pack : NULL;
   for (int r = -1; r < j.reps; r++) { /* r = -1 is the warm-up */
     const double t0 = now();

@@ -46,8 +46,11 @@
  *           glow_set_option, writes through glow_params or glow_grads) need
  *           exclusive access to it.  Different models are independent; the
  *           glow_latent_* functions touch no model.  A call may split its
- *           batch over threads of its own (GLOW_OPT_THREADS); they end
- *           before it returns.
+ *           batch over threads of its own (GLOW_OPT_THREADS); their work
+ *           ends before it returns, and the model keeps them, parked, for
+ *           its next calls unless GLOW_OPT_KEEP_WORKSPACE is 0.  A process
+ *           forked from one that used a model may go on using it: it
+ *           starts threads of its own.
  *
  * Memory.   Each call allocates the scratch memory it needs, but for its
  *           workspaces, which the model keeps for its next calls unless
@@ -477,19 +480,22 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  *      per shard, up to 16 idle ones, shared by concurrent callers: a call
  *      takes the smallest idle one that holds its shard, or allocates one,
  *      and gives it back.  A repeated call of the same or a smaller batch
- *      then allocates only small tables (a few hundred bytes per shard).
- *    All are freed when GLOW_OPT_GEMM is set to another value, when this
- *    option is set to 0, and with the model.  This saves the cost of
- *    allocating and first touching fresh memory on every call: about 10%
- *    of a STORE-mode step with the default allocator's huge pages (see
- *    "Memory" above), three times the step without them
- *    (docs/performance.md).  A kept workspace also keeps what each 1x1
- *    weight gives (its log-determinant, its inverse), used again only
- *    while the parameters are the same bits: a call after glow_params()
- *    was written to computes them afresh.
- * 0: every call allocates its workspaces and frees them before returning:
- *    nothing is held between calls, at that cost.
- * Results do not depend on whether or which workspace was kept. */
+ *      then allocates only small tables (a few hundred bytes per shard);
+ *    - the threads of GLOW_OPT_THREADS, parked between calls.
+ *    All are freed (the threads ended) when this option is set to 0 and
+ *    with the model; the workspaces also when GLOW_OPT_GEMM is set to
+ *    another value, the threads when GLOW_OPT_THREADS is.  Kept
+ *    workspaces save the cost of allocating and first touching fresh
+ *    memory on every call: about 10% of a STORE-mode step with the default
+ *    allocator's huge pages (see "Memory" above), three times the step
+ *    without them (docs/performance.md).  A kept workspace also keeps
+ *    what each 1x1 weight gives (its log-determinant, its inverse), used
+ *    again only while the parameters are the same bits: a call after
+ *    glow_params() was written to computes them afresh.
+ * 0: every call allocates its workspaces and starts its threads, and
+ *    frees and ends them before returning: nothing is held between calls,
+ *    at that cost.
+ * Results do not depend on whether or which workspace or thread was kept. */
 
 /* GLOW_OPT_THREADS, bounds [0, 256], default 0 (automatic).
  * How many threads of its own a call on this model runs.  Every image goes
@@ -505,9 +511,18 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * of the result, so that one image uses every core: each value of a
  * product is still summed by one thread, in the order one thread sums it.
  * Smaller models' steps are too short to share (on the machines measured
- * there, a team made them slower).  The call starts its threads and
- * joins them before returning (an idle model holds no threads); a thread
- * that cannot be started leaves its shard to the calling thread.
+ * there, a team made them slower).  The threads' work ends before the
+ * call returns.  While GLOW_OPT_KEEP_WORKSPACE is 1 the model keeps the
+ * threads for its next calls: each spins for about a millisecond after
+ * its work, then sleeps until a call takes it.  Later calls then neither
+ * pay for starting threads nor find a new one placed on the calling
+ * thread's own core, where the scheduler often puts a thread started just
+ * after every core was busy (docs/performance.md).  Concurrent callers
+ * take different threads.  Setting this option to another value, or
+ * GLOW_OPT_KEEP_WORKSPACE to 0, ends them, as glow_model_free does; with
+ * GLOW_OPT_KEEP_WORKSPACE 0 each call starts its threads and ends them
+ * before returning (an idle model holds none).  A thread that cannot be
+ * started leaves its shard to the calling thread.
  * glow_data_init always runs on the calling thread alone: its statistics
  * are those of the whole batch.
  *

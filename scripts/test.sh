@@ -29,8 +29,8 @@ elif [ "${1:-}" = "--tsan" ]; then
     -DGLOW_BUILD_BENCH=OFF "-DCMAKE_C_FLAGS=-fsanitize=thread -fno-omit-frame-pointer"
     -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread
     -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread)
-  targets=(--target test_threads --target test_gemm)
-  only=(-R '^test_(threads|gemm)$')
+  targets=(--target test_threads --target test_gemm --target test_crew)
+  only=(-R '^test_(threads|gemm|crew)$')
   # A race fails the run.  OpenBLAS's own threads are not instrumented:
   # products through the CBLAS run single-threaded, as inside shards.
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1

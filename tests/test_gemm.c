@@ -248,7 +248,7 @@ static void test_team_split(void **state) {
     team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
   int64_t checks = 0;
   for (int32_t size = 2; size <= MAX_TEAM; size++) {
-    glow__team *team = glow__team_start(size);
+    glow__team *team = glow__team_start(NULL, size);
     assert_non_null(team);
     assert_int_equal(glow__team_size(team), size);
     for (int own = 0; own < 2; own++) {
@@ -306,7 +306,7 @@ static void test_team_split(void **state) {
   }
   print_message("  %lld split products checked\n", (long long)checks);
   glow__team_stop(NULL); /* a no-op */
-  assert_null(glow__team_start(1));
+  assert_null(glow__team_start(NULL, 1));
   free(packs);
   glow__team_split_all = 0;
 }
@@ -328,7 +328,7 @@ static void test_epilogue(void **state) {
   float *team_pack[TEAM];
   for (int p = 0; p < TEAM; p++)
     team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
-  glow__team *team = glow__team_start(TEAM);
+  glow__team *team = glow__team_start(NULL, TEAM);
   assert_non_null(team);
   glow__team_split_all = 1;
   int64_t checks = 0, relu_zeros = 0;
@@ -421,7 +421,7 @@ static void test_groups(void **state) {
   float *team_pack[TEAM];
   for (int p = 0; p < TEAM; p++)
     team_pack[p] = packs + (int64_t)p * GLOW__GEMM_PACK;
-  glow__team *team = glow__team_start(TEAM);
+  glow__team *team = glow__team_start(NULL, TEAM);
   assert_non_null(team);
   int64_t checks = 0;
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)

@@ -64,9 +64,12 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
     if (!value) {
       glow__train_ws_release(m);
       glow__pool_release(m);
+      glow__crew_release(m->crew);
     }
     break;
   case GLOW_OPT_THREADS:
+    if (m->opts.threads != value) /* no more parked threads than needed */
+      glow__crew_release(m->crew);
     m->opts.threads =
         (int32_t)value; /* kept workspaces adapt on the next call */
     break;

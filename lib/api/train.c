@@ -210,14 +210,14 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     rc = glow__fail(GLOW_ERR_NOMEM, "%s: out of memory", fn);
   if (!rc) {
     commit_job c = {m, shards, 0, bad};
-    glow__parallel(shards, commit_slice, &c);
+    glow__parallel(glow__model_crew(m), shards, commit_slice, &c);
     for (int32_t t = 0; t < shards && !rc; t++)
       if (bad[t])
         rc = sum_failure(m->grads, m->train_ws[0].param_grad, m->reg.n_params,
                          fn);
     c.phase = 1;
     if (!rc)
-      glow__parallel(shards, commit_slice, &c);
+      glow__parallel(glow__model_crew(m), shards, commit_slice, &c);
   }
   for (int32_t s = 0; !rc && s < shards; s++)
     loss64 += losses[s];

@@ -73,14 +73,41 @@ double glow__uniform(uint64_t seed, uint64_t stream, uint64_t i); /* [0,1) */
 /* Standard normal at index i (pairs of indices share one Box-Muller draw). */
 double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
 
+/* ---- Crews (crew.c) -------------------------------------------------------
+ * Threads kept between calls: a call takes a parked one for a job, or
+ * starts one, and joining the job parks the thread again.  Thread-safe:
+ * concurrent callers take different threads. */
+typedef struct glow__crew glow__crew;
+typedef struct glow__hand glow__hand; /* a thread running a job */
+/* An empty crew; NULL when out of memory. */
+glow__crew *glow__crew_new(void);
+/* fn(arg) on a parked thread of c, else on a new one that joins c (up to
+ * a bound), else on a thread of its own that ends with the job (always so
+ * for c NULL, and in a process forked from the one that made c); NULL if
+ * no thread could be started. */
+glow__hand *glow__crew_run(glow__crew *c, void (*fn)(void *arg), void *arg);
+/* Wait for h's job to return; h's thread then parks in its crew, or ends.
+ * NULL is a no-op. */
+void glow__hand_join(glow__hand *h);
+/* End and join c's parked threads (none may be running a job); the crew
+ * stays usable.  NULL is a no-op. */
+void glow__crew_release(glow__crew *c);
+/* glow__crew_release, then free c; NULL is a no-op. */
+void glow__crew_free(glow__crew *c);
+/* Spin until ready(p, a) holds, for up to about a millisecond; 1 if it
+ * did, 0 if the time ran out (the caller then sleeps on its own terms). */
+int glow__spin_until(int (*ready)(const void *p, uint32_t a), const void *p,
+                     uint32_t a);
+
 /* ---- Teams (team.c) -------------------------------------------------------
  * Threads that share each step of one shard's pass: the calling thread
  * and `size - 1` helpers. */
 typedef struct glow__team glow__team;
-/* A team of `size` members: the caller and size - 1 new helper threads,
- * which wait for jobs.  NULL when size < 2 or no helper could be started
- * (the caller then works alone); a team may start smaller than asked. */
-glow__team *glow__team_start(int32_t size);
+/* A team of `size` members: the caller and size - 1 helper threads from
+ * crew (glow__crew_run), which wait for jobs.  NULL when size < 2 or no
+ * helper could be started (the caller then works alone); a team may start
+ * smaller than asked. */
+glow__team *glow__team_start(glow__crew *crew, int32_t size);
 /* Members of t (1 for NULL). */
 int32_t glow__team_size(const glow__team *t);
 /* fn(ctx, c, chunks) for every chunk c in [0, chunks) (at most 65535),
@@ -101,7 +128,7 @@ void glow__team_run(glow__team *t,
  * models exercise every split); 0, the default: only work that pays for
  * waking the team. */
 extern int glow__team_split_all;
-/* Join the helpers and free t; NULL is a no-op. */
+/* Join the helpers (back to their crew) and free t; NULL is a no-op. */
 void glow__team_stop(glow__team *t);
 
 /* fn(ctx, lo, hi) over [0, count) in contiguous ranges, a few per member

@@ -16,20 +16,10 @@
  * sleep on a condition variable, so that a team whose caller works alone
  * for a while does not hold a core.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
-#include <time.h>
 
 #include "core.h"
-
-/* How long a waiting thread spins before it sleeps, in nanoseconds:
- * waking a sleeping thread costs tens of microseconds on a virtual
- * machine, as much as a step of a small image, while the gaps between one
- * shard's steps are mostly shorter than this. */
-#define SPIN_NS 1000000
-#define YIELD_NS 50000
 
 /* The job word: its generation (bits 32-63), its number of chunks (16-31)
  * and the next chunk to take (0-15).  One atomic word, so that a member
@@ -41,7 +31,7 @@
 
 typedef struct {
   glow__team *team;
-  pthread_t tid;
+  glow__hand *hand;
 } member;
 
 struct glow__team {
@@ -59,45 +49,16 @@ struct glow__team {
   member *members;      /* [1, size): the helpers */
 };
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Spin until ready(t, arg) or SPIN_NS have passed; 1 if ready.  After
- * the first YIELD_NS the loop yields the core at each turn: on a machine
- * with more runnable threads than cores (other work), the member this one
- * waits for may need it.  No pause instruction in the loop: on a virtual
- * machine, pause-loop exiting can turn a spinning thread's pauses into
- * exits to the hypervisor. */
-static int spin_until(int (*ready)(glow__team *t, uint32_t arg), glow__team *t,
-                      uint32_t arg) {
-  int64_t start = 0, ns = 0;
-  for (uint32_t i = 0;; i++) {
-    if (ready(t, arg))
-      return 1;
-    if ((i & 255) == 255 ||
-        ns - start > YIELD_NS) { /* the clock now and then */
-      ns = now_ns();
-      if (!start)
-        start = ns;
-      else if (ns - start > SPIN_NS)
-        return 0;
-      else if (ns - start > YIELD_NS)
-        sched_yield();
-    }
-  }
-}
-
 /* A job other than generation `seen` is posted, or the team stops. */
-static int news(glow__team *t, uint32_t seen) {
+static int news(const void *p, uint32_t seen) {
+  const glow__team *t = p;
   return GEN(atomic_load_explicit(&t->job, memory_order_acquire)) != seen ||
          atomic_load_explicit(&t->stopping, memory_order_acquire);
 }
 
 /* All `total` chunks of the current job are done. */
-static int all_done(glow__team *t, uint32_t total) {
+static int all_done(const void *p, uint32_t total) {
+  const glow__team *t = p;
   return (uint32_t)atomic_load_explicit(&t->done, memory_order_acquire) ==
          total;
 }
@@ -124,11 +85,11 @@ static void take_chunks(glow__team *t, uint32_t gen) {
   }
 }
 
-static void *helper(void *arg) {
+static void helper(void *arg) {
   glow__team *t = ((member *)arg)->team;
   uint32_t seen = 0;
   for (;;) {
-    if (!spin_until(news, t, seen)) {
+    if (!glow__spin_until(news, t, seen)) {
       pthread_mutex_lock(&t->lock);
       t->sleepers++;
       while (!news(t, seen))
@@ -137,13 +98,13 @@ static void *helper(void *arg) {
       pthread_mutex_unlock(&t->lock);
     }
     if (atomic_load_explicit(&t->stopping, memory_order_acquire))
-      return NULL;
+      return;
     seen = GEN(atomic_load_explicit(&t->job, memory_order_acquire));
     take_chunks(t, seen);
   }
 }
 
-glow__team *glow__team_start(int32_t size) {
+glow__team *glow__team_start(glow__crew *crew, int32_t size) {
   if (size < 2)
     return NULL;
   glow__team *t = glow__calloc(1, sizeof *t);
@@ -164,7 +125,8 @@ glow__team *glow__team_start(int32_t size) {
   t->size = 1;
   for (int32_t p = 1; p < size; p++) {
     mb[p].team = t;
-    if (pthread_create(&mb[p].tid, NULL, helper, &mb[p]) != 0)
+    mb[p].hand = glow__crew_run(crew, helper, &mb[p]);
+    if (!mb[p].hand)
       break;
     t->size = p + 1;
   }
@@ -199,7 +161,7 @@ void glow__team_run(glow__team *t,
     pthread_cond_broadcast(&t->wake);
   pthread_mutex_unlock(&t->lock);
   take_chunks(t, gen);
-  if (spin_until(all_done, t, (uint32_t)chunks))
+  if (glow__spin_until(all_done, t, (uint32_t)chunks))
     return;
   pthread_mutex_lock(&t->lock);
   t->caller_sleeps = 1;
@@ -217,7 +179,7 @@ void glow__team_stop(glow__team *t) {
   pthread_cond_broadcast(&t->wake);
   pthread_mutex_unlock(&t->lock);
   for (int32_t p = 1; p < t->size; p++)
-    pthread_join(t->members[p].tid, NULL);
+    glow__hand_join(t->members[p].hand);
   pthread_cond_destroy(&t->all);
   pthread_cond_destroy(&t->wake);
   pthread_mutex_destroy(&t->lock);

@@ -191,6 +191,12 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of resources "
                                       "for a lock");
   }
+  m->crew = glow__crew_new();
+  if (!m->crew) {
+    pthread_mutex_destroy(&m->pool.lock);
+    glow__free(m);
+    return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
+  }
   glow__models_add(1); /* until glow__model_free */
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;
@@ -235,6 +241,7 @@ void glow__model_free(glow_model *m) {
     return;
   glow__train_ws_release(m);
   glow__pool_release(m);
+  glow__crew_free(m->crew); /* after the workspaces, whose teams it ran */
   pthread_mutex_destroy(&m->pool.lock);
   glow__free(m->layers);
   glow__free(m->seg_first);

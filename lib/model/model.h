@@ -61,6 +61,7 @@ struct glow_model {
   int initialized;       /* actnorms set from data */
   glow__options opts;
   glow__pool pool;        /* kept inference workspaces */
+  glow__crew *crew;       /* kept threads (glow__model_crew) */
   glow__ws *train_ws;     /* kept training workspaces, one per shard */
   double flops_per_image; /* of the products of a forward pass, about */
   int32_t n_train_ws;     /* how many train_ws holds (0: none) */
@@ -269,11 +270,16 @@ void glow__shard_done(glow__shard *sh, int rc);
 /* The first failed shard's status and message, raised again in the calling
  * thread; GLOW_OK if none failed. */
 int glow__shards_status(const glow__shard *sh, int32_t count);
-/* fn(ctx, s) for every shard s in [0, shards), one thread per shard, the
- * calling thread taking shard 0; returns when all are done.  A thread
- * that cannot be started leaves its shard to the calling thread. */
-void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
-                    void *ctx);
+/* fn(ctx, s) for every shard s in [0, shards), one thread per shard (from
+ * crew, see glow__crew_run), the calling thread taking shard 0; returns
+ * when all are done.  A thread that cannot be started leaves its shard to
+ * the calling thread. */
+void glow__parallel(glow__crew *crew, int32_t shards,
+                    void (*fn)(void *ctx, int32_t shard), void *ctx);
+/* The crew a call on m takes its threads from: the model's while it keeps
+ * workspaces (GLOW_OPT_KEEP_WORKSPACE), else NULL (threads of the call's
+ * own, ended before it returns). */
+glow__crew *glow__model_crew(const glow_model *m);
 /* fn(ctx, s) for every shard as glow__parallel, each shard's workspace
  * sh[s].ws with its team (glow__shard_team) started before and stopped
  * after; the first failed shard's status. */

@@ -14,9 +14,10 @@
  * each shard then gets a team (core.h) of the threads left over, which
  * split its products, so that one image uses every core.
  *
- * Threads are started per call and joined before it returns: an idle
- * model holds no threads, and a call that cannot start one runs that
- * thread's shards itself.
+ * The threads come from the model's crew (crew.c): started by the first
+ * call that needs them and parked between calls, so that later calls
+ * neither pay for starting them nor find them placed on the caller's own
+ * core.  A call that cannot start one runs that thread's shards itself.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <pthread.h>
@@ -87,50 +88,50 @@ int glow__shards_status(const glow__shard *sh, int32_t count) {
   return GLOW_OK;
 }
 
+glow__crew *glow__model_crew(const glow_model *m) {
+  return m->opts.keep_workspace ? m->crew : NULL;
+}
+
 typedef struct {
   void (*fn)(void *ctx, int32_t shard);
   void *ctx;
-  int32_t shards, stride, first;
+  int32_t shard;
 } worker;
 
-/* Shards first, first + stride, ... */
-static void *work(void *arg) {
+static void work(void *arg) {
   const worker *w = arg;
-  for (int32_t s = w->first; s < w->shards; s += w->stride)
-    w->fn(w->ctx, s);
-  return NULL;
+  w->fn(w->ctx, w->shard);
 }
 
-void glow__parallel(int32_t shards, void (*fn)(void *ctx, int32_t shard),
-                    void *ctx) {
-  worker one = {fn, ctx, shards, 1, 0};
+void glow__parallel(glow__crew *crew, int32_t shards,
+                    void (*fn)(void *ctx, int32_t shard), void *ctx) {
   if (shards < 2) {
-    work(&one);
+    if (shards == 1)
+      fn(ctx, 0);
     return;
   }
   worker *w = glow__malloc(sizeof *w * (size_t)shards);
-  pthread_t *tid = glow__malloc(sizeof *tid * (size_t)shards);
-  if (!w || !tid) { /* no room to start threads: the caller runs them all */
+  glow__hand **hand = glow__calloc((size_t)shards, sizeof *hand);
+  if (!w || !hand) { /* no room to start threads: the caller runs them all */
     glow__free(w);
-    glow__free(tid);
-    work(&one);
+    glow__free(hand);
+    for (int32_t s = 0; s < shards; s++)
+      fn(ctx, s);
     return;
   }
-  int32_t started = 1; /* threads 1 .. started-1 run */
-  for (; started < shards; started++) {
-    w[started] = (worker){fn, ctx, shards, shards, started};
-    if (pthread_create(&tid[started], NULL, work, &w[started]) != 0)
-      break;
+  for (int32_t s = 1; s < shards; s++) {
+    w[s] = (worker){fn, ctx, s};
+    hand[s] = glow__crew_run(crew, work, &w[s]);
   }
-  /* Shard 0, and the shards of any thread that did not start. */
-  w[0] = (worker){fn, ctx, shards, shards, 0};
-  work(&w[0]);
-  for (int32_t s = started; s < shards; s++)
-    fn(ctx, s);
-  for (int32_t t = 1; t < started; t++)
-    pthread_join(tid[t], NULL);
+  fn(ctx, 0);
+  /* Shards whose thread did not start, then the others' ends. */
+  for (int32_t s = 1; s < shards; s++)
+    if (!hand[s])
+      fn(ctx, s);
+  for (int32_t s = 1; s < shards; s++)
+    glow__hand_join(hand[s]);
   glow__free(w);
-  glow__free(tid);
+  glow__free(hand);
 }
 
 int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
@@ -148,7 +149,7 @@ int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
   const int32_t threads = glow__threads(m);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_team_start(m, sh[s].ws, glow__shard_team(m, threads, shards, s));
-  glow__parallel(shards, fn, ctx);
+  glow__parallel(glow__model_crew(m), shards, fn, ctx);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_team_stop(sh[s].ws);
   return glow__shards_status(sh, shards);

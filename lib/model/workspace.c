@@ -272,7 +272,7 @@ void glow__ws_team_start(const glow_model *m, glow__ws *ws, int32_t size) {
   const int own = glow__model_gemm_own(m);
   if (own && !team_room(ws, size))
     return; /* no memory for the buffers: the shard works alone */
-  ws->s.conv.team = glow__team_start(size);
+  ws->s.conv.team = glow__team_start(glow__model_crew(m), size);
   ws->s.conv.team_pack = own ? ws->team_pack : NULL;
 }
 

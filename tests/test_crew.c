@@ -1,0 +1,352 @@
+/*
+ * test_crew.c -- the threads a model keeps between calls (crew.c).
+ *
+ * A crew's thread runs a job, parks when the job is joined and runs a
+ * later job, asleep or not in between; jobs taken at once run at once, on
+ * different threads; concurrent callers share one crew; a crew released
+ * or freed leaves no thread behind.  A model keeps its calls' threads
+ * while GLOW_OPT_KEEP_WORKSPACE is 1, with the same results as threads
+ * started per call, ends them when asked and with the model, and a forked
+ * child goes on using it.  Thread counts are read from /proc/self/task.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#include "core.h"
+
+/* Each thread's number, from 1, given the first time it runs a job. */
+static atomic_int next_id;
+static _Thread_local int my_id;
+
+static int thread_id(void) {
+  if (!my_id)
+    my_id = atomic_fetch_add(&next_id, 1) + 1;
+  return my_id;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Threads of this process. */
+static int tasks(void) {
+  DIR *d = opendir("/proc/self/task");
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* The thread count once it settles at `want` (a joined thread leaves the
+ * list a moment after): the count itself, so that a mismatch shows it. */
+static int tasks_settled(int want) {
+  int n = tasks();
+  for (int i = 0; i < 200 && n != want; i++) {
+    sleep_ms(5);
+    n = tasks();
+  }
+  return n;
+}
+
+typedef struct {
+  int id;         /* the thread that ran the job */
+  int ms;         /* how long the job takes */
+  int value;      /* written by the job */
+  atomic_int *together; /* jobs arrived, when they must meet */
+  int meet;       /* how many must arrive */
+  int met;        /* 1 if all arrived within 10 s */
+} job;
+
+static void run_job(void *arg) {
+  job *j = arg;
+  j->id = thread_id();
+  if (j->ms)
+    sleep_ms(j->ms);
+  if (j->together) {
+    atomic_fetch_add(j->together, 1);
+    for (int i = 0; i < 10000 && atomic_load(j->together) < j->meet; i++)
+      sleep_ms(1);
+    j->met = atomic_load(j->together) >= j->meet;
+  }
+  j->value = 42;
+}
+
+static void test_reuse(void **state) {
+  (void)state;
+  const int base = tasks();
+  glow__crew *c = glow__crew_new();
+  assert_non_null(c);
+  job a = {0}, b = {0}, d = {0}, e = {0};
+  glow__hand *h = glow__crew_run(c, run_job, &a);
+  assert_non_null(h);
+  glow__hand_join(h);
+  assert_int_equal(a.value, 42);
+  assert_int_not_equal(a.id, thread_id()); /* not the caller */
+  /* At once: the parked thread, spinning. */
+  glow__hand_join(glow__crew_run(c, run_job, &b));
+  assert_int_equal(b.id, a.id);
+  /* After a pause long enough for it to sleep. */
+  sleep_ms(30);
+  glow__hand_join(glow__crew_run(c, run_job, &d));
+  assert_int_equal(d.id, a.id);
+  assert_int_equal(d.value, 42);
+  /* A job long enough for the joiner to sleep. */
+  e.ms = 30;
+  glow__hand_join(glow__crew_run(c, run_job, &e));
+  assert_int_equal(e.id, a.id);
+  assert_int_equal(e.value, 42);
+  assert_int_equal(tasks(), base + 1);
+  glow__crew_free(c);
+  assert_int_equal(tasks_settled(base), base);
+  glow__hand_join(NULL);
+  glow__crew_release(NULL);
+  glow__crew_free(NULL);
+}
+
+enum { K = 4 };
+
+/* K jobs that can only finish together run on K threads at once. */
+static void meet(glow__crew *c, job *jobs) {
+  atomic_int together = 0;
+  glow__hand *h[K];
+  for (int k = 0; k < K; k++) {
+    jobs[k] = (job){0};
+    jobs[k].together = &together;
+    jobs[k].meet = K;
+    h[k] = glow__crew_run(c, run_job, &jobs[k]);
+    assert_non_null(h[k]);
+  }
+  for (int k = 0; k < K; k++)
+    glow__hand_join(h[k]);
+  for (int k = 0; k < K; k++) {
+    assert_true(jobs[k].met);
+    for (int l = 0; l < k; l++)
+      assert_int_not_equal(jobs[k].id, jobs[l].id);
+  }
+}
+
+static int has_id(const job *jobs, int id) {
+  for (int k = 0; k < K; k++)
+    if (jobs[k].id == id)
+      return 1;
+  return 0;
+}
+
+static void test_together(void **state) {
+  (void)state;
+  const int base = tasks();
+  glow__crew *c = glow__crew_new();
+  job first[K], second[K];
+  meet(c, first);
+  meet(c, second); /* the same threads again, no new one */
+  for (int k = 0; k < K; k++)
+    assert_true(has_id(first, second[k].id));
+  assert_int_equal(tasks(), base + K);
+  /* Released: the threads end, and the crew starts new ones. */
+  glow__crew_release(c);
+  assert_int_equal(tasks_settled(base), base);
+  meet(c, second);
+  for (int k = 0; k < K; k++)
+    assert_false(has_id(first, second[k].id));
+  glow__crew_free(c);
+  assert_int_equal(tasks_settled(base), base);
+}
+
+static void test_no_crew(void **state) {
+  (void)state;
+  const int base = tasks();
+  job a = {0}, b = {0};
+  glow__hand_join(glow__crew_run(NULL, run_job, &a));
+  glow__hand_join(glow__crew_run(NULL, run_job, &b));
+  assert_int_equal(a.value, 42);
+  assert_int_equal(b.value, 42);
+  assert_int_not_equal(a.id, b.id); /* each job a thread of its own */
+  assert_int_equal(tasks_settled(base), base);
+}
+
+/* Callers of one crew, each running jobs one at a time. */
+enum { CALLERS = 3, ROUNDS = 300 };
+
+typedef struct {
+  glow__crew *crew;
+  atomic_int *count;
+  int ids[ROUNDS];
+} caller;
+
+static void count_job(void *arg) {
+  caller *who = arg;
+  atomic_fetch_add(who->count, 1);
+}
+
+static void *call_many(void *arg) {
+  caller *who = arg;
+  for (int r = 0; r < ROUNDS; r++) {
+    job j = {0};
+    glow__hand *h = glow__crew_run(who->crew, run_job, &j);
+    glow__hand *g = glow__crew_run(who->crew, count_job, who);
+    glow__hand_join(h);
+    glow__hand_join(g);
+    who->ids[r] = j.id;
+  }
+  return NULL;
+}
+
+static void test_shared(void **state) {
+  (void)state;
+  const int base = tasks();
+  glow__crew *c = glow__crew_new();
+  atomic_int count = 0;
+  caller who[CALLERS];
+  pthread_t tid[CALLERS];
+  for (int i = 0; i < CALLERS; i++) {
+    who[i].crew = c;
+    who[i].count = &count;
+    assert_int_equal(pthread_create(&tid[i], NULL, call_many, &who[i]), 0);
+  }
+  for (int i = 0; i < CALLERS; i++)
+    pthread_join(tid[i], NULL);
+  assert_int_equal(atomic_load(&count), CALLERS * ROUNDS);
+  /* Never more than two jobs per caller at once: no more threads. */
+  assert_true(tasks() <= base + 2 * CALLERS);
+  assert_true(tasks() >= base + 2);
+  glow__crew_free(c);
+  assert_int_equal(tasks_settled(base), base);
+}
+
+/* ---- A model's kept threads ------------------------------------------ */
+
+enum { N = 3 };
+
+static glow_model *make_model(float **x) {
+  glow_config cfg =
+      tu_config(8, 8, 3, 2, 2, 16, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
+  glow_model *m = NULL;
+  assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+  *x = tu_images(m, N, 7);
+  assert_int_equal(glow_data_init(m, *x, NULL, N), GLOW_OK);
+  tu_perturb(m, 0.05, 3);
+  return m;
+}
+
+/* glow_forward of the first n images into a new buffer of D + 1 floats
+ * per image (latent, then log-determinant). */
+static float *encode(const glow_model *m, const float *x, int32_t n) {
+  const int64_t d = glow_model_dim(m);
+  float *out = malloc(sizeof(float) * (size_t)((d + 1) * n));
+  assert_non_null(out);
+  assert_int_equal(glow_forward(m, x, NULL, n, out, out + d * n), GLOW_OK);
+  return out;
+}
+
+static void same_bits(const float *a, const float *b, int64_t count) {
+  assert_memory_equal(a, b, sizeof(float) * (size_t)count);
+}
+
+static void test_model_keeps(void **state) {
+  (void)state;
+  const int base = tasks();
+  float *x = NULL;
+  glow_model *m = make_model(&x);
+  const int64_t d = glow_model_dim(m);
+  const int64_t len = (d + 1) * 2;
+  /* One thread, the reference. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 1), GLOW_OK);
+  float *ref = encode(m, x, 2);
+  assert_int_equal(tasks(), base);
+  /* Two shards: one thread besides the caller, kept. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 2), GLOW_OK);
+  for (int r = 0; r < 10; r++) {
+    float *z = encode(m, x, 2);
+    same_bits(z, ref, len);
+    free(z);
+    assert_int_equal(tasks(), base + 1);
+  }
+  /* Not kept: none between calls, the same bits. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+  assert_int_equal(tasks_settled(base), base);
+  float *z = encode(m, x, 2);
+  same_bits(z, ref, len);
+  free(z);
+  assert_int_equal(tasks_settled(base), base);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+  /* Another thread count ends them; the next call keeps as many as it
+   * needs. */
+  z = encode(m, x, 2);
+  free(z);
+  assert_int_equal(tasks(), base + 1);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
+  assert_int_equal(tasks_settled(base), base);
+  z = encode(m, x, 3);
+  free(z);
+  assert_int_equal(tasks(), base + 2);
+  glow_model_free(m);
+  assert_int_equal(tasks_settled(base), base);
+  free(ref);
+  free(x);
+}
+
+static void test_fork(void **state) {
+  (void)state;
+#if defined(__SANITIZE_THREAD__)
+  /* ThreadSanitizer does not support threads started after a fork of a
+   * process with threads. */
+  skip();
+#endif
+  float *x = NULL;
+  glow_model *m = make_model(&x);
+  const int64_t d = glow_model_dim(m);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 2), GLOW_OK);
+  float *ref = encode(m, x, 2); /* the model now has a parked thread */
+  const pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) { /* the child: its parent's parked thread is not here */
+    alarm(60); /* a call waiting for that thread fails the test, not hangs */
+    int ok = 1;
+    for (int r = 0; r < 3 && ok; r++) {
+      float *z = malloc(sizeof(float) * (size_t)((d + 1) * 2));
+      ok = z && glow_forward(m, x, NULL, 2, z, z + 2 * d) == GLOW_OK &&
+           memcmp(z, ref, sizeof(float) * (size_t)((d + 1) * 2)) == 0;
+      free(z);
+    }
+    ok = ok && glow_set_option(m, GLOW_OPT_THREADS, 1) == GLOW_OK;
+    glow_model_free(m);
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The parent's thread is still there and still works. */
+  float *z = encode(m, x, 2);
+  same_bits(z, ref, (d + 1) * 2);
+  free(z);
+  glow_model_free(m);
+  free(ref);
+  free(x);
+}
+
+static void *nothing(void *arg) { return arg; }
+
+int main(void) {
+  /* A first thread, so that a sanitizer's runtime starts its own threads
+   * before any test counts. */
+  pthread_t t;
+  if (pthread_create(&t, NULL, nothing, NULL) == 0)
+    pthread_join(t, NULL);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_reuse),       cmocka_unit_test(test_together),
+      cmocka_unit_test(test_no_crew),     cmocka_unit_test(test_shared),
+      cmocka_unit_test(test_model_keeps), cmocka_unit_test(test_fork),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
