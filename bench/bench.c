@@ -19,7 +19,8 @@
  * the human-readable table above):
  *   --json            one JSON object per measurement on stdout, nothing
  *                     else: config, op, batch, median seconds per batch,
- *                     images/s, number of timed calls, the resident set
+ *                     images/s, number of timed calls, their mean and 90th
+ *                     percentile seconds (mean_s, p90_s), the resident set
  *                     after setup and its peak during the op (the peak is
  *                     reset after setup, so model creation or loading does
  *                     not count; "peak_rss_total_mib" is the whole
@@ -177,8 +178,12 @@ static int cmp_double(const void *a, const void *b) {
   return (d > 0) - (d < 0);
 }
 
+/* Timed calls of op: the median seconds; *calls, *mean and *p90 (the
+ * 90th percentile) when not NULL.  The mean and the tail show what a
+ * median hides when calls take one of two times. */
 static double time_op(op_fn op, glow_model *m, const bench_config *b, float *x,
-                      float *y, double seconds, int *calls) {
+                      float *y, double seconds, int *calls, double *mean,
+                      double *p90) {
   double t[256];
   int n = 0;
   const int min_calls = g_min_calls < 256 ? g_min_calls : 256;
@@ -190,8 +195,15 @@ static double time_op(op_fn op, glow_model *m, const bench_config *b, float *x,
     t[n++] = now() - t0;
   }
   qsort(t, (size_t)n, sizeof t[0], cmp_double);
+  double sum = 0;
+  for (int i = 0; i < n; i++)
+    sum += t[i];
   if (calls)
     *calls = n;
+  if (mean)
+    *mean = sum / n;
+  if (p90)
+    *p90 = t[n * 9 / 10];
   return t[n / 2];
 }
 
@@ -232,7 +244,8 @@ static void run_speed(const bench_config *b, double seconds) {
     if (g_json)
       reset_peak();
     int calls = 0;
-    double s = time_op(ops[i].fn, m, b, x, y, seconds, &calls);
+    double mean = 0, p90 = 0;
+    double s = time_op(ops[i].fn, m, b, x, y, seconds, &calls, &mean, &p90);
     if (!g_json) {
       printf("  %-24s %9.1f images/s  (%.1f ms per batch)\n", ops[i].name,
              b->batch / s, 1e3 * s);
@@ -241,11 +254,12 @@ static void run_speed(const bench_config *b, double seconds) {
     double peak = proc_status_mib("VmHWM");
     printf("{\"impl\": \"libglow\", \"version\": \"%s\", \"config\": "
            "\"%s\", \"op\": \"%s\", \"batch\": %d, \"median_s\": %.6g, "
-           "\"images_per_s\": %.6g, \"calls\": %d, \"keep_workspace\": %d, "
+           "\"images_per_s\": %.6g, \"calls\": %d, \"mean_s\": %.6g, "
+           "\"p90_s\": %.6g, \"keep_workspace\": %d, "
            "\"setup_rss_mib\": %.1f, \"peak_rss_mib\": %.1f, "
            "\"peak_rss_total_mib\": %.1f}\n",
            glow_version_string(), b->name, ops[i].key, b->batch, s,
-           b->batch / s, calls, (int)keep, setup, peak,
+           b->batch / s, calls, mean, p90, (int)keep, setup, peak,
            peak > total ? peak : total);
   }
   if (!g_json)
