@@ -59,12 +59,12 @@ static int tasks_settled(int want) {
 }
 
 typedef struct {
-  int id;         /* the thread that ran the job */
-  int ms;         /* how long the job takes */
-  int value;      /* written by the job */
+  int id;               /* the thread that ran the job */
+  int ms;               /* how long the job takes */
+  int value;            /* written by the job */
   atomic_int *together; /* jobs arrived, when they must meet */
-  int meet;       /* how many must arrive */
-  int met;        /* 1 if all arrived within 10 s */
+  int meet;             /* how many must arrive */
+  int met;              /* 1 if all arrived within 10 s */
 } job;
 
 static void run_job(void *arg) {
@@ -310,7 +310,7 @@ static void test_fork(void **state) {
   const pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) { /* the child: its parent's parked thread is not here */
-    alarm(60); /* a call waiting for that thread fails the test, not hangs */
+    alarm(60);    /* a call waiting for that thread fails the test, not hangs */
     int ok = 1;
     for (int r = 0; r < 3 && ok; r++) {
       float *z = malloc(sizeof(float) * (size_t)((d + 1) * 2));

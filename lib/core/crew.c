@@ -152,8 +152,7 @@ static void hand_free(glow__hand *h) {
 
 /* A new thread running fn(arg), in crew c (NULL: its own); NULL if none
  * could be started. */
-static glow__hand *hand_start(glow__crew *c, void (*fn)(void *arg),
-                              void *arg) {
+static glow__hand *hand_start(glow__crew *c, void (*fn)(void *arg), void *arg) {
   glow__hand *h = glow__calloc(1, sizeof *h);
   if (!h)
     return NULL;
