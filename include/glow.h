@@ -48,9 +48,11 @@
  *           glow_latent_* functions touch no model.  A call may split its
  *           batch over threads of its own (GLOW_OPT_THREADS); their work
  *           ends before it returns, and the model keeps them, parked, for
- *           its next calls unless GLOW_OPT_KEEP_WORKSPACE is 0.  A process
- *           forked from one that used a model may go on using it: it
- *           starts threads of its own.
+ *           its next calls unless GLOW_OPT_KEEP_WORKSPACE is 0.  They
+ *           block every signal, and keep the CPU affinity and scheduling
+ *           settings of the thread whose call started them.  A process
+ *           forked while no other thread was in a call on a model may go
+ *           on using that model: it starts threads of its own.
  *
  * Memory.   Each call allocates the scratch memory it needs, but for its
  *           workspaces, which the model keeps for its next calls unless
@@ -518,7 +520,8 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * pay for starting threads nor find a new one placed on the calling
  * thread's own core, where the scheduler often puts a thread started just
  * after every core was busy (docs/performance.md).  Concurrent callers
- * take different threads.  Setting this option to another value, or
+ * take different threads; a model keeps up to 256, and a call that needs
+ * more starts and ends its own for the rest.  Setting this option to another value, or
  * GLOW_OPT_KEEP_WORKSPACE to 0, ends them, as glow_model_free does; with
  * GLOW_OPT_KEEP_WORKSPACE 0 each call starts its threads and ends them
  * before returning (an idle model holds none).  A thread that cannot be

@@ -79,6 +79,9 @@ double glow__normal(uint64_t seed, uint64_t stream, uint64_t i);
  * concurrent callers take different threads. */
 typedef struct glow__crew glow__crew;
 typedef struct glow__hand glow__hand; /* a thread running a job */
+/* At most this many threads in a crew; a call that needs more (many
+ * concurrent callers) starts threads of its own for the rest. */
+#define GLOW__CREW_MAX 256
 /* An empty crew; NULL when out of memory. */
 glow__crew *glow__crew_new(void);
 /* fn(arg) on a parked thread of c, else on a new one that joins c (up to

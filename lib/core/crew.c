@@ -20,9 +20,9 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core.h"
 
@@ -33,10 +33,6 @@
  * shorter than this. */
 #define SPIN_NS 1000000
 #define YIELD_NS 50000
-
-/* At most this many hands in a crew; a call that needs more (many
- * concurrent callers) starts threads of its own for the rest. */
-#define CREW_MAX 256
 
 enum { IDLE, POSTED, DONE, STOP };
 
@@ -58,8 +54,21 @@ struct glow__crew {
   pthread_mutex_t lock;
   glow__hand *idle; /* parked hands */
   int32_t count;    /* hands started, parked or not */
-  pid_t pid;        /* the process whose threads they are */
+  uint64_t forks;   /* fork_count when made: its threads are this process's
+                       * while the count is the same */
 };
+
+/* Forks this process has made children by, as seen by the child: a child
+ * counts one more than its parent did, so a crew made before the fork is
+ * not the child's (see crew_here). */
+static _Atomic uint64_t fork_count;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void count_fork(void) {
+  atomic_fetch_add_explicit(&fork_count, 1, memory_order_relaxed);
+}
+
+static void watch_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -166,7 +175,14 @@ static glow__hand *hand_start(glow__crew *c, void (*fn)(void *arg), void *arg) {
   }
   pthread_cond_init(&h->posted, NULL);
   pthread_cond_init(&h->done, NULL);
-  if (pthread_create(&h->tid, NULL, hand_main, h) != 0) {
+  /* The thread starts with every signal blocked, so that the host's
+   * signals go to the host's own threads, whichever caller started it. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const int rc = pthread_create(&h->tid, NULL, hand_main, h);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
     hand_free(h);
     return NULL;
   }
@@ -181,7 +197,8 @@ glow__crew *glow__crew_new(void) {
     glow__free(c);
     return NULL;
   }
-  c->pid = getpid();
+  pthread_once(&fork_once, watch_forks);
+  c->forks = atomic_load_explicit(&fork_count, memory_order_relaxed);
   return c;
 }
 
@@ -189,14 +206,17 @@ glow__crew *glow__crew_new(void) {
  * that started them has none of them, so it starts threads of its own and
  * never touches c's lock, which another thread may have held at the
  * fork. */
-static int crew_here(const glow__crew *c) { return c && c->pid == getpid(); }
+static int crew_here(const glow__crew *c) {
+  return c &&
+         c->forks == atomic_load_explicit(&fork_count, memory_order_relaxed);
+}
 
 glow__hand *glow__crew_run(glow__crew *c, void (*fn)(void *arg), void *arg) {
   if (!crew_here(c))
     return hand_start(NULL, fn, arg);
   pthread_mutex_lock(&c->lock);
   glow__hand *h = c->idle;
-  const int room = !h && c->count < CREW_MAX;
+  const int room = !h && c->count < GLOW__CREW_MAX;
   if (h)
     c->idle = h->next;
   else if (room)
@@ -237,25 +257,30 @@ void glow__hand_join(glow__hand *h) {
 void glow__crew_release(glow__crew *c) {
   if (!c)
     return;
-  const int here = crew_here(c);
-  if (here)
-    pthread_mutex_lock(&c->lock);
+  if (!crew_here(c)) {
+    /* A forked child: the threads do not exist here, and the list may be
+     * half-updated by a thread gone with the fork.  Forget it (a few
+     * hundred bytes left behind, once). */
+    c->idle = NULL;
+    c->count = 0;
+    return;
+  }
+  pthread_mutex_lock(&c->lock);
   glow__hand *h = c->idle;
   c->idle = NULL;
-  if (here)
-    pthread_mutex_unlock(&c->lock);
+  pthread_mutex_unlock(&c->lock);
+  int32_t ended = 0;
   while (h) {
     glow__hand *next = h->next;
-    if (here) { /* in a forked child the thread does not exist */
-      set_state(h, STOP, &h->posted, &h->hand_sleeps);
-      pthread_join(h->tid, NULL);
-      hand_free(h);
-    } else {
-      glow__free(h); /* its lock may be held by a thread gone with the fork */
-    }
-    c->count--;
+    set_state(h, STOP, &h->posted, &h->hand_sleeps);
+    pthread_join(h->tid, NULL);
+    hand_free(h);
+    ended++;
     h = next;
   }
+  pthread_mutex_lock(&c->lock);
+  c->count -= ended;
+  pthread_mutex_unlock(&c->lock);
 }
 
 void glow__crew_free(glow__crew *c) {
