@@ -391,6 +391,8 @@ static void test_fork(void **state) {
     }
     ok = ok && glow_set_option(m, GLOW_OPT_THREADS, 1) == GLOW_OK;
     glow_model_free(m);
+    free(ref);
+    free(x);
     _exit(ok ? 0 : 1);
   }
   int status = 0;

@@ -258,9 +258,14 @@ void glow__crew_release(glow__crew *c) {
   if (!c)
     return;
   if (!crew_here(c)) {
-    /* A forked child: the threads do not exist here, and the list may be
-     * half-updated by a thread gone with the fork.  Forget it (a few
-     * hundred bytes left behind, once). */
+    /* A forked child: the threads do not exist here, and a hand's lock
+     * may have been held by its thread at the fork, so only the memory
+     * is freed.  (The list is whole: the fork was made while no call was
+     * running on the model, which glow.h asks for.) */
+    for (glow__hand *h = c->idle, *next; h; h = next) {
+      next = h->next;
+      glow__free(h);
+    }
     c->idle = NULL;
     c->count = 0;
     return;
