@@ -506,26 +506,25 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * by at most one, and runs each shard with its own workspace on a thread
  * of its own; the calling thread runs the first.  glow_backward then adds
  * the shards' gradients in shard order.  With fewer images than threads
- * (n < t), each shard of a model with at least a billion FLOPs of
- * products per image (the cifar shape of docs/performance.md has 8) gets
- * a team of the threads left over (t / n of them, give or take one),
- * which split the shard's matrix products between them by columns or rows
- * of the result, so that one image uses every core: each value of a
- * product is still summed by one thread, in the order one thread sums it.
- * Smaller models' steps are too short to share (on the machines measured
- * there, a team made them slower).  The threads' work ends before the
- * call returns.  While GLOW_OPT_KEEP_WORKSPACE is 1 the model keeps the
- * threads for its next calls: each spins for about a millisecond after
- * its work, then sleeps until a call takes it.  Later calls then neither
- * pay for starting threads nor find a new one placed on the calling
- * thread's own core, where the scheduler often puts a thread started just
- * after every core was busy (docs/performance.md).  Concurrent callers
- * take different threads; a model keeps up to 256, and a call that needs
- * more starts and ends its own for the rest.  Setting this option to another value, or
- * GLOW_OPT_KEEP_WORKSPACE to 0, ends them, as glow_model_free does; with
- * GLOW_OPT_KEEP_WORKSPACE 0 each call starts its threads and ends them
- * before returning (an idle model holds none).  A thread that cannot be
- * started leaves its shard to the calling thread.
+ * (n < t), each shard of a model whose flow steps have at least 8 million FLOPs
+ * of products per image each (the cifar shape of docs/performance.md has 84,
+ * the fashion shape 6) gets a team of the threads left over (t / n of them,
+ * give or take one), which split the shard's matrix products between them by
+ * columns or rows of the result, so that one image uses every core: each value
+ * of a product is still summed by one thread, in the order one thread sums it.
+ * Smaller steps are too short to share (on the machine measured there, a team
+ * made them slower).  The threads' work ends before the call returns.  While
+ * GLOW_OPT_KEEP_WORKSPACE is 1 the model keeps the threads for its next calls:
+ * each spins for about a millisecond after its work, then sleeps until a call
+ * takes it.  Later calls then neither pay for starting threads nor find a new
+ * one placed on the calling thread's own core, where the scheduler often puts a
+ * thread started just after every core was busy (docs/performance.md).
+ * Concurrent callers take different threads; a model keeps up to 256, and a
+ * call that needs more starts and ends its own for the rest.  Setting this
+ * option to another value, or GLOW_OPT_KEEP_WORKSPACE to 0, ends them, as
+ * glow_model_free does; with GLOW_OPT_KEEP_WORKSPACE 0 each call starts its
+ * threads and ends them before returning (an idle model holds none).  A thread
+ * that cannot be started leaves its shard to the calling thread.
  * glow_data_init always runs on the calling thread alone: its statistics
  * are those of the whole batch.
  *

@@ -378,6 +378,33 @@ static void test_shard_failure(void **state) {
 /* Fewer images than threads: the same shards, with teams splitting each
  * shard's products, give the bits of one thread per shard, for inference
  * and for the gradients (own kernel). */
+/* Teams by the size of a model's steps: cifar-shaped steps of 27 MFLOP
+ * get one, fashion's of 6 MFLOP do not, whatever the number of steps. */
+static void test_team_threshold(void **state) {
+  (void)state;
+  const int saved = glow__team_split_all;
+  glow__team_split_all = 0;
+  const struct {
+    int32_t hw, c, levels, depth, hidden, team;
+  } cases[] = {
+      {32, 3, 3, 2, 256, 2},  /* 165 MFLOP, 27.5 a step */
+      {32, 3, 3, 16, 256, 2}, /* the same steps, eight times as many */
+      {28, 1, 2, 8, 128, 1},  /* fashion: 99 MFLOP, 6.2 a step */
+      {28, 1, 2, 64, 128, 1}, /* the same steps, 790 MFLOP */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    glow_config cfg = tu_config(
+        cases[i].hw, cases[i].hw, cases[i].c, cases[i].levels, cases[i].depth,
+        cases[i].hidden, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
+    glow_model *m = NULL;
+    assert_int_equal(glow_model_create(&cfg, &m), GLOW_OK);
+    assert_int_equal(glow__shard_team(m, 2, 1, 0), cases[i].team);
+    assert_int_equal(glow__shard_team(m, 2, 2, 1), 1); /* a shard each */
+    glow_model_free(m);
+  }
+  glow__team_split_all = saved;
+}
+
 static void test_teams(void **state) {
   (void)state;
   const int32_t labels[N] = {2, 1, 0, 2, 1, 0, 1};
@@ -451,6 +478,7 @@ int main(void) {
       cmocka_unit_test(test_backward_shards),
       cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_shard_failure),
+      cmocka_unit_test(test_team_threshold),
       cmocka_unit_test(test_teams),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

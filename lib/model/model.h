@@ -255,10 +255,14 @@ typedef struct {
 int32_t glow__threads(const glow_model *m);
 /* Members of shard s's team when a batch on `threads` threads has `shards`
  * shards: 1 when every thread has a shard, else the threads left over
- * shared out, sizes differing by at most one; 1 also for models of less
- * than GLOW__TEAM_MIN_FLOPS per image, whose steps are too short to share
- * (glow__team_split_all overrides that). */
-#define GLOW__TEAM_MIN_FLOPS 1.0e9
+ * shared out, sizes differing by at most one; 1 also for models whose
+ * flow steps have less than GLOW__TEAM_MIN_STEP_FLOPS of products per
+ * image each, too short to share (glow__team_split_all overrides that).
+ * The step, not the image, decides: a team splits each step's products,
+ * and on the machine measured a team of two made a batch-1 call faster
+ * from about 10 MFLOP a step (1.05 to 1.5 times), slower at 6 (fashion:
+ * 0.89) and below, however many steps (docs/performance.md). */
+#define GLOW__TEAM_MIN_STEP_FLOPS 8.0e6
 int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
                          int32_t s);
 /* n images split into *count = min(threads, n) shards, in a new array

@@ -136,8 +136,10 @@ void glow__parallel(glow__crew *crew, int32_t shards,
 
 int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
                          int32_t s) {
+  const double steps = (double)m->cfg.levels * m->cfg.depth;
   if (shards >= threads ||
-      (m->flops_per_image < GLOW__TEAM_MIN_FLOPS && !glow__team_split_all))
+      (m->flops_per_image < GLOW__TEAM_MIN_STEP_FLOPS * steps &&
+       !glow__team_split_all))
     return 1;
   return (int32_t)((int64_t)threads * (s + 1) / shards -
                    (int64_t)threads * s / shards);
