@@ -512,8 +512,13 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * give or take one), which split the shard's matrix products between them by
  * columns or rows of the result, so that one image uses every core: each value
  * of a product is still summed by one thread, in the order one thread sums it.
- * Smaller steps are too short to share (on the machine measured there, a team
- * made them slower).  The threads' work ends before the call returns.  While
+ * Steps of 2 to 8 million FLOPs (fashion's) are shared where that pays,
+ * which depends on the machine: on the own kernel a call of one image times
+ * itself, the first 8 calls of every 64 alternating between a team and one
+ * thread, and the other 56 run the way whose fastest call was faster (the
+ * same bits either way; concurrent callers share the timing).  Smaller
+ * steps are too short to share (on the machine measured there, a team made
+ * them slower).  The threads' work ends before the call returns.  While
  * GLOW_OPT_KEEP_WORKSPACE is 1 the model keeps the threads for its next calls:
  * each spins for about a millisecond after its work, then sleeps until a call
  * takes it.  Later calls then neither pay for starting threads nor find a new

@@ -405,6 +405,87 @@ static void test_team_threshold(void **state) {
   glow__team_split_all = saved;
 }
 
+/* The batch-1 choice between a team and one thread, for steps between
+ * GLOW__TEAM_TRY_STEP_FLOPS and GLOW__TEAM_MIN_STEP_FLOPS: probes
+ * alternate, the faster way's fastest probe wins the round, and every
+ * way gives the same bits. */
+static void test_team_choice(void **state) {
+  (void)state;
+  glow__team_choice c;
+  glow__choice_reset(&c);
+  const uint64_t times[2][2] = {{900, 400}, {300, 700}}; /* alone, team */
+  for (int round = 0; round < 3; round++) {
+    const int faster = round == 1 ? 0 : 1;
+    for (int i = 0; i < GLOW__CHOICE_PROBES; i++) {
+      int probe = -2;
+      const int team = glow__choice_take(&c, &probe);
+      assert_int_equal(probe, i & 1);
+      assert_int_equal(team, probe);
+      /* round 2 records nothing: the choice of round 1 stands */
+      if (round < 2)
+        glow__choice_record(&c, probe, times[round % 2][probe] + i);
+    }
+    const int chosen = round == 2 ? 0 : faster;
+    for (int i = GLOW__CHOICE_PROBES; i < GLOW__CHOICE_ROUND; i++) {
+      int probe = -2;
+      assert_int_equal(glow__choice_take(&c, &probe), chosen);
+      assert_int_equal(probe, -1);
+    }
+  }
+  /* Which calls choose: batch 1 on two threads, steps of 2 to 8 MFLOP,
+   * the own kernel; inference and training apart. */
+  const int saved = glow__team_split_all;
+  glow__team_split_all = 0;
+  glow_config fashion = tu_config(28, 28, 1, 2, 8, 128, GLOW_COUPLING_AFFINE,
+                                  GLOW_PERMUTE_CONV1X1);
+  glow_config wide = tu_config(32, 32, 3, 3, 2, 256, GLOW_COUPLING_AFFINE,
+                               GLOW_PERMUTE_CONV1X1);
+  glow_config tiny = tu_config(16, 16, 3, 2, 4, 64, GLOW_COUPLING_AFFINE,
+                               GLOW_PERMUTE_CONV1X1);
+  glow_model *f = NULL, *w = NULL, *t = NULL;
+  assert_int_equal(glow_model_create(&fashion, &f), GLOW_OK);
+  assert_int_equal(glow_model_create(&wide, &w), GLOW_OK);
+  assert_int_equal(glow_model_create(&tiny, &t), GLOW_OK);
+  const int own = glow__model_gemm_own(f);
+  glow__team_choice *ci = glow__choice_for(f, 2, 1, 0);
+  glow__team_choice *ct = glow__choice_for(f, 2, 1, 1);
+  if (own) {
+    assert_non_null(ci);
+    assert_non_null(ct);
+    assert_ptr_not_equal(ci, ct);
+  } else {
+    assert_null(ci); /* through a CBLAS a team changes the bits */
+  }
+  assert_null(glow__choice_for(f, 2, 2, 0)); /* a shard each */
+  assert_null(glow__choice_for(f, 1, 1, 0)); /* one thread */
+  assert_null(glow__choice_for(w, 2, 1, 0)); /* always a team */
+  assert_null(glow__choice_for(t, 2, 1, 0)); /* never */
+  glow_model_free(w);
+  glow_model_free(t);
+  /* Every way the same bits: 150 calls span probes of both ways and
+   * chosen ones, against one thread's result. */
+  float *x = tu_images(f, 8, 61);
+  assert_int_equal(glow_data_init(f, x, NULL, 8), GLOW_OK);
+  tu_perturb(f, 0.02, 5);
+  const int64_t d = glow_model_dim(f);
+  float *ref = malloc(sizeof(float) * (size_t)(d + 1));
+  float *z = malloc(sizeof(float) * (size_t)(d + 1));
+  assert_int_equal(glow_set_option(f, GLOW_OPT_THREADS, 1), GLOW_OK);
+  assert_int_equal(glow_forward(f, x, NULL, 1, ref, ref + d), GLOW_OK);
+  assert_int_equal(glow_set_option(f, GLOW_OPT_THREADS, 2), GLOW_OK);
+  for (int i = 0; i < 150; i++) {
+    assert_int_equal(glow_forward(f, x, NULL, 1, z, z + d), GLOW_OK);
+    assert_memory_equal(z, ref, sizeof(float) * (size_t)(d + 1));
+  }
+  if (own) /* the calls went through the choice */
+    assert_int_equal(atomic_load(&f->choice[0].calls), 150);
+  free(z);
+  free(ref);
+  free(x);
+  glow_model_free(f);
+  glow__team_split_all = saved;
+}
+
 static void test_teams(void **state) {
   (void)state;
   const int32_t labels[N] = {2, 1, 0, 2, 1, 0, 1};
@@ -479,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_shard_failure),
       cmocka_unit_test(test_team_threshold),
+      cmocka_unit_test(test_team_choice),
       cmocka_unit_test(test_teams),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -68,8 +68,11 @@ int glow_set_option(glow_model *m, int32_t option, int64_t value) {
     }
     break;
   case GLOW_OPT_THREADS:
-    if (m->opts.threads != value) /* no more parked threads than needed */
+    if (m->opts.threads != value) { /* no more parked threads than needed */
       glow__crew_release(m->crew);
+      glow__choice_reset(&m->choice[0]); /* timed on the old count */
+      glow__choice_reset(&m->choice[1]);
+    }
     m->opts.threads =
         (int32_t)value; /* kept workspaces adapt on the next call */
     break;

@@ -199,7 +199,7 @@ int glow_backward(glow_model *m, const float *x, const int32_t *labels,
     for (int32_t s = 0; s < shards; s++)
       sh[s].ws = &m->train_ws[s];
     train_job j = {m, x, labels, n, sh, losses};
-    rc = glow__parallel_shards(m, sh, shards, train_shard, &j);
+    rc = glow__parallel_shards(m, sh, shards, 1, train_shard, &j);
   }
   /* Commit only if every sum stays finite, so that a failed call leaves
    * the gradient buffer as it was: the sums go to the scratch buffer in

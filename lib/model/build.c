@@ -197,6 +197,8 @@ int glow__model_new(const glow_config *cfg, int64_t max_params,
     glow__free(m);
     return glow__fail(GLOW_ERR_NOMEM, "creating a model: out of memory");
   }
+  glow__choice_reset(&m->choice[0]);
+  glow__choice_reset(&m->choice[1]);
   glow__models_add(1); /* until glow__model_free */
   m->cfg = *cfg;
   m->dim = (int64_t)cfg->height * cfg->width * cfg->channels;

@@ -8,6 +8,7 @@
 #define GLOW_MODEL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core.h"
@@ -44,6 +45,22 @@ typedef struct {
   int32_t count;
 } glow__pool;
 
+/* Batch-1 calls of models whose steps are too short for a team to pay
+ * everywhere but long enough for it to pay on some machines, or at some
+ * times (GLOW__TEAM_TRY_STEP_FLOPS to GLOW__TEAM_MIN_STEP_FLOPS), time
+ * themselves: each round of GLOW__CHOICE_ROUND calls starts with
+ * GLOW__CHOICE_PROBES calls run alternately alone and with a team, and
+ * the rest run the way whose fastest probe was faster.  Only on the own
+ * kernel, where both ways give the same bits.  Atomics: concurrent
+ * callers share it, and a lost update only blurs one round's timing. */
+#define GLOW__CHOICE_ROUND 64
+#define GLOW__CHOICE_PROBES 8
+typedef struct {
+  _Atomic uint32_t calls;   /* calls counted, for the rounds */
+  _Atomic uint64_t best[2]; /* this round's fastest probe, ns: alone, team */
+  _Atomic int team;         /* 1: the calls after the probes use a team */
+} glow__team_choice;
+
 struct glow_model {
   glow_config cfg;
   int64_t dim;         /* D = H*W*C */
@@ -60,11 +77,12 @@ struct glow_model {
   float *params, *grads; /* reg.n_params floats each */
   int initialized;       /* actnorms set from data */
   glow__options opts;
-  glow__pool pool;        /* kept inference workspaces */
-  glow__crew *crew;       /* kept threads (glow__model_crew) */
-  glow__ws *train_ws;     /* kept training workspaces, one per shard */
-  double flops_per_image; /* of the products of a forward pass, about */
-  int32_t n_train_ws;     /* how many train_ws holds (0: none) */
+  glow__pool pool;             /* kept inference workspaces */
+  glow__crew *crew;            /* kept threads (glow__model_crew) */
+  glow__team_choice choice[2]; /* batch-1 teams: inference, training */
+  glow__ws *train_ws;          /* kept training workspaces, one per shard */
+  double flops_per_image;      /* of the products of a forward pass, about */
+  int32_t n_train_ws;          /* how many train_ws holds (0: none) */
 };
 
 /* A model for a complete, validated config: layers, the tensor table and a
@@ -263,8 +281,21 @@ int32_t glow__threads(const glow_model *m);
  * from about 10 MFLOP a step (1.05 to 1.5 times), slower at 6 (fashion:
  * 0.89) and below, however many steps (docs/performance.md). */
 #define GLOW__TEAM_MIN_STEP_FLOPS 8.0e6
+#define GLOW__TEAM_TRY_STEP_FLOPS 2.0e6
 int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
                          int32_t s);
+/* The choice a call of `shards` shards on `threads` threads makes for
+ * batch-1 teams (glow__team_choice): m's for inference or training, or
+ * NULL where the fixed rule of glow__shard_team applies. */
+glow__team_choice *glow__choice_for(const glow_model *m, int32_t threads,
+                                    int32_t shards, int training);
+/* Start c fresh: no probes, alone. */
+void glow__choice_reset(glow__team_choice *c);
+/* For the next call under c: 1 to run with a team; *probe is the way
+ * probed (0 alone, 1 team) when the call is a probe, else -1. */
+int glow__choice_take(glow__team_choice *c, int *probe);
+/* A probe of way `way` took ns nanoseconds. */
+void glow__choice_record(glow__team_choice *c, int way, uint64_t ns);
 /* n images split into *count = min(threads, n) shards, in a new array
  * (free() it); NULL after recording NOMEM. */
 glow__shard *glow__shards_new(int32_t n, int32_t threads, int32_t *count);
@@ -285,11 +316,13 @@ void glow__parallel(glow__crew *crew, int32_t shards,
  * own, ended before it returns). */
 glow__crew *glow__model_crew(const glow_model *m);
 /* fn(ctx, s) for every shard as glow__parallel, each shard's workspace
- * sh[s].ws with its team (glow__shard_team) started before and stopped
- * after; the first failed shard's status. */
+ * sh[s].ws with its team (glow__shard_team, or as glow__choice_for
+ * chooses) started before and stopped after; the first failed shard's
+ * status.  training: 1 for glow_backward's shards (timed apart from the
+ * inference calls'). */
 int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
-                          int32_t shards, void (*fn)(void *ctx, int32_t shard),
-                          void *ctx);
+                          int32_t shards, int training,
+                          void (*fn)(void *ctx, int32_t shard), void *ctx);
 /* A batch of n images of an inference call on m's threads: the shards into
  * *sh (where fn finds them through ctx), each with a workspace from m's
  * pool (glow__ws_take), taken in shard order before any thread starts and

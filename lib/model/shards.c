@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -134,26 +135,89 @@ void glow__parallel(glow__crew *crew, int32_t shards,
   glow__free(hand);
 }
 
-int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
-                         int32_t s) {
-  const double steps = (double)m->cfg.levels * m->cfg.depth;
-  if (shards >= threads ||
-      (m->flops_per_image < GLOW__TEAM_MIN_STEP_FLOPS * steps &&
-       !glow__team_split_all))
-    return 1;
+/* Shard s's share of the threads left over. */
+static int32_t team_share(int32_t threads, int32_t shards, int32_t s) {
   return (int32_t)((int64_t)threads * (s + 1) / shards -
                    (int64_t)threads * s / shards);
 }
 
+static double steps(const glow_model *m) {
+  return (double)m->cfg.levels * m->cfg.depth;
+}
+
+int32_t glow__shard_team(const glow_model *m, int32_t threads, int32_t shards,
+                         int32_t s) {
+  if (shards >= threads ||
+      (m->flops_per_image < GLOW__TEAM_MIN_STEP_FLOPS * steps(m) &&
+       !glow__team_split_all))
+    return 1;
+  return team_share(threads, shards, s);
+}
+
+glow__team_choice *glow__choice_for(const glow_model *m, int32_t threads,
+                                    int32_t shards, int training) {
+  const double f = m->flops_per_image / steps(m);
+  if (shards != 1 || threads < 2 || glow__team_split_all ||
+      f < GLOW__TEAM_TRY_STEP_FLOPS || f >= GLOW__TEAM_MIN_STEP_FLOPS ||
+      !glow__model_gemm_own(m))
+    return NULL;
+  return (glow__team_choice *)&m->choice[training ? 1 : 0];
+}
+
+void glow__choice_reset(glow__team_choice *c) {
+  atomic_store(&c->calls, 0);
+  atomic_store(&c->best[0], UINT64_MAX);
+  atomic_store(&c->best[1], UINT64_MAX);
+  atomic_store(&c->team, 0);
+}
+
+int glow__choice_take(glow__team_choice *c, int *probe) {
+  const uint32_t i =
+      atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed) %
+      GLOW__CHOICE_ROUND;
+  if (i < GLOW__CHOICE_PROBES) {
+    *probe = (int)(i & 1);
+    return *probe;
+  }
+  *probe = -1;
+  if (i == GLOW__CHOICE_PROBES) { /* the round's probes are in: choose */
+    const uint64_t alone = atomic_exchange(&c->best[0], UINT64_MAX);
+    const uint64_t team = atomic_exchange(&c->best[1], UINT64_MAX);
+    if (alone != UINT64_MAX || team != UINT64_MAX)
+      atomic_store(&c->team, team < alone);
+  }
+  return atomic_load_explicit(&c->team, memory_order_relaxed);
+}
+
+void glow__choice_record(glow__team_choice *c, int way, uint64_t ns) {
+  uint64_t best = atomic_load_explicit(&c->best[way], memory_order_relaxed);
+  while (ns < best && !atomic_compare_exchange_weak(&c->best[way], &best, ns))
+    ;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
-                          int32_t shards, void (*fn)(void *ctx, int32_t shard),
-                          void *ctx) {
+                          int32_t shards, int training,
+                          void (*fn)(void *ctx, int32_t shard), void *ctx) {
   const int32_t threads = glow__threads(m);
+  glow__team_choice *choice = glow__choice_for(m, threads, shards, training);
+  int probe = -1;
+  const int team = choice && glow__choice_take(choice, &probe);
+  const uint64_t start = probe >= 0 ? now_ns() : 0;
   for (int32_t s = 0; s < shards; s++)
-    glow__ws_team_start(m, sh[s].ws, glow__shard_team(m, threads, shards, s));
+    glow__ws_team_start(m, sh[s].ws,
+                        team ? team_share(threads, shards, s)
+                             : glow__shard_team(m, threads, shards, s));
   glow__parallel(glow__model_crew(m), shards, fn, ctx);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_team_stop(sh[s].ws);
+  if (probe >= 0)
+    glow__choice_record(choice, probe, now_ns() - start);
   return glow__shards_status(sh, shards);
 }
 
@@ -168,7 +232,7 @@ int glow__run_shards(const glow_model *m, int32_t n, glow__shard **sh,
   for (int32_t s = 0; !rc && s < shards; s++)
     rc = glow__ws_take(m, (*sh)[s].count, &(*sh)[s].ws);
   if (!rc)
-    rc = glow__parallel_shards(m, *sh, shards, fn, ctx);
+    rc = glow__parallel_shards(m, *sh, shards, 0, fn, ctx);
   for (int32_t s = 0; s < shards; s++)
     glow__ws_give(m, (*sh)[s].ws);
   glow__free(*sh);
