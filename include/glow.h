@@ -514,7 +514,7 @@ GLOW_API int glow_backward(glow_model *m, const float *x, const int32_t *labels,
  * of a product is still summed by one thread, in the order one thread sums it.
  * Steps of 2 to 8 million FLOPs (fashion's) are shared where that pays,
  * which depends on the machine: on the own kernel a call of one image times
- * itself, the first 8 calls of every 64 alternating between a team and one
+ * itself, the first 8 calls of every 64 taking turns between a team and one
  * thread, and the other 56 run the way whose fastest call was faster (the
  * same bits either way; concurrent callers share the timing).  Smaller
  * steps are too short to share (on the machine measured there, a team made

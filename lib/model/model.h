@@ -49,7 +49,7 @@ typedef struct {
  * everywhere but long enough for it to pay on some machines, or at some
  * times (GLOW__TEAM_TRY_STEP_FLOPS to GLOW__TEAM_MIN_STEP_FLOPS), time
  * themselves: each round of GLOW__CHOICE_ROUND calls starts with
- * GLOW__CHOICE_PROBES calls run alternately alone and with a team, and
+ * GLOW__CHOICE_PROBES calls run alone and with a team in turn, and
  * the rest run the way whose fastest probe was faster.  Only on the own
  * kernel, where both ways give the same bits.  Atomics: concurrent
  * callers share it, and a lost update only blurs one round's timing. */

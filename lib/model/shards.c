@@ -176,7 +176,10 @@ int glow__choice_take(glow__team_choice *c, int *probe) {
       atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed) %
       GLOW__CHOICE_ROUND;
   if (i < GLOW__CHOICE_PROBES) {
-    *probe = (int)(i & 1);
+    /* Alone or team in the Thue-Morse order (0 1 1 0 1 0 0 1), not
+     * alternately: a host that alternates two calls (an encode and a
+     * decode) then has each way timed on both. */
+    *probe = (int)((i ^ i >> 1 ^ i >> 2) & 1); /* parity of i < 8 */
     return *probe;
   }
   *probe = -1;
