@@ -135,24 +135,27 @@ static void test_reuse(void **state) {
 
 enum { K = 4 };
 
-/* K jobs that can only finish together run on K threads at once. */
-static void meet(glow__crew *c, job *jobs) {
+/* `count` jobs that can only finish together run on as many threads at
+ * once. */
+static void meet(glow__crew *c, job *jobs, int count) {
   atomic_int together = 0;
-  glow__hand *h[K];
-  for (int k = 0; k < K; k++) {
+  glow__hand **h = calloc((size_t)count, sizeof *h);
+  assert_non_null(h);
+  for (int k = 0; k < count; k++) {
     jobs[k] = (job){0};
     jobs[k].together = &together;
-    jobs[k].meet = K;
+    jobs[k].meet = count;
     h[k] = glow__crew_run(c, run_job, &jobs[k]);
     assert_non_null(h[k]);
   }
-  for (int k = 0; k < K; k++)
+  for (int k = 0; k < count; k++)
     glow__hand_join(h[k]);
-  for (int k = 0; k < K; k++) {
+  for (int k = 0; k < count; k++) {
     assert_true(jobs[k].met);
     for (int l = 0; l < k; l++)
       assert_int_not_equal(jobs[k].id, jobs[l].id);
   }
+  free(h);
 }
 
 static int has_id(const job *jobs, int id) {
@@ -167,15 +170,15 @@ static void test_together(void **state) {
   const int base = tasks_steady();
   glow__crew *c = glow__crew_new();
   job first[K], second[K];
-  meet(c, first);
-  meet(c, second); /* the same threads again, no new one */
+  meet(c, first, K);
+  meet(c, second, K); /* the same threads again, no new one */
   for (int k = 0; k < K; k++)
     assert_true(has_id(first, second[k].id));
   assert_int_equal(tasks(), base + K);
   /* Released: the threads end, and the crew starts new ones. */
   glow__crew_release(c);
   assert_int_equal(tasks_settled(base), base);
-  meet(c, second);
+  meet(c, second, K);
   for (int k = 0; k < K; k++)
     assert_false(has_id(first, second[k].id));
   glow__crew_free(c);
@@ -190,24 +193,11 @@ static void test_full(void **state) {
   enum { MORE = GLOW__CREW_MAX + 4 };
   glow__crew *c = glow__crew_new();
   job *jobs = calloc(MORE, sizeof *jobs);
-  glow__hand **h = calloc(MORE, sizeof *h);
   assert_non_null(jobs);
-  assert_non_null(h);
-  atomic_int together = 0;
-  for (int k = 0; k < MORE; k++) {
-    jobs[k].together = &together;
-    jobs[k].meet = MORE;
-    h[k] = glow__crew_run(c, run_job, &jobs[k]);
-    assert_non_null(h[k]);
-  }
-  for (int k = 0; k < MORE; k++)
-    glow__hand_join(h[k]);
-  for (int k = 0; k < MORE; k++)
-    assert_true(jobs[k].met);
+  meet(c, jobs, MORE);
   assert_int_equal(tasks_settled(base + GLOW__CREW_MAX), base + GLOW__CREW_MAX);
   glow__crew_free(c);
   assert_int_equal(tasks_settled(base), base);
-  free(h);
   free(jobs);
 }
 

@@ -97,6 +97,8 @@ void glow__hand_join(glow__hand *h);
 void glow__crew_release(glow__crew *c);
 /* glow__crew_release, then free c; NULL is a no-op. */
 void glow__crew_free(glow__crew *c);
+/* The monotonic clock, in nanoseconds. */
+int64_t glow__now_ns(void);
 /* Spin until ready(p, a) holds, for up to about a millisecond; 1 if it
  * did, 0 if the time ran out (the caller then sleeps on its own terms). */
 int glow__spin_until(int (*ready)(const void *p, uint32_t a), const void *p,

@@ -70,7 +70,7 @@ static void count_fork(void) {
 
 static void watch_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
 
-static int64_t now_ns(void) {
+int64_t glow__now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -89,7 +89,7 @@ int glow__spin_until(int (*ready)(const void *p, uint32_t a), const void *p,
       return 1;
     if ((i & 255) == 255 ||
         ns - start > YIELD_NS) { /* the clock now and then */
-      ns = now_ns();
+      ns = glow__now_ns();
       if (!start)
         start = ns;
       else if (ns - start > SPIN_NS)

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -198,12 +197,6 @@ void glow__choice_record(glow__team_choice *c, int way, uint64_t ns) {
     ;
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
                           int32_t shards, int training,
                           void (*fn)(void *ctx, int32_t shard), void *ctx) {
@@ -211,7 +204,7 @@ int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
   glow__team_choice *choice = glow__choice_for(m, threads, shards, training);
   int probe = -1;
   const int team = choice && glow__choice_take(choice, &probe);
-  const uint64_t start = probe >= 0 ? now_ns() : 0;
+  const int64_t start = probe >= 0 ? glow__now_ns() : 0;
   for (int32_t s = 0; s < shards; s++)
     glow__ws_team_start(m, sh[s].ws,
                         team ? team_share(threads, shards, s)
@@ -220,7 +213,7 @@ int glow__parallel_shards(const glow_model *m, const glow__shard *sh,
   for (int32_t s = 0; s < shards; s++)
     glow__ws_team_stop(sh[s].ws);
   if (probe >= 0)
-    glow__choice_record(choice, probe, now_ns() - start);
+    glow__choice_record(choice, probe, (uint64_t)(glow__now_ns() - start));
   return glow__shards_status(sh, shards);
 }
 
