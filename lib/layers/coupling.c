@@ -117,24 +117,10 @@ static const float *network(const coupling *cp, const glow__pass *p,
   return nn;
 }
 
-/* The affine coupling's scale s = sigmoid(v), with 1 - s and e = e^{-|v|}
- * (so that log s = min(v, 0) - log1p(e)), from one exp.  With e <= 1,
- * s and 1 - s are 1 / (1 + e) and e / (1 + e), in the order of v's sign:
- * each has full precision, where 1.0f - s would cancel for large v, and
- * nothing overflows for v of any size. */
-typedef struct {
-  float s, one_minus, e;
-} sigmoid_parts;
-
-static inline sigmoid_parts sigmoid3(float v) {
-  const float e = expf(-fabsf(v));
-  const float r = 1.0f / (1.0f + e); /* sigmoid(|v|) */
-  sigmoid_parts q;
-  q.e = e;
-  q.s = v >= 0.0f ? r : e * r;
-  q.one_minus = v >= 0.0f ? e * r : r;
-  return q;
-}
+/* The affine coupling's scales, s = sigmoid(raw + 2) for each value of
+ * x2, go through glow__sigmoid in runs of up to RUN values: gathered from
+ * the network's output (raw is every other channel), then used. */
+#define RUN 256
 
 /* Rows [lo, hi) of the coupling itself, given the network's output: y
  * (out) from x (in), and for the affine coupling each pixel's log s summed
@@ -145,28 +131,55 @@ typedef struct {
   float *out, *terms;   /* its output; the affine forward's terms */
 } couple_rows;
 
+/* Up to RUN values of raw + 2 from the network's output nn (co channels a
+ * row), from row *r, channel *k of x2 on, until row hi: their count; *r
+ * and *k then point past them. */
+static int32_t gather_raw(const float *nn, int32_t co, int32_t half, int64_t hi,
+                          int64_t *r, int32_t *k, float *raw) {
+  int32_t cnt = 0;
+  for (; cnt < RUN && *r < hi; cnt++) {
+    raw[cnt] = nn[*r * co + 2 * *k + 1] + 2.0f;
+    if (++*k == half) {
+      *k = 0;
+      ++*r;
+    }
+  }
+  return cnt;
+}
+
 static void couple_forward_rows(void *ctx, int64_t lo, int64_t hi) {
   const couple_rows *j = ctx;
   const int32_t c = j->cp->c, half = c / 2, co = j->cp->out.cout;
-  for (int64_t r = lo; r < hi; r++) {
-    const float *u = j->in + r * c, *nn = j->nn + r * co;
-    float *v = j->out + r * c;
-    if (j->cp->kind == GLOW_COUPLING_ADDITIVE) {
+  if (j->cp->kind == GLOW_COUPLING_ADDITIVE) {
+    for (int64_t r = lo; r < hi; r++) {
+      const float *u = j->in + r * c, *nn = j->nn + r * co;
+      float *v = j->out + r * c;
       for (int32_t k = 0; k < half; k++) {
         v[k] = u[k];
         v[half + k] = u[half + k] + nn[k];
       }
-      continue;
     }
-    float acc = 0.0f; /* one pixel's few terms; summed in double */
-    for (int32_t k = 0; k < half; k++) {
-      float raw = nn[2 * k + 1] + 2.0f;
-      sigmoid_parts t = sigmoid3(raw);
+    return;
+  }
+  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
+  int64_t gr = lo, r = lo; /* the rows of the next value gathered, used */
+  int32_t gk = 0, k = 0;
+  float acc = 0.0f; /* one pixel's few terms; summed in double */
+  while (gr < hi) {
+    const int32_t cnt = gather_raw(j->nn, co, half, hi, &gr, &gk, raw);
+    glow__sigmoid(raw, cnt, s, one_minus, log_s);
+    for (int32_t i = 0; i < cnt; i++) {
+      const float *u = j->in + r * c, *nn = j->nn + r * co;
+      float *v = j->out + r * c;
       v[k] = u[k];
-      v[half + k] = (u[half + k] + nn[2 * k]) * t.s;
-      acc += (raw < 0.0f ? raw : 0.0f) - log1pf(t.e); /* log s */
+      v[half + k] = (u[half + k] + nn[2 * k]) * s[i];
+      acc += log_s[i];
+      if (++k == half) {
+        j->terms[r++] = acc;
+        acc = 0.0f;
+        k = 0;
+      }
     }
-    j->terms[r] = acc;
   }
 }
 
@@ -200,16 +213,32 @@ static int forward(const glow__layer *ly, const glow__pass *p, const float *x,
 static void couple_inverse_rows(void *ctx, int64_t lo, int64_t hi) {
   const couple_rows *j = ctx;
   const int32_t c = j->cp->c, half = c / 2, co = j->cp->out.cout;
-  for (int64_t r = lo; r < hi; r++) {
-    const float *v = j->in + r * c, *nn = j->nn + r * co;
-    float *u = j->out + r * c;
-    for (int32_t k = 0; k < half; k++) {
-      const float y2 = v[half + k];
+  if (j->cp->kind == GLOW_COUPLING_ADDITIVE) {
+    for (int64_t r = lo; r < hi; r++) {
+      const float *v = j->in + r * c, *nn = j->nn + r * co;
+      float *u = j->out + r * c;
+      for (int32_t k = 0; k < half; k++) {
+        u[k] = v[k];
+        u[half + k] = v[half + k] - nn[k];
+      }
+    }
+    return;
+  }
+  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
+  int64_t gr = lo, r = lo;
+  int32_t gk = 0, k = 0;
+  while (gr < hi) {
+    const int32_t cnt = gather_raw(j->nn, co, half, hi, &gr, &gk, raw);
+    glow__sigmoid(raw, cnt, s, one_minus, log_s);
+    for (int32_t i = 0; i < cnt; i++) {
+      const float *v = j->in + r * c, *nn = j->nn + r * co;
+      float *u = j->out + r * c;
       u[k] = v[k];
-      if (j->cp->kind == GLOW_COUPLING_ADDITIVE)
-        u[half + k] = y2 - nn[k];
-      else
-        u[half + k] = y2 / sigmoid3(nn[2 * k + 1] + 2.0f).s - nn[2 * k];
+      u[half + k] = v[half + k] / s[i] - nn[2 * k];
+      if (++k == half) {
+        r++;
+        k = 0;
+      }
     }
   }
 }
@@ -232,6 +261,33 @@ static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
  * since ds/draw = s (1 - s) and d log s / draw = 1 - s.  x1 passes through
  * and also feeds the network, so dL/dx1 = dL/dy1 + the network's
  * backward. */
+/* The affine coupling's element-wise backward for rows [0, rows): gx's
+ * second half and the network's output gradient gnn. */
+static void couple_backward_rows(const coupling *cp, const float *x,
+                                 const float *nn, const float *gy, float gld,
+                                 int64_t rows, float *gx, float *gnn) {
+  const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
+  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
+  int64_t gr = 0, r = 0;
+  int32_t gk = 0, k = 0;
+  while (gr < rows) {
+    const int32_t cnt = gather_raw(nn, co, half, rows, &gr, &gk, raw);
+    glow__sigmoid(raw, cnt, s, one_minus, log_s);
+    for (int32_t i = 0; i < cnt; i++) {
+      const float *o = nn + r * co;
+      const float y2 = (x[r * c + half + k] + o[2 * k]) * s[i];
+      const float g2 = gy[r * c + half + k];
+      gx[r * c + half + k] = g2 * s[i];
+      gnn[r * co + 2 * k] = g2 * s[i];
+      gnn[r * co + 2 * k + 1] = one_minus[i] * (g2 * y2 + gld);
+      if (++k == half) {
+        r++;
+        k = 0;
+      }
+    }
+  }
+}
+
 static int backward(const glow__layer *ly, const glow__pass *p,
                     const glow__handoff *h, const float *gy, float *gx,
                     float *G) {
@@ -246,25 +302,12 @@ static int backward(const glow__layer *ly, const glow__pass *p,
    * gnn (rows x cout). */
   float *ga = p->s->grad_act;
   float *gb = ga + rows * max64(hid, half), *gnn = gb + rows * hid;
-  for (int64_t r = 0; r < rows; r++) {
-    const float *gv = gy + r * c + half;
-    float *go = gx + r * c + half;
-    const float *xv = x + r * c + half, *o = nn + r * co;
-    float *gn = gnn + r * co;
-    if (cp->kind == GLOW_COUPLING_ADDITIVE) {
+  if (cp->kind == GLOW_COUPLING_ADDITIVE)
+    for (int64_t r = 0; r < rows; r++)
       for (int32_t k = 0; k < half; k++)
-        gn[k] = go[k] = gv[k];
-      continue;
-    }
-    for (int32_t k = 0; k < half; k++) {
-      sigmoid_parts q = sigmoid3(o[2 * k + 1] + 2.0f);
-      float y2 = (xv[k] + o[2 * k]) * q.s;
-      float g2 = gv[k];
-      go[k] = g2 * q.s;
-      gn[2 * k] = g2 * q.s;
-      gn[2 * k + 1] = q.one_minus * (g2 * y2 + gld);
-    }
-  }
+        gnn[r * co + k] = gx[r * c + half + k] = gy[r * c + half + k];
+  else
+    couple_backward_rows(cp, x, nn, gy, gld, rows, gx, gnn);
   /* The network backwards: zconv, actnorm2+ReLU, conv1x1, actnorm1+ReLU,
    * conv3x3, the gradients passing between ga and gb. */
   glow__zconv_backward(&cp->out, P, G, r2, hid, nn, gnn, ga, n, hh, ww, p->s);
