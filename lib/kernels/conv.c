@@ -59,31 +59,49 @@ static void im2col(const float *x, int64_t ldx, int32_t h, int32_t w,
 
 /* Pixels [q0, q1) of y (h x w x cout) of one image = the sum of the nine
  * taps' outputs z (h x w x 9*cout, tap t at columns [t*cout, +cout)),
- * each shifted by its offset, zero outside the image. */
-static inline GLOW__ALWAYS_INLINE void sum_taps_image(const float *z, int32_t h,
-                                                      int32_t w, int32_t cout,
-                                                      float *y, int64_t q0,
-                                                      int64_t q1) {
+ * each shifted by its offset, zero outside the image, in tap order; then
+ * ep (or NULL) on each pixel's sums, the operations of
+ * glow__epilogue_apply while they are at hand. */
+static inline GLOW__ALWAYS_INLINE void
+sum_taps_image(const float *z, int32_t h, int32_t w, int32_t cout, float *y,
+               int64_t q0, int64_t q1, const glow__epilogue *ep) {
   const int32_t nt = 9 * cout;
   int32_t yy = (int32_t)(q0 / w), xx = (int32_t)(q0 % w);
   for (int64_t q = q0; q < q1; q++) {
     float *out = y + q * cout;
     for (int32_t co = 0; co < cout; co++)
       out[co] = 0.0f;
-    for (int32_t ky = 0; ky < 3; ky++) {
-      int32_t sy = yy + ky - 1;
-      if (sy < 0 || sy >= h)
-        continue;
-      for (int32_t kx = 0; kx < 3; kx++) {
-        int32_t sx = xx + kx - 1;
-        if (sx < 0 || sx >= w)
+    if (yy > 0 && yy < h - 1 && xx > 0 && xx < w - 1) {
+      /* Inside the image: all nine taps, no tests. */
+      const float *at = z + ((int64_t)(yy - 1) * w + (xx - 1)) * nt;
+      for (int32_t ky = 0; ky < 3; ky++)
+        for (int32_t kx = 0; kx < 3; kx++) {
+          const float *src =
+              at + ((int64_t)ky * w + kx) * nt + (ky * 3 + kx) * cout;
+          for (int32_t co = 0; co < cout; co++)
+            out[co] += src[co];
+        }
+    } else {
+      for (int32_t ky = 0; ky < 3; ky++) {
+        int32_t sy = yy + ky - 1;
+        if (sy < 0 || sy >= h)
           continue;
-        const float *src =
-            z + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
-        for (int32_t co = 0; co < cout; co++)
-          out[co] += src[co];
+        for (int32_t kx = 0; kx < 3; kx++) {
+          int32_t sx = xx + kx - 1;
+          if (sx < 0 || sx >= w)
+            continue;
+          const float *src =
+              z + ((int64_t)sy * w + sx) * nt + (ky * 3 + kx) * cout;
+          for (int32_t co = 0; co < cout; co++)
+            out[co] += src[co];
+        }
       }
     }
+    if (ep)
+      for (int32_t co = 0; co < cout; co++) {
+        const float t = (out[co] + ep->bias[co]) * ep->scale[co];
+        out[co] = ep->relu && !(t > 0.0f) ? 0.0f : t;
+      }
     if (++xx == w) { /* the next pixel starts a row */
       xx = 0;
       yy++;
@@ -95,16 +113,17 @@ static inline GLOW__ALWAYS_INLINE void sum_taps_image(const float *z, int32_t h,
  * couplings' usual shapes; a loop of cout = 2..12 iterations would not
  * vectorise. */
 static void sum_taps(const float *z, int32_t h, int32_t w, int32_t cout,
-                     float *y, int64_t q0, int64_t q1) {
+                     float *y, int64_t q0, int64_t q1,
+                     const glow__epilogue *ep) {
   switch (cout) {
-  case 2: sum_taps_image(z, h, w, 2, y, q0, q1); break;
-  case 3: sum_taps_image(z, h, w, 3, y, q0, q1); break;
-  case 4: sum_taps_image(z, h, w, 4, y, q0, q1); break;
-  case 6: sum_taps_image(z, h, w, 6, y, q0, q1); break;
-  case 8: sum_taps_image(z, h, w, 8, y, q0, q1); break;
-  case 12: sum_taps_image(z, h, w, 12, y, q0, q1); break;
-  case 16: sum_taps_image(z, h, w, 16, y, q0, q1); break;
-  default: sum_taps_image(z, h, w, cout, y, q0, q1); break;
+  case 2: sum_taps_image(z, h, w, 2, y, q0, q1, ep); break;
+  case 3: sum_taps_image(z, h, w, 3, y, q0, q1, ep); break;
+  case 4: sum_taps_image(z, h, w, 4, y, q0, q1, ep); break;
+  case 6: sum_taps_image(z, h, w, 6, y, q0, q1, ep); break;
+  case 8: sum_taps_image(z, h, w, 8, y, q0, q1, ep); break;
+  case 12: sum_taps_image(z, h, w, 12, y, q0, q1, ep); break;
+  case 16: sum_taps_image(z, h, w, 16, y, q0, q1, ep); break;
+  default: sum_taps_image(z, h, w, cout, y, q0, q1, ep); break;
   }
 }
 
@@ -122,13 +141,11 @@ static void sum_taps_rows(void *ctx, int64_t lo, int64_t hi) {
   for (int64_t r = lo; r < hi;) {
     const int64_t i = r / hw, q0 = r - i * hw;
     const int64_t q1 = hi - i * hw < hw ? hi - i * hw : hw;
+    /* y's sums end here, not in the product: ep is applied here too */
     sum_taps(j->z + i * hw * 9 * j->cout, j->h, j->w, j->cout,
-             j->y + i * hw * j->cout, q0, q1);
+             j->y + i * hw * j->cout, q0, q1, j->ep);
     r += q1 - q0;
   }
-  if (j->ep) /* y's sums end here, not in the product */
-    glow__epilogue_apply(j->ep, j->y + lo * j->cout, j->y + lo * j->cout,
-                         j->cout, hi - lo, j->cout);
 }
 
 /* Few output channels (the coupling's last conv, hidden -> c, and its
