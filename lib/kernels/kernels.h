@@ -158,16 +158,22 @@ void glow__matmul_grad(const float *x, int64_t ldx, int64_t rows, int32_t cin,
                        const float *wt, int32_t cout, const float *gy,
                        float *gw, float *gx, glow__conv_scratch *cs);
 
-/* ---- The coupling's scale (sigmoid.c) -------------------------------------- */
+/* ---- Exponentials (vexp.c) ------------------------------------------------ */
 
+/* For i < n: y[i] = e^x[i], to within an ulp (0 below about -103.9,
+ * infinity above 88.72, NaN for NaN); x == y allowed.  Element by
+ * element: each value's result depends on that value only, not on n or
+ * its position. */
+void glow__exp(const float *x, int64_t n, float *y);
 /* For i < n: s[i] = sigmoid(v[i]), one_minus[i] = 1 - s[i] and log_s[i] =
- * log s[i], each to within about an ulp, from one exponential and without
- * overflow for v of any size (NaN gives NaN).  Element by element: each
- * value's results depend on that value only, not on n or its position. */
+ * log s[i], each to within 3 ulp, from one exponential and without
+ * overflow for v of any size (NaN gives NaN); element by element, as
+ * glow__exp. */
 void glow__sigmoid(const float *v, int64_t n, float *s, float *one_minus,
                    float *log_s);
 /* The same computed with isa's vectors (the C compiler's baseline where
  * this CPU lacks them, or for the CBLAS): the same bits whatever isa. */
+void glow__exp_on(glow__gemm_isa isa, const float *x, int64_t n, float *y);
 void glow__sigmoid_on(glow__gemm_isa isa, const float *v, int64_t n, float *s,
                       float *one_minus, float *log_s);
 

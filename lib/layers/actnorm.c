@@ -50,8 +50,7 @@ static void actnorm_init(const glow__an *an, float *P, const float *x,
 static glow__epilogue an_epilogue(const glow__an *an, const float *P, int relu,
                                   glow__scratch *s) {
   float *scale = s->chan_f;
-  for (int32_t j = 0; j < an->c; j++)
-    scale[j] = expf(P[an->logs + j]);
+  glow__exp(P + an->logs, an->c, scale);
   return (glow__epilogue){P + an->bias, scale, relu};
 }
 
@@ -109,8 +108,8 @@ void glow__an_backward(const glow__an *an, const float *P, float *G,
   float *restrict scale = s->chan_f, *restrict pg = s->chan_f + c;
   float *restrict pgy = s->chan_f + 2 * c;
   double *sg = s->chan_d, *sgy = s->chan_d + c;
+  glow__exp(ls, c, scale);
   for (int32_t j = 0; j < c; j++) {
-    scale[j] = expf(ls[j]);
     sg[j] = 0.0;
     sgy[j] = 0.0;
   }
@@ -185,7 +184,8 @@ static int inverse(const glow__layer *ly, const glow__pass *p, const float *y,
   const float *b = p->P + an->bias, *ls = p->P + an->logs;
   float *inv = p->s->chan_f;
   for (int32_t j = 0; j < c; j++)
-    inv[j] = expf(-ls[j]);
+    inv[j] = -ls[j];
+  glow__exp(inv, c, inv);
   for (int64_t r = 0; r < rows; r++) {
     const float *v = y + r * c;
     float *u = x + r * c;

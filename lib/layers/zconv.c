@@ -32,7 +32,8 @@ void glow__zconv_forward(const glow__zconv *zc, const float *P, const float *x,
   const float *ls = P + zc->logs;
   float *scale = s->chan_f;
   for (int32_t j = 0; j < co; j++)
-    scale[j] = expf(GLOW__ZCONV_LOGSCALE * ls[j]);
+    scale[j] = GLOW__ZCONV_LOGSCALE * ls[j];
+  glow__exp(scale, co, scale);
   /* (conv + bias) * scale is the products' epilogue (glow__epilogue), so
    * the convolution applies it: the same operations a pass after it would
    * make, and the same bits. */
@@ -53,10 +54,11 @@ void glow__zconv_backward(const glow__zconv *zc, const float *P, float *G,
   float *scale = s->chan_f;
   double *sg = s->chan_d, *sgy = s->chan_d + co;
   for (int32_t j = 0; j < co; j++) {
-    scale[j] = expf(GLOW__ZCONV_LOGSCALE * ls[j]);
+    scale[j] = GLOW__ZCONV_LOGSCALE * ls[j];
     sg[j] = 0.0;
     sgy[j] = 0.0;
   }
+  glow__exp(scale, co, scale);
   /* dL/dlogs = 3 sum g y; dL/du = g e^{3 logs} for u = conv + bias. */
   for (int64_t r = 0; r < rows; r++) {
     float *gv = g + r * co;

@@ -1,9 +1,10 @@
 /*
- * test_sigmoid.c -- glow__sigmoid, the affine coupling's scale: s, 1 - s
- * and log s against double precision over a sweep of the floats from -110
- * to 110 and at the edges (infinities, NaN, results that are subnormal or
- * round to zero), and the same bits from every instruction set this CPU
- * runs, whatever the run a value is in.
+ * test_vexp.c -- the exponentials in vectors: glow__exp, and glow__sigmoid
+ * (the affine coupling's scale: s, 1 - s and log s), against double
+ * precision over sweeps of the floats and at the edges (infinities, NaN,
+ * results that are subnormal, round to zero or overflow), and the same
+ * bits from every instruction set this CPU runs, whatever the run a value
+ * is in.
  */
 #include <string.h>
 
@@ -137,11 +138,85 @@ static void test_same_bits(void **state) {
   assert_true(versions >= 1);
 }
 
+/* Every 3001st float pattern from -105 to 90: each result within one ulp
+ * of e^x (the C library's expf: within half of one, as a rule). */
+static void test_exp_accuracy(void **state) {
+  (void)state;
+  float v[SWEEP], y[SWEEP];
+  double most = 0.0;
+  int64_t count = 0;
+  int fill = 0;
+  for (uint64_t b = 0; b <= 0xffffffffu + (uint64_t)3001; b += 3001) {
+    if (b <= 0xffffffffu) {
+      const uint32_t bits = (uint32_t)b;
+      float x;
+      memcpy(&x, &bits, sizeof x);
+      if (!(x >= -105.0f && x <= 88.7f))
+        continue;
+      v[fill++] = x;
+      if (fill < SWEEP)
+        continue;
+    }
+    glow__exp(v, fill, y);
+    for (int i = 0; i < fill; i++)
+      most = fmax(most, ulps(y[i], exp((double)v[i])));
+    count += fill;
+    fill = 0;
+  }
+  assert_true(count > 500000);
+  assert_true(most <= 1.0);
+  assert_true(most > 0.0);
+}
+
+static void test_exp_edges(void **state) {
+  (void)state;
+  float v[] = {INFINITY, -INFINITY, NAN,     0.0f,    -0.0f,   88.72f,
+               88.73f,   1000.0f,   -104.0f, -103.5f, -100.0f, -87.5f};
+  enum { N = sizeof v / sizeof v[0] };
+  float y[N];
+  glow__exp(v, N, y);
+  assert_true(isinf(y[0]) && y[0] > 0 && y[1] == 0.0f && isnan(y[2]));
+  assert_true(y[3] == 1.0f && y[4] == 1.0f);
+  assert_true(isfinite(y[5]) && ulps(y[5], exp((double)v[5])) <= 1.0);
+  assert_true(isinf(y[6]) && isinf(y[7])); /* past the largest float */
+  assert_true(y[8] == 0.0f);               /* below half the smallest */
+  for (int i = 9; i < N; i++)              /* subnormal */
+    assert_true(y[i] > 0.0f && ulps(y[i], exp((double)v[i])) <= 1.0);
+  /* In place: the same values. */
+  float w[N];
+  memcpy(w, v, sizeof v);
+  glow__exp(w, N, w);
+  for (int i = 0; i < N; i++)
+    assert_true(w[i] == y[i] || (isnan(w[i]) && isnan(y[i])));
+}
+
+/* glow__exp_on from every instruction set: the plain version's bits. */
+static void test_exp_same_bits(void **state) {
+  (void)state;
+  enum { N = 1000 };
+  float v[N], y0[N], y[N];
+  uint64_t seed = 11;
+  for (int i = 0; i < N; i++)
+    v[i] = (float)(tu_normal(&seed) * (i % 3 ? 3.0 : 40.0));
+  glow__exp_on(GLOW__GEMM_CBLAS, v, N, y0);
+  for (int isa = GLOW__GEMM_CBLAS; isa <= GLOW__GEMM_AVX512; isa++) {
+    if (!glow__gemm_runs((glow__gemm_isa)isa))
+      continue;
+    for (int64_t run = 1; run <= 333; run = run * 3 + 2) {
+      memset(y, 0, sizeof y);
+      for (int64_t i0 = 0; i0 < N; i0 += run)
+        glow__exp_on((glow__gemm_isa)isa, v + i0, N - i0 < run ? N - i0 : run,
+                     y + i0);
+      assert_memory_equal(y, y0, sizeof y);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_accuracy),
-      cmocka_unit_test(test_edges),
-      cmocka_unit_test(test_same_bits),
+      cmocka_unit_test(test_accuracy),  cmocka_unit_test(test_edges),
+      cmocka_unit_test(test_same_bits), cmocka_unit_test(test_exp_accuracy),
+      cmocka_unit_test(test_exp_edges), cmocka_unit_test(test_exp_same_bits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
