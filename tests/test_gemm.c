@@ -399,6 +399,67 @@ static void test_epilogue(void **state) {
                 (long long)checks);
 }
 
+/* A 3x3 convolution with fewer output channels than input ones takes the
+ * tap path: a product per tap, then the tap sums, which apply the
+ * epilogue to each pixel's sums as they end.  That must give the bits of
+ * the convolution without it followed by glow__epilogue_apply, on every
+ * kernel, for the tap sums' unrolled channel counts and another, with and
+ * without the ReLU, and at the values where the two could part: a NaN
+ * bias (NaN, or 0 after the ReLU) and a zero scale on negative sums (-0,
+ * or +0 after the ReLU). */
+static void test_tap_epilogue(void **state) {
+  (void)state;
+  static const int32_t couts[] = {4, 5, 12};
+  const int32_t n = 2, h = 5, w = 6, cin = 16;
+  const int64_t rows = (int64_t)n * h * w;
+  float *x = random_floats(rows * cin, 71);
+  float *packs = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK);
+  int64_t nan_seen = 0, neg_zero_seen = 0;
+  for (size_t ci = 0; ci < sizeof couts / sizeof couts[0]; ci++) {
+    const int32_t cout = couts[ci];
+    float *wt = random_floats(9 * (int64_t)cin * cout, 73 + ci);
+    float *bias = random_floats(cout, 79 + ci);
+    float *scale = random_floats(cout, 83 + ci);
+    bias[1] = NAN;
+    bias[2] = -1e6f; /* every sum negative, then times 0 */
+    scale[2] = 0.0f;
+    glow__conv_scratch cs = {0};
+    cs.cap = rows * 9 * cout;
+    cs.patches = malloc(sizeof(float) * (size_t)cs.cap);
+    const size_t bytes = sizeof(float) * (size_t)(rows * cout);
+    float *want = malloc(bytes), *got = malloc(bytes);
+    for (int own = 0; own <= 1; own++) {
+      if (own && !glow__gemm_own_available())
+        continue;
+      cs.pack = own ? packs : NULL;
+      for (int relu = 0; relu <= 1; relu++) {
+        const glow__epilogue ep = {bias, scale, relu};
+        glow__conv3x3(x, cin, n, h, w, cin, wt, cout, want, &cs, NULL);
+        glow__epilogue_apply(&ep, want, want, cout, rows, cout);
+        glow__conv3x3(x, cin, n, h, w, cin, wt, cout, got, &cs, &ep);
+        if (memcmp(got, want, bytes) != 0)
+          fail_msg("cout %d, %s, relu %d: the tap sums' epilogue differs "
+                   "from the pass after them",
+                   cout, own ? "own kernel" : "CBLAS", relu);
+        for (int64_t r = 0; r < rows; r++) {
+          nan_seen += isnan(got[r * cout + 1]);
+          neg_zero_seen +=
+              got[r * cout + 2] == 0.0f && signbit(got[r * cout + 2]);
+        }
+      }
+    }
+    free(cs.patches);
+    free(want);
+    free(got);
+    free(wt);
+    free(bias);
+    free(scale);
+  }
+  free(packs);
+  free(x);
+  assert_true(nan_seen > 0 && neg_zero_seen > 0); /* the edges were there */
+}
+
 /* glow__gemm_groups: B as matrices `group` columns wide side by side, the
  * nine taps of a 3x3 weight read where they lie.  On the own kernel, alone
  * and split between a team of 3 (chunks that start inside a matrix), the
@@ -499,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_team_split),
       cmocka_unit_test(test_epilogue),
       cmocka_unit_test(test_groups),
+      cmocka_unit_test(test_tap_epilogue),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

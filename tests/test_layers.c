@@ -211,11 +211,112 @@ static void test_model_logdet(void **state) {
     }
 }
 
+/* The affine coupling's element-wise part, bit for bit: y2 = (x2 + shift)
+ * s and each pixel's log s summed over its channels k = 0, 1, ... from
+ * 0.0f, then each image's pixels in order in double, computed here from
+ * the network's output one value at a time (glow__sigmoid of one value)
+ * against the layer, whose values go through glow__sigmoid in runs of
+ * 256: 12 channels (6 scales a pixel, so runs end inside pixels) and 80
+ * pixels.  Again with a team of 3 splitting the rows (at other pixels),
+ * and the inverse, whose bits must not depend on the team either. */
+static void test_coupling_bits(void **state) {
+  (void)state;
+  enum { N = 5, TEAM = 3 };
+  glow_config cfg =
+      tu_config(8, 8, 3, 1, 1, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
+  layer_ctx c;
+  assert_int_equal(glow_model_create(&cfg, &c.m), GLOW_OK);
+  tu_perturb(c.m, 0.3, 21);
+  assert_int_equal(glow__ws_alloc(c.m, N, &c.ws), GLOW_OK);
+  c.ly = find_layer(&c, "coupling");
+  const int32_t ch = c.ly->in.c, half = ch / 2, hid = cfg.hidden;
+  const int64_t hw = (int64_t)c.ly->in.h * c.ly->in.w, rows = N * hw;
+  assert_int_equal(ch, 12);
+  assert_true(rows * half > 256 && 256 % half != 0);
+  float *x = malloc(sizeof(float) * (size_t)(rows * ch));
+  float *y = malloc(sizeof(float) * (size_t)(rows * ch));
+  float *y_team = malloc(sizeof(float) * (size_t)(rows * ch));
+  float *back = malloc(sizeof(float) * (size_t)(rows * ch));
+  float *back_team = malloc(sizeof(float) * (size_t)(rows * ch));
+  uint64_t seed = 3;
+  for (int64_t i = 0; i < rows * ch; i++)
+    x[i] = (float)tu_normal(&seed);
+  float *packs = malloc(sizeof(float) * (size_t)GLOW__GEMM_PACK * TEAM);
+  float *team_pack[TEAM];
+  for (int t = 0; t < TEAM; t++)
+    team_pack[t] = packs + (int64_t)t * GLOW__GEMM_PACK;
+  double ld[2][N];
+  for (int team = 0; team <= 1; team++) {
+    glow__scratch *sc = &c.ws.s;
+    glow__team *tm = team ? glow__team_start(NULL, TEAM) : NULL;
+    assert_true(!team || tm);
+    sc->conv.team = tm;
+    sc->conv.team_pack = sc->conv.pack ? team_pack : NULL;
+    glow__team_split_all = team;
+    glow__logdet acc = {0.0, c.ws.ld};
+    glow__pass pass = {.P = c.m->params,
+                       .n = N,
+                       .eps = NULL,
+                       .dim = c.m->dim,
+                       .scale = 1.0f,
+                       .ld = &acc,
+                       .s = sc,
+                       .n_total = N};
+    for (int i = 0; i < N; i++)
+      c.ws.ld[i] = 0.0;
+    float *out = team ? y_team : y;
+    assert_int_equal(c.ly->ops->forward(c.ly, &pass, x, out, sc->act, NULL),
+                     GLOW_OK);
+    memcpy(ld[team], c.ws.ld, sizeof ld[team]);
+    if (!team) { /* the reference, from the network's output */
+      const int32_t co = 2 * half;
+      const float *nn = sc->act + 2 * rows * hid;
+      for (int32_t i = 0; i < N; i++) {
+        double sum = 0.0;
+        for (int64_t q = 0; q < hw; q++) {
+          const int64_t r = i * hw + q;
+          float terms = 0.0f;
+          for (int32_t k = 0; k < half; k++) {
+            const float raw = nn[r * co + 2 * k + 1] + 2.0f;
+            float sg, om, ls;
+            glow__sigmoid(&raw, 1, &sg, &om, &ls);
+            const float want = (x[r * ch + half + k] + nn[r * co + 2 * k]) * sg;
+            assert_true(memcmp(&want, &y[r * ch + half + k], sizeof want) == 0);
+            assert_true(y[r * ch + k] == x[r * ch + k]);
+            terms += ls;
+          }
+          sum += terms;
+        }
+        assert_true(memcmp(&sum, &ld[0][i], sizeof sum) == 0);
+        assert_true(sum < -1.0); /* the scales are not all 1 */
+      }
+    }
+    float *inv = team ? back_team : back;
+    assert_int_equal(c.ly->ops->inverse(c.ly, &pass, out, inv), GLOW_OK);
+    glow__team_split_all = 0;
+    sc->conv.team = NULL;
+    sc->conv.team_pack = NULL;
+    glow__team_stop(tm);
+  }
+  assert_memory_equal(y_team, y, sizeof(float) * (size_t)(rows * ch));
+  assert_memory_equal(ld[1], ld[0], sizeof ld[0]);
+  assert_memory_equal(back_team, back, sizeof(float) * (size_t)(rows * ch));
+  assert_true(tu_max_abs_diff(back, x, rows * ch) < 1e-4);
+  free(packs);
+  free(x);
+  free(y);
+  free(y_team);
+  free(back);
+  free(back_team);
+  teardown_ctx(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layer_logdets),
       cmocka_unit_test(test_additive_coupling_logdet),
       cmocka_unit_test(test_model_logdet),
+      cmocka_unit_test(test_coupling_bits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -107,6 +107,17 @@ static void test_edges(void **state) {
   assert_true(s[9] > 0.0f); /* e^-103.5 rounds to the smallest, not 0 */
 }
 
+/* Values at the edges of both functions' ranges, spread over the random
+ * values the tests below compare across instruction sets. */
+static void add_edges(float *v, int n) {
+  static const float edges[] = {
+      INFINITY, -INFINITY, NAN,     -NAN,     0.0f,   -0.0f,  1e-30f, -1e-30f,
+      -87.5f,   -103.5f,   -104.0f, -1000.0f, 88.72f, 88.73f, 200.0f, -200.0f};
+  const int count = (int)(sizeof edges / sizeof edges[0]);
+  for (int i = 0; i < count && 7 + 37 * i < n; i++)
+    v[7 + 37 * i] = edges[i];
+}
+
 /* Every instruction set gives the plain version's bits, for runs of any
  * length and start. */
 static void test_same_bits(void **state) {
@@ -116,6 +127,7 @@ static void test_same_bits(void **state) {
   uint64_t seed = 7;
   for (int i = 0; i < N; i++)
     v[i] = (float)(tu_normal(&seed) * (i % 3 ? 4.0 : 40.0));
+  add_edges(v, N);
   glow__sigmoid_on(GLOW__GEMM_CBLAS, v, N, s0, om0, ls0);
   int versions = 0;
   for (int isa = GLOW__GEMM_CBLAS; isa <= GLOW__GEMM_AVX512; isa++) {
@@ -125,6 +137,8 @@ static void test_same_bits(void **state) {
     const int64_t runs[] = {1, 3, 17, 64, 333};
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
       memset(s, 0, sizeof s);
+      memset(om, 0, sizeof om);
+      memset(ls, 0, sizeof ls);
       for (int64_t i0 = 5; i0 < N; i0 += runs[r]) {
         const int64_t n = N - i0 < runs[r] ? N - i0 : runs[r];
         glow__sigmoid_on((glow__gemm_isa)isa, v + i0, n, s + i0, om + i0,
@@ -198,6 +212,7 @@ static void test_exp_same_bits(void **state) {
   uint64_t seed = 11;
   for (int i = 0; i < N; i++)
     v[i] = (float)(tu_normal(&seed) * (i % 3 ? 3.0 : 40.0));
+  add_edges(v, N);
   glow__exp_on(GLOW__GEMM_CBLAS, v, N, y0);
   for (int isa = GLOW__GEMM_CBLAS; isa <= GLOW__GEMM_AVX512; isa++) {
     if (!glow__gemm_runs((glow__gemm_isa)isa))

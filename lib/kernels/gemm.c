@@ -231,9 +231,10 @@ static inline GLOW__ALWAYS_INLINE void pack_b(const float *b, int64_t rs,
 }
 
 /* kc rows of len floats, from src (row stride ls) to dst (row stride ld):
- * one run of a grouped op(B)'s columns.  A matrix's runs are as wide as
- * its output channels, 4 to 48 floats, each row a move or two of a fixed
- * size where the length is one of the usual ones. */
+ * one run of a grouped op(B)'s columns.  A run is cut where a matrix, a
+ * panel or the block ends, so it is 1 to nr floats long, most often a
+ * matrix's whole width (its output channels, 4 to 48); each row is then a
+ * move or two of a fixed size where the length is one of the usual ones. */
 static inline GLOW__ALWAYS_INLINE void copy_runs(float *dst, int64_t ld,
                                                  const float *src, int64_t ls,
                                                  int64_t kc, int64_t len) {

@@ -64,7 +64,9 @@ static inline float exp_float(float x) {
           z +
       r + 1.0f;
   /* n is the integer in t's low mantissa bits (t and magic share their
-   * exponent); for NaN it is meaningless, and p is NaN. */
+   * exponent).  For NaN it is meaningless but within +-1.3e9 (the
+   * difference of the bits, read as a two's-complement integer), so that
+   * e + 127 does not overflow, and p is NaN. */
   const int32_t ni = (int32_t)(to_bits(t) - to_bits(magic));
   const int32_t sub = ni<-126, big = ni> 127;
   const int32_t e = sub ? ni + 64 : big ? ni - 1 : ni;
