@@ -215,16 +215,13 @@ static void test_model_logdet(void **state) {
  * s and each pixel's log s summed over its channels k = 0, 1, ... from
  * 0.0f, then each image's pixels in order in double, computed here from
  * the network's output one value at a time (glow__sigmoid of one value)
- * against the layer, whose values go through glow__sigmoid in runs of
- * 256: 12 channels (6 scales a pixel, so runs end inside pixels) and 80
- * pixels.  Again with a team of 3 splitting the rows (at other pixels),
+ * against the layer, whose values go through glow__sigmoid in runs of at
+ * most 256: pixels of 6 scales, whose runs hold 42 pixels, and pixels of
+ * 260, which take two runs each.  Again with a team of 3 splitting the rows (at other pixels),
  * and the inverse, whose bits must not depend on the team either on the
  * own kernel. */
-static void test_coupling_bits(void **state) {
-  (void)state;
+static void check_coupling_bits(glow_config cfg, int32_t channels) {
   enum { N = 5, TEAM = 3 };
-  glow_config cfg =
-      tu_config(8, 8, 3, 1, 1, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1);
   layer_ctx c;
   assert_int_equal(glow_model_create(&cfg, &c.m), GLOW_OK);
   tu_perturb(c.m, 0.3, 21);
@@ -232,8 +229,8 @@ static void test_coupling_bits(void **state) {
   c.ly = find_layer(&c, "coupling");
   const int32_t ch = c.ly->in.c, half = ch / 2, hid = cfg.hidden;
   const int64_t hw = (int64_t)c.ly->in.h * c.ly->in.w, rows = N * hw;
-  assert_int_equal(ch, 12);
-  assert_true(rows * half > 256 && 256 % half != 0);
+  assert_int_equal(ch, channels);
+  assert_true(rows * half > 256); /* more than one run of scales */
   float *x = malloc(sizeof(float) * (size_t)(rows * ch));
   float *y = malloc(sizeof(float) * (size_t)(rows * ch));
   float *y_team = malloc(sizeof(float) * (size_t)(rows * ch));
@@ -317,6 +314,19 @@ static void test_coupling_bits(void **state) {
   free(back);
   free(back_team);
   teardown_ctx(&c);
+}
+
+static void test_coupling_bits(void **state) {
+  (void)state;
+  /* 12 channels at 4 x 4: 6 scales a pixel, so runs of 256 end inside
+   * pixels. */
+  check_coupling_bits(
+      tu_config(8, 8, 3, 1, 1, 8, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1),
+      12);
+  /* 520 channels at 1 x 1: 260 scales a pixel, more than a run holds. */
+  check_coupling_bits(
+      tu_config(2, 2, 130, 1, 1, 4, GLOW_COUPLING_AFFINE, GLOW_PERMUTE_CONV1X1),
+      520);
 }
 
 int main(void) {

@@ -118,9 +118,44 @@ static const float *network(const coupling *cp, const glow__pass *p,
 }
 
 /* The affine coupling's scales, s = sigmoid(raw + 2) for each value of
- * x2, go through glow__sigmoid in runs of up to RUN values: gathered from
- * the network's output (raw is every other channel), then used. */
+ * x2, go through glow__sigmoid a tile at a time: rows [r0, r0 + nr),
+ * channels [k0, k0 + nk) of x2, at most RUN values, gathered from the
+ * network's output (raw is every other channel).  Tiles are whole rows,
+ * as many as fit, or pieces of one row longer than RUN, in row order. */
 #define RUN 256
+
+typedef struct {
+  int64_t r0, nr;                           /* rows; nr = 0: past the last */
+  int32_t k0, nk;                           /* channels of x2 */
+  float s[RUN], one_minus[RUN], log_s[RUN]; /* value (r, k) at r * nk + k */
+} scale_tile;
+
+/* The tile from row r0, channel k0 on (k0 < half), within rows [.., hi). */
+static void tile_at(scale_tile *t, int64_t r0, int32_t k0, int32_t half,
+                    int64_t hi) {
+  t->r0 = r0;
+  t->k0 = k0;
+  t->nk = half - k0 < RUN ? half - k0 : RUN;
+  const int64_t fit = k0 == 0 && half <= RUN ? RUN / half : 1;
+  t->nr = hi - r0 < fit ? hi - r0 : fit;
+}
+
+/* The tile after t. */
+static void tile_next(scale_tile *t, int32_t half, int64_t hi) {
+  if (t->k0 + t->nk < half)
+    tile_at(t, t->r0, t->k0 + t->nk, half, hi);
+  else
+    tile_at(t, t->r0 + t->nr, 0, half, hi);
+}
+
+/* t's scales from the network's output nn (co channels a row). */
+static void tile_scales(scale_tile *t, const float *nn, int32_t co) {
+  float raw[RUN];
+  for (int64_t r = 0; r < t->nr; r++)
+    for (int32_t k = 0; k < t->nk; k++)
+      raw[r * t->nk + k] = nn[(t->r0 + r) * co + 2 * (t->k0 + k) + 1] + 2.0f;
+  glow__sigmoid(raw, t->nr * t->nk, t->s, t->one_minus, t->log_s);
+}
 
 /* Rows [lo, hi) of the coupling itself, given the network's output: y
  * (out) from x (in), and for the affine coupling each pixel's log s summed
@@ -130,22 +165,6 @@ typedef struct {
   const float *in, *nn; /* the layer's input (x, or y inverse), NN's output */
   float *out, *terms;   /* its output; the affine forward's terms */
 } couple_rows;
-
-/* Up to RUN values of raw + 2 from the network's output nn (co channels a
- * row), from row *r, channel *k of x2 on, until row hi: their count; *r
- * and *k then point past them. */
-static int32_t gather_raw(const float *nn, int32_t co, int32_t half, int64_t hi,
-                          int64_t *r, int32_t *k, float *raw) {
-  int32_t cnt = 0;
-  for (; cnt < RUN && *r < hi; cnt++) {
-    raw[cnt] = nn[*r * co + 2 * *k + 1] + 2.0f;
-    if (++*k == half) {
-      *k = 0;
-      ++*r;
-    }
-  }
-  return cnt;
-}
 
 static void couple_forward_rows(void *ctx, int64_t lo, int64_t hi) {
   const couple_rows *j = ctx;
@@ -161,23 +180,23 @@ static void couple_forward_rows(void *ctx, int64_t lo, int64_t hi) {
     }
     return;
   }
-  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
-  int64_t gr = lo, r = lo; /* the rows of the next value gathered, used */
-  int32_t gk = 0, k = 0;
+  scale_tile t;
   float acc = 0.0f; /* one pixel's few terms; summed in double */
-  while (gr < hi) {
-    const int32_t cnt = gather_raw(j->nn, co, half, hi, &gr, &gk, raw);
-    glow__sigmoid(raw, cnt, s, one_minus, log_s);
-    for (int32_t i = 0; i < cnt; i++) {
+  for (tile_at(&t, lo, 0, half, hi); t.nr > 0; tile_next(&t, half, hi)) {
+    tile_scales(&t, j->nn, co);
+    for (int64_t i = 0; i < t.nr; i++) {
+      const int64_t r = t.r0 + i;
       const float *u = j->in + r * c, *nn = j->nn + r * co;
       float *v = j->out + r * c;
-      v[k] = u[k];
-      v[half + k] = (u[half + k] + nn[2 * k]) * s[i];
-      acc += log_s[i];
-      if (++k == half) {
-        j->terms[r++] = acc;
+      for (int32_t q = 0; q < t.nk; q++) {
+        const int32_t k = t.k0 + q;
+        v[k] = u[k];
+        v[half + k] = (u[half + k] + nn[2 * k]) * t.s[i * t.nk + q];
+        acc += t.log_s[i * t.nk + q];
+      }
+      if (t.k0 + t.nk == half) { /* the pixel's last channel */
+        j->terms[r] = acc;
         acc = 0.0f;
-        k = 0;
       }
     }
   }
@@ -225,20 +244,17 @@ static void couple_inverse_rows(void *ctx, int64_t lo, int64_t hi) {
     }
     return;
   }
-  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
-  int64_t gr = lo, r = lo;
-  int32_t gk = 0, k = 0;
-  while (gr < hi) {
-    const int32_t cnt = gather_raw(j->nn, co, half, hi, &gr, &gk, raw);
-    glow__sigmoid(raw, cnt, s, one_minus, log_s);
-    for (int32_t i = 0; i < cnt; i++) {
+  scale_tile t;
+  for (tile_at(&t, lo, 0, half, hi); t.nr > 0; tile_next(&t, half, hi)) {
+    tile_scales(&t, j->nn, co);
+    for (int64_t i = 0; i < t.nr; i++) {
+      const int64_t r = t.r0 + i;
       const float *v = j->in + r * c, *nn = j->nn + r * co;
       float *u = j->out + r * c;
-      u[k] = v[k];
-      u[half + k] = v[half + k] / s[i] - nn[2 * k];
-      if (++k == half) {
-        r++;
-        k = 0;
+      for (int32_t q = 0; q < t.nk; q++) {
+        const int32_t k = t.k0 + q;
+        u[k] = v[k];
+        u[half + k] = v[half + k] / t.s[i * t.nk + q] - nn[2 * k];
       }
     }
   }
@@ -261,22 +277,20 @@ static void couple_backward_rows(const coupling *cp, const float *x,
                                  const float *nn, const float *gy, float gld,
                                  int64_t rows, float *gx, float *gnn) {
   const int32_t c = cp->c, half = c / 2, co = cp->out.cout;
-  float raw[RUN], s[RUN], one_minus[RUN], log_s[RUN];
-  int64_t gr = 0, r = 0;
-  int32_t gk = 0, k = 0;
-  while (gr < rows) {
-    const int32_t cnt = gather_raw(nn, co, half, rows, &gr, &gk, raw);
-    glow__sigmoid(raw, cnt, s, one_minus, log_s);
-    for (int32_t i = 0; i < cnt; i++) {
+  scale_tile t;
+  for (tile_at(&t, 0, 0, half, rows); t.nr > 0; tile_next(&t, half, rows)) {
+    tile_scales(&t, nn, co);
+    for (int64_t i = 0; i < t.nr; i++) {
+      const int64_t r = t.r0 + i;
       const float *o = nn + r * co;
-      const float y2 = (x[r * c + half + k] + o[2 * k]) * s[i];
-      const float g2 = gy[r * c + half + k];
-      gx[r * c + half + k] = g2 * s[i];
-      gnn[r * co + 2 * k] = g2 * s[i];
-      gnn[r * co + 2 * k + 1] = one_minus[i] * (g2 * y2 + gld);
-      if (++k == half) {
-        r++;
-        k = 0;
+      for (int32_t q = 0; q < t.nk; q++) {
+        const int32_t k = t.k0 + q;
+        const float sk = t.s[i * t.nk + q];
+        const float y2 = (x[r * c + half + k] + o[2 * k]) * sk;
+        const float g2 = gy[r * c + half + k];
+        gx[r * c + half + k] = g2 * sk;
+        gnn[r * co + 2 * k] = g2 * sk;
+        gnn[r * co + 2 * k + 1] = t.one_minus[i * t.nk + q] * (g2 * y2 + gld);
       }
     }
   }
