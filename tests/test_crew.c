@@ -8,11 +8,15 @@
  * leaves no thread behind; its threads block the host's signals.  A model
  * keeps its calls' threads while GLOW_OPT_KEEP_WORKSPACE is 1, with the
  * same results as threads started per call, ends them when asked and with
- * the model, and a forked child goes on using it.  Thread counts are read
- * from /proc/self/task.
+ * the model, and a forked child goes on using it.  A thread that cannot
+ * start (pthread_create failing, injected through the linker's --wrap)
+ * leaves the crew's count as it was, and a model's call then runs its
+ * shards or a smaller team on the threads it has, with the same bits.
+ * Thread counts are read from /proc/self/task.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -23,6 +27,39 @@
 #include "testutil.h"
 
 #include "core.h"
+#include "model.h"
+
+/* pthread_create as the library calls it (tests/CMakeLists.txt links this
+ * file with --wrap=pthread_create): after `starts_left` more threads
+ * (negative: no limit), every start fails with EAGAIN, as when a process
+ * is out of threads. */
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg);
+static atomic_int starts_left = -1, starts_tried, starts_failed;
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                          void *(*fn)(void *), void *arg) {
+  atomic_fetch_add(&starts_tried, 1);
+  int left = atomic_load(&starts_left);
+  while (left >= 0) {
+    if (left == 0) {
+      atomic_fetch_add(&starts_failed, 1);
+      return EAGAIN;
+    }
+    if (atomic_compare_exchange_weak(&starts_left, &left, left - 1))
+      break;
+  }
+  return __real_pthread_create(t, attr, fn, arg);
+}
+
+/* From now on, `n` more threads start (negative: all); the counts from 0. */
+static void allow_starts(int n) {
+  atomic_store(&starts_left, n);
+  atomic_store(&starts_tried, 0);
+  atomic_store(&starts_failed, 0);
+}
 
 /* Each thread's number, from 1, given the first time it runs a job. */
 static atomic_int next_id;
@@ -214,6 +251,45 @@ static void test_no_crew(void **state) {
   assert_int_equal(tasks_settled(base), base);
 }
 
+/* A thread that cannot start: no hand, the job not run, and the crew's
+ * count given back, so that the crew later still keeps GLOW__CREW_MAX
+ * threads; a parked thread still takes jobs meanwhile. */
+static void test_cannot_start(void **state) {
+  (void)state;
+  const int base = tasks_steady();
+  glow__crew *c = glow__crew_new();
+  job a = {0}, b = {0};
+  allow_starts(0);
+  for (int i = 0; i < 5; i++)
+    assert_null(glow__crew_run(c, run_job, &a));
+  assert_null(glow__crew_run(NULL, run_job, &a));
+  assert_int_equal(atomic_load(&starts_failed), 6);
+  assert_int_equal(a.value, 0);
+  assert_int_equal(tasks(), base);
+  /* One more thread starts: it parks, and serves the next job while
+   * starts fail again, and a second job at once gets none. */
+  allow_starts(1);
+  glow__hand_join(glow__crew_run(c, run_job, &a));
+  assert_int_equal(a.value, 42);
+  glow__hand *h = glow__crew_run(c, run_job, &b);
+  assert_non_null(h);
+  assert_null(glow__crew_run(c, run_job, &a));
+  glow__hand_join(h);
+  assert_int_equal(b.id, a.id);
+  assert_int_equal(atomic_load(&starts_tried), 2);
+  assert_int_equal(tasks(), base + 1);
+  /* Every failed start was given back: the crew fills to its bound. */
+  allow_starts(-1);
+  enum { MORE = GLOW__CREW_MAX + 4 };
+  job *jobs = calloc(MORE, sizeof *jobs);
+  assert_non_null(jobs);
+  meet(c, jobs, MORE);
+  assert_int_equal(tasks_settled(base + GLOW__CREW_MAX), base + GLOW__CREW_MAX);
+  glow__crew_free(c);
+  assert_int_equal(tasks_settled(base), base);
+  free(jobs);
+}
+
 /* Callers of one crew, each running jobs one at a time. */
 enum { CALLERS = 3, ROUNDS = 300 };
 
@@ -351,6 +427,77 @@ static void test_model_keeps(void **state) {
   free(x);
 }
 
+/* The first n images' latents and log-determinants, as encode gives them,
+ * against ref: the same bits on the own kernel; through a CBLAS, whose
+ * split products may round differently, within 1e-4. */
+static void like(const glow_model *m, const float *z, const float *ref,
+                 int64_t count) {
+  if (glow__model_gemm_own(m))
+    same_bits(z, ref, count);
+  else
+    assert_true(tu_max_abs_diff(z, ref, count) < 1e-4);
+}
+
+/* A model's call whose threads cannot start runs their shards itself, or
+ * with a smaller team, and gives the same results; once threads start
+ * again, it keeps them. */
+static void test_model_cannot_start(void **state) {
+  (void)state;
+  const int base = tasks_steady();
+  float *x = NULL;
+  glow_model *m = make_model(&x);
+  const int64_t len = (glow_model_dim(m) + 1) * 2;
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 2), GLOW_OK);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+  float *ref = encode(m, x, 2);
+  /* Shards: threads of the call's own, then of the crew. */
+  for (int keep = 0; keep <= 1; keep++) {
+    assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, keep),
+                     GLOW_OK);
+    allow_starts(0);
+    float *z = encode(m, x, 2);
+    assert_int_equal(atomic_load(&starts_failed), 1);
+    same_bits(z, ref, len); /* the same two shards, on the caller */
+    free(z);
+    assert_int_equal(tasks(), base);
+  }
+  allow_starts(-1);
+  free(encode(m, x, 2));
+  assert_int_equal(tasks(), base + 1);
+  allow_starts(0); /* the parked thread needs no start */
+  float *z = encode(m, x, 2);
+  assert_int_equal(atomic_load(&starts_tried), 0);
+  same_bits(z, ref, len);
+  free(z);
+  /* A team for one image: of three, of two where one helper cannot
+   * start, of two again with the parked helper and one that cannot. */
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 1), GLOW_OK);
+  float *one = encode(m, x, 1);
+  assert_int_equal(glow_set_option(m, GLOW_OPT_THREADS, 3), GLOW_OK);
+  glow__team_split_all = 1;
+  const int allow[3] = {-1, 1, 0}, tried[3] = {2, 2, 1}, failed[3] = {0, 1, 1};
+  for (int r = 0; r < 3; r++) {
+    if (r < 2) { /* none parked; at r = 2, the one r = 1 left */
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 0), GLOW_OK);
+      assert_int_equal(glow_set_option(m, GLOW_OPT_KEEP_WORKSPACE, 1), GLOW_OK);
+    }
+    allow_starts(allow[r]);
+    z = encode(m, x, 1);
+    assert_int_equal(atomic_load(&starts_tried), tried[r]);
+    assert_int_equal(atomic_load(&starts_failed), failed[r]);
+    like(m, z, one, glow_model_dim(m) + 1);
+    free(z);
+    assert_int_equal(tasks(), base + (r == 0 ? 2 : 1));
+  }
+  glow__team_split_all = 0;
+  allow_starts(-1);
+  glow_model_free(m);
+  assert_int_equal(tasks_settled(base), base);
+  free(one);
+  free(ref);
+  free(x);
+}
+
 static void test_fork(void **state) {
   (void)state;
 #if defined(__has_feature)
@@ -408,10 +555,15 @@ int main(void) {
     pthread_join(t, NULL);
   tasks_steady(); /* and until that thread has left the list */
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_reuse),  cmocka_unit_test(test_together),
-      cmocka_unit_test(test_full),   cmocka_unit_test(test_no_crew),
-      cmocka_unit_test(test_shared), cmocka_unit_test(test_model_keeps),
+      cmocka_unit_test(test_reuse),
+      cmocka_unit_test(test_together),
+      cmocka_unit_test(test_full),
+      cmocka_unit_test(test_no_crew),
+      cmocka_unit_test(test_shared),
+      cmocka_unit_test(test_model_keeps),
       cmocka_unit_test(test_fork),
+      cmocka_unit_test(test_cannot_start),
+      cmocka_unit_test(test_model_cannot_start),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
