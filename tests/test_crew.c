@@ -222,13 +222,11 @@ static void test_together(void **state) {
   assert_int_equal(tasks_settled(base), base);
 }
 
-/* Beyond GLOW__CREW_MAX hands at once, jobs run on threads of their own,
- * which end with them. */
-static void test_full(void **state) {
-  (void)state;
-  const int base = tasks_steady();
+/* More jobs at once than c may keep threads for: c keeps its bound of
+ * them (the others run on threads of their own, which end), until it is
+ * freed. */
+static void fill_and_free(glow__crew *c, int base) {
   enum { MORE = GLOW__CREW_MAX + 4 };
-  glow__crew *c = glow__crew_new();
   job *jobs = calloc(MORE, sizeof *jobs);
   assert_non_null(jobs);
   meet(c, jobs, MORE);
@@ -236,6 +234,14 @@ static void test_full(void **state) {
   glow__crew_free(c);
   assert_int_equal(tasks_settled(base), base);
   free(jobs);
+}
+
+/* Beyond GLOW__CREW_MAX hands at once, jobs run on threads of their own,
+ * which end with them. */
+static void test_full(void **state) {
+  (void)state;
+  const int base = tasks_steady();
+  fill_and_free(glow__crew_new(), base);
 }
 
 static void test_no_crew(void **state) {
@@ -280,14 +286,7 @@ static void test_cannot_start(void **state) {
   assert_int_equal(tasks(), base + 1);
   /* Every failed start was given back: the crew fills to its bound. */
   allow_starts(-1);
-  enum { MORE = GLOW__CREW_MAX + 4 };
-  job *jobs = calloc(MORE, sizeof *jobs);
-  assert_non_null(jobs);
-  meet(c, jobs, MORE);
-  assert_int_equal(tasks_settled(base + GLOW__CREW_MAX), base + GLOW__CREW_MAX);
-  glow__crew_free(c);
-  assert_int_equal(tasks_settled(base), base);
-  free(jobs);
+  fill_and_free(c, base);
 }
 
 /* Callers of one crew, each running jobs one at a time. */
@@ -427,9 +426,9 @@ static void test_model_keeps(void **state) {
   free(x);
 }
 
-/* The first n images' latents and log-determinants, as encode gives them,
- * against ref: the same bits on the own kernel; through a CBLAS, whose
- * split products may round differently, within 1e-4. */
+/* count floats of encode's output against ref: the same bits on the own
+ * kernel; through a CBLAS, whose split products may round differently,
+ * within 1e-4. */
 static void like(const glow_model *m, const float *z, const float *ref,
                  int64_t count) {
   if (glow__model_gemm_own(m))
